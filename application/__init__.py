@@ -1,0 +1,1 @@
+"""Use cases over the domain and the event-store port: handling commands, temporal queries."""

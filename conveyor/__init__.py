@@ -1,0 +1,1 @@
+"""conveyor's composition root, settings and command-line interface."""

@@ -1,0 +1,1 @@
+"""The Order domain: commands, events, rules. Pure Python: no framework, no I/O."""

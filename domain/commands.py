@@ -1,0 +1,44 @@
+"""Commands: what a caller asks the Order aggregate to do. They carry intent, not validity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOrder:
+    order_id: str
+    customer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddItem:
+    order_id: str
+    sku: str
+    quantity: int
+    unit_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveItem:
+    order_id: str
+    sku: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmOrder:
+    order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder:
+    order_id: str
+    reason: str
+
+
+Command = CreateOrder | AddItem | RemoveItem | ConfirmOrder | CancelOrder
+
+COMMAND_TYPES: dict[str, type[Command]] = {
+    cls.__name__: cls for cls in (CreateOrder, AddItem, RemoveItem, ConfirmOrder, CancelOrder)
+}

@@ -1,0 +1,64 @@
+"""Business rule violations. Each names its rule (a stable code) and the values involved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrderRuleViolation(Exception):
+    """A command was refused by a business rule: a normal outcome, never retried."""
+
+    rule: str = "order_rule"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class OrderAlreadyExists(OrderRuleViolation):
+    rule = "order_already_exists"
+
+
+class OrderNotFound(OrderRuleViolation):
+    rule = "order_not_found"
+
+
+class OrderNotPending(OrderRuleViolation):
+    rule = "order_not_pending"
+
+
+class OrderAlreadyConfirmed(OrderRuleViolation):
+    rule = "order_already_confirmed"
+
+
+class OrderIsCancelled(OrderRuleViolation):
+    rule = "order_cancelled"
+
+
+class InvalidQuantity(OrderRuleViolation):
+    rule = "invalid_quantity"
+
+
+class QuantityLimitExceeded(OrderRuleViolation):
+    rule = "quantity_limit_exceeded"
+
+
+class InvalidUnitPrice(OrderRuleViolation):
+    rule = "invalid_unit_price"
+
+
+class UnitPriceMismatch(OrderRuleViolation):
+    rule = "unit_price_mismatch"
+
+
+class ItemNotInOrder(OrderRuleViolation):
+    rule = "item_not_in_order"
+
+
+class EmptyOrder(OrderRuleViolation):
+    rule = "empty_order"
+
+
+class InvalidField(OrderRuleViolation):
+    rule = "invalid_field"

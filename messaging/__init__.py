@@ -1,0 +1,1 @@
+"""RabbitMQ: topology, the wire schema of commands, failure routing, consumers."""

@@ -1,0 +1,161 @@
+"""The command consumer: one RabbitMQ delivery in, exactly one settled outcome out.
+
+    invalid input      → dead-letter queue at once (no retries), acked
+    business rejection → outcome "rejected" (reply + outcome exchange), acked
+    anything else      → retry ladder with growing delays, then dead-letter queue, acked
+Acks are manual and come only after the copy or outcome was confirmed by the broker; the
+handler never raises, so a message can never loop or kill the consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from faststream import AckPolicy
+from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange
+from faststream.rabbit.annotations import RabbitMessage
+
+from application.commands import CommandHandler, CommandOutcome
+from messaging.command_messages import InvalidCommandMessage, parse_command
+from messaging.failures import FailureRouter
+from messaging.topology import COMMAND_OUTCOMES_EXCHANGE, WorkQueue
+
+logger = logging.getLogger("conveyor.commands")
+
+OUTCOMES_EXCHANGE = RabbitExchange(COMMAND_OUTCOMES_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
+
+
+async def _raw_body(message: Any) -> bytes:
+    """Hand the handler the raw bytes: parsing and its failures are ours to route."""
+    body: bytes = message.body
+    return body
+
+
+class CommandConsumer:
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        queue: WorkQueue,
+        handler: CommandHandler,
+        failures: FailureRouter,
+        *,
+        max_message_bytes: int,
+    ) -> None:
+        self._broker = broker
+        self._queue = queue
+        self._handler = handler
+        self._failures = failures
+        self._max_message_bytes = max_message_bytes
+
+    def register(self, *, prefetch: int) -> None:
+        self._broker.subscriber(
+            self._queue.work(),
+            channel=Channel(prefetch_count=prefetch),
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_raw_body,
+            no_reply=True,
+            title=f"{self._queue.name}:consume",
+            description="Order commands (JSON). See messaging/command_messages.py.",
+        )(self.on_message)
+
+    async def declare(self) -> None:
+        for queue in self._queue.all_queues():
+            await self._broker.declare_queue(queue)
+        await self._broker.declare_exchange(OUTCOMES_EXCHANGE)
+
+    async def on_message(self, message: RabbitMessage) -> None:
+        raw = message.raw_message
+        try:
+            await self._process(raw)
+        except Exception:
+            # Could not even route the failure (e.g. the copy was not confirmed). Rejecting
+            # lets the broker dead-letter it (at-least-once) rather than lose or loop it.
+            logger.exception("could not settle message %s; rejecting it", raw.message_id)
+            try:
+                await message.reject(requeue=False)
+            except Exception:
+                logger.exception("reject failed: the broker will redeliver %s", raw.message_id)
+            return
+        await message.ack()
+
+    async def _process(self, raw: AbstractIncomingMessage) -> None:
+        try:
+            envelope = parse_command(
+                raw.body,
+                message_id=raw.message_id,
+                correlation_id=raw.correlation_id,
+                max_bytes=self._max_message_bytes,
+            )
+        except InvalidCommandMessage as invalid:
+            route = await self._failures.route(
+                raw, error_type=invalid.error_type, error_message=invalid.message, retryable=False
+            )
+            logger.warning(
+                "invalid command message %s dead-lettered to %s: %s",
+                raw.message_id,
+                route.destination,
+                invalid.message,
+            )
+            return
+        try:
+            outcome = await self._handler.handle(envelope)
+        except Exception as failure:
+            route = await self._failures.route(
+                raw,
+                error_type=type(failure).__name__,
+                error_message=str(failure) or repr(failure),
+                retryable=True,
+            )
+            logger.warning(
+                "command %s (%s) failed on attempt %d, sent to %s: %s: %s",
+                envelope.command_id,
+                type(envelope.command).__name__,
+                route.attempts,
+                route.destination,
+                type(failure).__name__,
+                failure,
+                extra={"correlation_id": envelope.correlation_id},
+            )
+            return
+        logger.info(
+            "command %s %s %s: %s (version %d)%s",
+            envelope.command_id,
+            type(envelope.command).__name__,
+            envelope.order_id,
+            outcome.status,
+            outcome.version,
+            f" — {outcome.reason}" if outcome.reason else "",
+            extra={"correlation_id": envelope.correlation_id},
+        )
+        await self._publish_outcome(raw, outcome, envelope.correlation_id)
+
+    async def _publish_outcome(
+        self, raw: AbstractIncomingMessage, outcome: CommandOutcome, correlation_id: str
+    ) -> None:
+        body = json.dumps(outcome.as_message()).encode()
+        await self._broker.publish(
+            body,
+            exchange=OUTCOMES_EXCHANGE,
+            routing_key=f"orders.command.{outcome.status}",
+            content_type="application/json",
+            correlation_id=correlation_id,
+            message_id=f"{outcome.command_id}:{outcome.status}",
+            message_type="CommandOutcome",
+            persist=True,
+            mandatory=False,
+        )
+        if raw.reply_to:
+            try:
+                await self._broker.publish(
+                    body,
+                    queue=raw.reply_to,
+                    content_type="application/json",
+                    correlation_id=raw.correlation_id or correlation_id,
+                    message_type="CommandOutcome",
+                    mandatory=False,
+                )
+            except Exception:  # the caller may have gone away; the outcome is published anyway
+                logger.warning("could not reply to %s for %s", raw.reply_to, outcome.command_id)

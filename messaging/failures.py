@@ -1,0 +1,143 @@
+"""Where a message goes when it cannot be processed: a delay tier of the retry ladder, or
+the dead-letter queue, with headers that explain it.
+
+A copy is published (publisher confirms, persistent) and only then is the original acked, so
+a crash in between duplicates a message rather than losing it; consumers are idempotent.
+
+Attempts are counted in our own header: RabbitMQ 3.13+ ignores `x-death` on republished
+messages and quorum-queue delivery counts differ between 3.x and 4.x. A copy in the DLQ
+carries `x-conveyor-dead-lettered-at`; a message arriving on the work queue with that header
+was moved back by an operator (console "Move messages" or the CLI) and starts a fresh retry
+budget. Retry copies never carry it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from faststream.rabbit import RabbitBroker
+
+from messaging.topology import WorkQueue
+
+logger = logging.getLogger(__name__)
+
+ATTEMPTS = "x-conveyor-attempts"
+FIRST_FAILURE_AT = "x-conveyor-first-failure-at"
+LAST_FAILURE_AT = "x-conveyor-last-failure-at"
+ERROR_TYPE = "x-conveyor-error-type"
+ERROR_MESSAGE = "x-conveyor-error-message"
+FAILURE_CLASS = "x-conveyor-failure-class"
+ORIGINAL_QUEUE = "x-conveyor-original-queue"
+DEAD_LETTERED_AT = "x-conveyor-dead-lettered-at"
+ORIGINAL_USER_ID = "x-conveyor-original-user-id"
+ORIGINAL_APP_ID = "x-conveyor-original-app-id"
+
+# Headers the broker adds when it dead-letters or redelivers: stale on a copy we publish.
+_BROKER_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+)
+_MAX_ERROR_MESSAGE = 2000
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def previous_attempts(headers: Mapping[str, Any] | None) -> int:
+    """Failed attempts recorded on the message; 0 for a fresh or re-driven one."""
+    headers = headers or {}
+    if DEAD_LETTERED_AT in headers:
+        return 0
+    try:
+        return max(int(headers.get(ATTEMPTS, 0)), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRoute:
+    destination: str
+    attempts: int
+    dead_lettered: bool
+
+
+class FailureRouter:
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        queue: WorkQueue,
+        *,
+        max_attempts: int,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._broker = broker
+        self._queue = queue
+        self._max_attempts = max_attempts
+        self._clock = clock
+
+    async def route(
+        self,
+        message: AbstractIncomingMessage,
+        *,
+        error_type: str,
+        error_message: str,
+        retryable: bool,
+    ) -> FailureRoute:
+        """Publish a copy to the next retry tier or, when not retryable or out of attempts,
+        to the dead-letter queue. Raises if the copy was not confirmed."""
+        headers: dict[str, Any] = dict(message.headers or {})
+        redriven = DEAD_LETTERED_AT in headers
+        attempts = previous_attempts(headers) + 1
+        now = self._clock().isoformat()
+        for name in (*_BROKER_HEADERS, DEAD_LETTERED_AT):
+            headers.pop(name, None)
+        if redriven or FIRST_FAILURE_AT not in headers:
+            headers[FIRST_FAILURE_AT] = now
+        headers.update(
+            {
+                ATTEMPTS: attempts,
+                LAST_FAILURE_AT: now,
+                ERROR_TYPE: error_type,
+                ERROR_MESSAGE: error_message[:_MAX_ERROR_MESSAGE],
+                FAILURE_CLASS: "transient" if retryable else "invalid",
+                ORIGINAL_QUEUE: self._queue.name,
+            }
+        )
+        if message.user_id:
+            # Republishing with another user's user_id is refused by the broker.
+            headers[ORIGINAL_USER_ID] = message.user_id
+        if message.app_id:  # the publisher stamps its own app_id on the copy
+            headers.setdefault(ORIGINAL_APP_ID, message.app_id)
+        if retryable and attempts < self._max_attempts:
+            route = FailureRoute(self._queue.retry_queue_for(attempts), attempts, False)
+        else:
+            headers[DEAD_LETTERED_AT] = now
+            route = FailureRoute(self._queue.dead_letter_queue, attempts, True)
+        await self._broker.publish(
+            message.body,
+            queue=route.destination,
+            headers=headers,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            correlation_id=message.correlation_id,
+            message_id=message.message_id,
+            reply_to=message.reply_to,
+            message_type=message.type,
+            timestamp=message.timestamp,
+            priority=message.priority,
+            persist=True,
+            mandatory=True,
+        )
+        return route

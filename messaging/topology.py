@@ -1,0 +1,75 @@
+"""Queue names and arguments of one work queue with its retry ladder and dead-letter queue.
+
+    <name>                 quorum work queue; broker-side dead-lettering to <name>.dlq only
+                           as a safety net (delivery limit exceeded)
+    <name>.retry.<N>ms     one quorum queue per delay tier; messages expire after N ms and
+                           are dead-lettered back to <name> (per-tier TTL: per-message TTLs
+                           would block behind each other)
+    <name>.dlq             quorum dead-letter queue, kept until an operator acts
+
+Dead-lettering from quorum queues is at-least-once only with
+`x-dead-letter-strategy=at-least-once` AND `x-overflow=reject-publish`; without the
+overflow setting RabbitMQ 3.10 silently falls back to at-most-once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.rabbit import QueueType, RabbitQueue
+
+
+def _quorum(name: str, **arguments: Any) -> RabbitQueue:
+    queue_arguments: Any = {k.replace("_", "-"): v for k, v in arguments.items()}
+    return RabbitQueue(name, queue_type=QueueType.QUORUM, durable=True, arguments=queue_arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkQueue:
+    name: str
+    retry_delays: tuple[float, ...]
+    delivery_limit: int
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.name}.dlq"
+
+    def retry_queue_for(self, failed_attempts: int) -> str:
+        """The delay tier after the `failed_attempts`-th failure (1-based; last tier repeats)."""
+        delay = self.retry_delays[min(failed_attempts, len(self.retry_delays)) - 1]
+        return f"{self.name}.retry.{round(delay * 1000)}ms"
+
+    def work(self) -> RabbitQueue:
+        return _quorum(
+            self.name,
+            x_delivery_limit=self.delivery_limit,
+            x_dead_letter_exchange="",
+            x_dead_letter_routing_key=self.dead_letter_queue,
+            x_dead_letter_strategy="at-least-once",
+            x_overflow="reject-publish",
+        )
+
+    def retries(self) -> list[RabbitQueue]:
+        return [
+            _quorum(
+                f"{self.name}.retry.{round(delay * 1000)}ms",
+                x_message_ttl=round(delay * 1000),
+                x_dead_letter_exchange="",
+                x_dead_letter_routing_key=self.name,
+                x_dead_letter_strategy="at-least-once",
+                x_overflow="reject-publish",
+            )
+            for delay in dict.fromkeys(self.retry_delays)
+        ]
+
+    def dead_letters(self) -> RabbitQueue:
+        return _quorum(self.dead_letter_queue)
+
+    def all_queues(self) -> list[RabbitQueue]:
+        return [self.work(), *self.retries(), self.dead_letters()]
+
+
+COMMAND_OUTCOMES_EXCHANGE = "conveyor.command-outcomes"
+"""Topic exchange where every command outcome is published (routing key
+`orders.command.<status>`), so rejections are observable without reply_to."""

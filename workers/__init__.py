@@ -1,0 +1,1 @@
+"""Process entrypoints: thin hosts that start, run and stop the wired components."""
