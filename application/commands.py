@@ -6,14 +6,17 @@ Idempotency is designed in two layers:
 * event ids are derived from (stream, command_id, index), so two racing deliveries of one
   command produce the same ids — the store's unique event id rejects the loser, which
   reloads, finds the command in the stream and reports "duplicate".
-A version conflict with a *different* command is retried here a few times with jittered
-backoff; if conflicts outlast that, the ConcurrencyError escapes as a transient failure.
+Commands for one order are serialised within a process (a lock per stream), so conflicts
+only arise between processes. A version conflict is retried here with jittered backoff; if
+conflicts outlast that, the ConcurrencyError escapes as a transient failure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -80,28 +83,54 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class StreamLocks:
+    """One asyncio lock per stream in use; a lock is dropped when nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, stream_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(stream_id, (asyncio.Lock(), 0))
+        self._locks[stream_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[stream_id]
+            if users == 1:
+                del self._locks[stream_id]
+            else:
+                self._locks[stream_id] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class CommandHandler:
     def __init__(
         self,
         store: EventStore,
         *,
-        conflict_attempts: int = 5,
+        conflict_attempts: int = 10,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._store = store
         self._conflict_attempts = conflict_attempts
         self._clock = clock
+        self._locks = StreamLocks()
 
     async def handle(self, envelope: CommandEnvelope) -> CommandOutcome:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(ConcurrencyError),
             stop=stop_after_attempt(self._conflict_attempts),
-            wait=wait_random_exponential(multiplier=0.005, max=0.25),
+            wait=wait_random_exponential(multiplier=0.01, max=0.5),
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._handle_once(envelope)
+        async with self._locks.hold(order_stream(envelope.order_id)):
+            async for attempt in retrying:
+                with attempt:
+                    return await self._handle_once(envelope)
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     async def _handle_once(self, envelope: CommandEnvelope) -> CommandOutcome:

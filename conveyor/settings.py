@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     """Broker-side safety net (quorum x-delivery-limit) for a message that crashes workers."""
 
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
-    conflict_attempts: int = Field(default=5, ge=1)
+    conflict_attempts: int = Field(default=10, ge=1)
     """In-process retries of a command on an optimistic-concurrency conflict."""
 
     sqlite_busy_timeout: float = Field(default=5.0, gt=0)

@@ -1,0 +1,345 @@
+"""The command worker against the real RabbitMQ and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import pytest
+
+from application.streams import order_stream
+from conveyor.settings import Settings
+from eventstore.sqlite import SqliteEventStore
+from messaging import failures
+from tests.rabbit import Management, eventually, publish, publish_many, queue_depth
+from workers.host import WorkerHost
+
+pytestmark = pytest.mark.rabbitmq
+
+StartWorker = Callable[[Settings], Awaitable[WorkerHost]]
+
+
+def command(type_: str, order_id: str, **fields: Any) -> dict[str, Any]:
+    return {"type": type_, "command_id": str(uuid.uuid4()), "order_id": order_id, **fields}
+
+
+async def stream_of(reader: SqliteEventStore, order_id: str) -> list[Any]:
+    return await reader.read_stream(order_stream(order_id))
+
+
+def dlq_messages(management: Management, vhost: str, settings: Settings) -> list[dict[str, Any]]:
+    return management.peek(vhost, f"{settings.command_queue}.dlq")
+
+
+class DatabaseLock:
+    """Holds SQLite's write lock from another connection: the store is 'down' for writers."""
+
+    def __init__(self, path: str) -> None:
+        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._connection.execute("BEGIN EXCLUSIVE")
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.execute("ROLLBACK")
+                self._connection.close()
+                self._connection = None  # type: ignore[assignment]
+
+
+async def test_a_command_published_through_the_default_exchange_produces_its_events(
+    settings: Settings, start_worker: StartWorker, reader: SqliteEventStore, amqp_url: str
+) -> None:
+    await start_worker(settings)
+    create = command("CreateOrder", "o-1", customer_id="c-1", correlation_id="corr-1")
+    add = command("AddItem", "o-1", sku="SKU-1", quantity=2, unit_price="9.99")
+    await publish(amqp_url, settings.command_queue, create)
+    await eventually(lambda: stream_of(reader, "o-1"), what="OrderCreated")
+    await publish(amqp_url, settings.command_queue, add)
+
+    events = await eventually(
+        lambda: _at_least(stream_of(reader, "o-1"), 2), what="ItemAdded stored"
+    )
+    assert [e.type for e in events] == ["OrderCreated", "ItemAdded"]
+    assert events[0].metadata == {
+        "command_id": create["command_id"],
+        "correlation_id": "corr-1",
+        "causation_id": create["command_id"],
+    }
+    assert events[1].data == {"sku": "SKU-1", "quantity": 2, "unit_price": "9.99"}
+    assert events[1].metadata["correlation_id"] == add["command_id"]
+
+
+async def _at_least(events: Awaitable[list[Any]], count: int) -> list[Any] | None:
+    result = await events
+    return result if len(result) >= count else None
+
+
+async def test_the_same_command_delivered_twice_applies_once_and_replies_duplicate(
+    settings: Settings, start_worker: StartWorker, reader: SqliteEventStore, amqp_url: str
+) -> None:
+    await start_worker(settings)
+    create = command("CreateOrder", "o-dup", customer_id="c-1")
+    add = command("AddItem", "o-dup", sku="SKU-1", quantity=1, unit_price="1.00")
+    # command_id from the AMQP message_id when the body has none
+    by_message_id = {k: v for k, v in add.items() if k != "command_id"} | {"sku": "SKU-2"}
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue(exclusive=True)
+        for body, message_id in [
+            (create, None),
+            (create, None),
+            (add, None),
+            (add, None),
+            (by_message_id, "mid-1"),
+            (by_message_id, "mid-1"),
+        ]:
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    json.dumps(body).encode(),
+                    reply_to=replies.name,
+                    correlation_id=f"corr-{len(body)}",
+                    message_id=message_id,
+                ),
+                routing_key=settings.command_queue,
+            )
+            # one at a time so the duplicate arrives after the original was applied
+            outcome = await _next_reply(replies)
+            assert outcome["status"] in ("accepted", "duplicate")
+        events = await stream_of(reader, "o-dup")
+        assert [e.type for e in events] == ["OrderCreated", "ItemAdded", "ItemAdded"]
+        assert events[2].metadata["command_id"] == "mid-1"
+        assert [e.version for e in events] == [1, 2, 3]
+
+
+async def _next_reply(queue: aio_pika.abc.AbstractQueue) -> dict[str, Any]:
+    async def get() -> aio_pika.abc.AbstractIncomingMessage | None:
+        return await queue.get(fail=False, no_ack=True)
+
+    message = await eventually(get, what="a reply")
+    return json.loads(message.body)
+
+
+async def test_reply_reports_each_status_with_the_correlation_id(
+    settings: Settings, start_worker: StartWorker, amqp_url: str
+) -> None:
+    await start_worker(settings)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue(exclusive=True)
+        outcomes_queue = await channel.declare_queue(exclusive=True)
+        await outcomes_queue.bind("conveyor.command-outcomes", routing_key="orders.command.#")
+        create = command("CreateOrder", "o-r", customer_id="c")
+        sent = [create, create, command("ConfirmOrder", "o-r")]
+        statuses = []
+        for n, body in enumerate(sent):
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    json.dumps(body).encode(), reply_to=replies.name, correlation_id=f"c{n}"
+                ),
+                routing_key=settings.command_queue,
+            )
+            message = await eventually(lambda: replies.get(fail=False, no_ack=True), what="a reply")
+            assert message.correlation_id == f"c{n}"
+            statuses.append(json.loads(message.body))
+        assert [s["status"] for s in statuses] == ["accepted", "duplicate", "rejected"]
+        assert statuses[1]["version"] == 1
+        assert statuses[2]["rule"] == "empty_order"
+        assert "no items" in statuses[2]["reason"]
+        # observable without reply_to too: every outcome is on the outcomes exchange
+        published = []
+        for _ in range(3):
+            message = await eventually(
+                lambda: outcomes_queue.get(fail=False, no_ack=True), what="an outcome"
+            )
+            published.append((message.routing_key, json.loads(message.body)["status"]))
+        assert published == [
+            ("orders.command.accepted", "accepted"),
+            ("orders.command.duplicate", "duplicate"),
+            ("orders.command.rejected", "rejected"),
+        ]
+
+
+async def test_commands_racing_on_one_order_are_all_applied(
+    settings: Settings,
+    start_worker: StartWorker,
+    reader: SqliteEventStore,
+    amqp_url: str,
+) -> None:
+    await start_worker(settings)
+    await start_worker(settings)  # two competing consumers
+    await publish(
+        amqp_url, settings.command_queue, command("CreateOrder", "o-race", customer_id="c")
+    )
+    await eventually(lambda: stream_of(reader, "o-race"))
+    adds = [
+        command("AddItem", "o-race", sku=f"SKU-{n}", quantity=1, unit_price="1.00")
+        for n in range(40)
+    ]
+    await publish_many(amqp_url, settings.command_queue, adds)
+    events = await eventually(lambda: _at_least(stream_of(reader, "o-race"), 41), what="41 events")
+    assert len(events) == 41
+    assert sorted(e.data["sku"] for e in events[1:]) == sorted(a["sku"] for a in adds)
+    assert [e.version for e in events] == list(range(1, 42))
+    assert await queue_depth(amqp_url, f"{settings.command_queue}.dlq") == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "error_type"),
+    [
+        (b"{not json", "MalformedJSON"),
+        (b'"a string"', "SchemaError"),
+        (b'{"type": "ShipOrder", "command_id": "x", "order_id": "o"}', "UnknownCommandType"),
+        (
+            b'{"type": "AddItem", "command_id": "x", "order_id": "o", "sku": "s",'
+            b' "quantity": "two", "unit_price": "1.00"}',
+            "SchemaError",
+        ),
+        (b'{"type": "CreateOrder", "order_id": "o", "customer_id": "c"}', "MissingCommandId"),
+        (
+            b'{"type": "CreateOrder", "command_id": "x", "order_id": "o", "customer_id": "c",'
+            b' "colour": "red"}',
+            "SchemaError",
+        ),
+    ],
+)
+async def test_an_invalid_message_goes_straight_to_the_dlq_with_its_reason(
+    settings: Settings,
+    start_worker: StartWorker,
+    amqp_url: str,
+    management: Management,
+    test_vhost: str,
+    body: bytes,
+    error_type: str,
+) -> None:
+    await start_worker(settings)
+    before = datetime.now(UTC)
+    management.publish(
+        test_vhost,
+        settings.command_queue,
+        body,
+        {
+            "content_type": "application/json",
+            "correlation_id": "corr-bad",
+            "headers": {"x-origin": "test"},
+            "type": "bad",
+            "delivery_mode": 2,
+        },
+    )
+    dead = await eventually(
+        lambda: dlq_messages(management, test_vhost, settings), what="a DLQ message"
+    )
+    assert len(dead) == 1
+    message = dead[0]
+    assert message["payload"].encode() == body
+    properties = message["properties"]
+    headers = properties["headers"]
+    assert headers[failures.ERROR_TYPE] == error_type
+    assert headers[failures.ERROR_MESSAGE]
+    assert headers[failures.ATTEMPTS] == 1  # invalid input is never retried
+    assert headers[failures.FAILURE_CLASS] == "invalid"
+    assert headers[failures.ORIGINAL_QUEUE] == settings.command_queue
+    assert datetime.fromisoformat(headers[failures.FIRST_FAILURE_AT]) >= before
+    assert headers[failures.LAST_FAILURE_AT] == headers[failures.FIRST_FAILURE_AT]
+    assert headers["x-origin"] == "test"  # original headers and properties are kept
+    assert properties["correlation_id"] == "corr-bad"
+    assert properties["content_type"] == "application/json"
+    assert properties["type"] == "bad"
+    assert properties["delivery_mode"] == 2
+    assert await queue_depth(amqp_url, settings.command_queue) == 0
+
+
+async def test_valid_traffic_flows_beside_invalid_messages(
+    settings: Settings, start_worker: StartWorker, reader: SqliteEventStore, amqp_url: str
+) -> None:
+    await start_worker(settings)
+    for n in range(5):
+        await publish(amqp_url, settings.command_queue, b"\x00\xff garbage %d" % n)
+        await publish(
+            amqp_url, settings.command_queue, command("CreateOrder", f"o-mix-{n}", customer_id="c")
+        )
+    for n in range(5):
+        await eventually(lambda n=n: stream_of(reader, f"o-mix-{n}"))
+    await eventually(
+        lambda: _equals(queue_depth(amqp_url, f"{settings.command_queue}.dlq"), 5),
+        what="5 dead letters",
+    )
+
+
+async def _equals(value: Awaitable[Any], expected: Any) -> bool:
+    return await value == expected
+
+
+async def test_a_transient_store_failure_is_retried_and_then_succeeds(
+    settings: Settings, start_worker: StartWorker, reader: SqliteEventStore, amqp_url: str
+) -> None:
+    settings = settings.model_copy(update={"max_attempts": 5, "retry_delays": (0.3,)})
+    await start_worker(settings)
+    lock = DatabaseLock(settings.event_store)
+    try:
+        await publish(
+            amqp_url, settings.command_queue, command("CreateOrder", "o-flaky", customer_id="c")
+        )
+        await asyncio.sleep(1.0)  # ≥ 2 failed attempts while the store is locked
+        assert await stream_of(reader, "o-flaky") == []
+    finally:
+        released_at = datetime.now(UTC)
+        lock.release()
+    events = await eventually(lambda: stream_of(reader, "o-flaky"), what="the retried command")
+    assert len(events) == 1
+    assert events[0].occurred_at >= released_at
+    assert await queue_depth(amqp_url, f"{settings.command_queue}.dlq") == 0
+
+
+async def test_a_persistent_failure_reaches_the_dlq_after_n_attempts_and_a_redrive_applies_it(
+    settings: Settings,
+    start_worker: StartWorker,
+    reader: SqliteEventStore,
+    amqp_url: str,
+    management: Management,
+    test_vhost: str,
+) -> None:
+    await start_worker(settings)  # max_attempts=3, delays 0.2s, 0.4s
+    dlq = f"{settings.command_queue}.dlq"
+    create = command("CreateOrder", "o-down", customer_id="c")
+    lock = DatabaseLock(settings.event_store)
+    try:
+        started = time.monotonic()
+        await publish(amqp_url, settings.command_queue, create, message_id="m-down")
+        dead = await eventually(lambda: dlq_messages(management, test_vhost, settings))
+        assert time.monotonic() - started >= 0.6  # both delay tiers were waited out
+        headers = dead[0]["properties"]["headers"]
+        assert headers[failures.ATTEMPTS] == 3
+        assert headers[failures.ERROR_TYPE] == "EventStoreUnavailable"
+        assert "locked" in headers[failures.ERROR_MESSAGE]
+        assert headers[failures.FAILURE_CLASS] == "transient"
+        assert headers[failures.FIRST_FAILURE_AT] < headers[failures.LAST_FAILURE_AT]
+        assert json.loads(dead[0]["payload"]) == create
+        assert dead[0]["properties"]["message_id"] == "m-down"
+
+        # Moved back while the store is still down: a fresh budget of 3 attempts, not 1.
+        management.move_messages(test_vhost, dlq, settings.command_queue)
+        await eventually(lambda: _equals(queue_depth(amqp_url, dlq), 0), what="the move")
+        again = await eventually(lambda: dlq_messages(management, test_vhost, settings))
+        assert again[0]["properties"]["headers"][failures.ATTEMPTS] == 3
+        assert (
+            again[0]["properties"]["headers"][failures.FIRST_FAILURE_AT]
+            > headers[failures.FIRST_FAILURE_AT]
+        )
+    finally:
+        lock.release()
+
+    management.move_messages(test_vhost, dlq, settings.command_queue)
+    events = await eventually(lambda: stream_of(reader, "o-down"), what="the re-driven command")
+    assert [e.metadata["command_id"] for e in events] == [create["command_id"]]
+    await eventually(lambda: _equals(queue_depth(amqp_url, dlq), 0), what="an empty DLQ")
