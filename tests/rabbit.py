@@ -155,10 +155,10 @@ async def publish_many(amqp_url: str, queue: str, bodies: list[dict[str, Any]]) 
 
 
 async def eventually(
-    check: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = ""
+    check: Callable[[], Any], *, within: float = 20.0, interval: float = 0.05, what: str = ""
 ) -> Any:
     """Poll `check` (sync or async) until it returns a truthy value."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
         last = check()
@@ -167,7 +167,7 @@ async def eventually(
         if last:
             return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last {last!r}")
+    raise AssertionError(f"timed out after {within}s waiting for {what or check}: last {last!r}")
 
 
 async def queue_depth(amqp_url: str, queue: str) -> int:

@@ -24,7 +24,9 @@ async def event_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         store = await SqliteEventStore(tmp_path / "events.db").open()
     else:
         if not KURRENTDB_URL:
-            pytest.skip("CONVEYOR_TEST_KURRENTDB_URL is not set: no KurrentDB server to test against")
+            pytest.skip(
+                "CONVEYOR_TEST_KURRENTDB_URL is not set: no KurrentDB server to test against"
+            )
         from eventstore.kurrentdb import KurrentDBEventStore
 
         kurrent = KurrentDBEventStore(KURRENTDB_URL)
