@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from faststream.rabbit import Channel, RabbitBroker
 
 from application.commands import CommandHandler
 from conveyor.settings import Settings
 from eventstore.port import EventStore
+from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
 from messaging.command_consumer import CommandConsumer
 from messaging.failures import FailureRouter
@@ -19,19 +19,9 @@ from messaging.topology import WorkQueue
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
 
 
-def redact(url: str) -> str:
-    """The URL with its password replaced, for anything a person or a log will see."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
 def describe_event_store(settings: Settings) -> str:
     if settings.event_store.startswith(KURRENTDB_SCHEMES):
-        return f"KurrentDB at {redact(settings.event_store)}"
+        return f"KurrentDB at {redact_url(settings.event_store)}"
     return f"SQLite at {sqlite_path(settings)}"
 
 

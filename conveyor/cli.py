@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from application.history import OrderHistory, order_history
-from conveyor.bootstrap import describe_event_store, open_event_store, redact
+from conveyor.bootstrap import describe_event_store, open_event_store
 from conveyor.settings import Settings
 from eventstore.port import EventStoreUnavailable
-from eventstore.serialization import to_utc
+from eventstore.serialization import redact_url, to_utc
 
 app = typer.Typer(
     name="conveyor",
@@ -70,7 +70,7 @@ def run_async(make: Callable[[Settings], Awaitable[T]]) -> T:
         fail(f"event store unavailable ({describe_event_store(settings)}): {exc}")
     except (AMQPConnectionError, ConnectionError) as exc:
         fail(
-            f"cannot connect to RabbitMQ at {redact(settings.amqp_url)}: "
+            f"cannot connect to RabbitMQ at {redact_url(settings.amqp_url)}: "
             f"{exc or type(exc).__name__}"
         )
     except ChannelPreconditionFailed as exc:
@@ -105,7 +105,7 @@ def run(
         host = WorkerHost(settings, components)
         logging.getLogger("conveyor.worker").info(
             "RabbitMQ %s, event store %s",
-            redact(settings.amqp_url),
+            redact_url(settings.amqp_url),
             describe_event_store(settings),
         )
         await host.run_until_signalled()

@@ -1,4 +1,4 @@
-"""JSON and time conventions shared by the event-store adapters."""
+"""JSON, time and URL conventions shared by the adapters."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 
 def dumps(value: Mapping[str, Any]) -> str:
@@ -24,3 +25,16 @@ def format_time(moment: datetime) -> str:
 
 def parse_time(text: str) -> datetime:
     return to_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def redact_url(uri: str) -> str:
+    """The URI with its password masked, safe for logs and error messages."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URL>"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return uri
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))

@@ -1,0 +1,39 @@
+# The two commands of the README: `make run` (the main job) and `make test`.
+# Each creates the virtualenv, installs what it needs and makes sure RabbitMQ runs.
+
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	&& { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test lint check-python install rabbitmq clean
+
+run: $(INSTALLED) rabbitmq
+	$(BIN)/conveyor run
+
+test: $(INSTALLED) rabbitmq lint
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+install: $(INSTALLED)
+
+check-python:
+	@test -n "$(PYTHON)" || { echo "conveyor needs Python >= 3.11 (python3.11+ on PATH)" >&2; exit 1; }
+
+$(INSTALLED): pyproject.toml | check-python
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+rabbitmq:
+	./scripts/ensure-rabbitmq.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
