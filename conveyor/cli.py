@@ -59,8 +59,18 @@ def load_settings() -> Settings:
         fail(f"invalid configuration: {problems}", 2)
 
 
+def quiet_logging() -> None:
+    """One-shot commands report failures themselves, as one line: library log lines
+    (aiormq logs every failed connection attempt) would only repeat them."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiormq", "aio_pika", "conveyor.broker"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
 def run_async(make: Callable[[Settings], Awaitable[T]]) -> T:
     """Run a command's coroutine, turning the failures a user can meet into one clear line."""
+    quiet_logging()
     settings = load_settings()
     try:
         return asyncio.run(make(settings))  # type: ignore[arg-type]
@@ -80,12 +90,16 @@ def run_async(make: Callable[[Settings], Awaitable[T]]) -> T:
 
 
 def configure_logging(verbose: bool) -> None:
+    """A worker's log stream: timestamps, and the libraries' reconnection warnings."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    # aio_pika reports each reconnection attempt; aiormq's lines for the same events repeat it.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    logging.getLogger("conveyor.broker").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @app.command()
@@ -98,10 +112,10 @@ def run(
     """Start the workers and run until SIGINT/SIGTERM."""
     from workers.host import WorkerHost
 
-    configure_logging(verbose)
     components = [part.strip() for part in only.split(",") if part.strip()]
 
     async def main(settings: Settings) -> None:
+        configure_logging(verbose)
         host = WorkerHost(settings, components)
         logging.getLogger("conveyor.worker").info(
             "RabbitMQ %s, event store %s",

@@ -133,7 +133,10 @@ class SqliteEventStore:
         return connection
 
     def _open_writer(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise OSError(f"{self.path.parent} exists and is not a directory") from None
         connection = self._connect()
         connection.execute("PRAGMA journal_mode = WAL")
         # FULL: a commit the caller was told about survives power loss, not just a crash.
