@@ -100,6 +100,7 @@ class SqliteEventStore:
         try:
             self._writer_connection = await loop.run_in_executor(self._writer, self._open_writer)
         except (OSError, sqlite3.Error) as exc:
+            await self.close()
             raise EventStoreUnavailable(
                 f"cannot open SQLite event store {self.path}: {exc}"
             ) from exc
