@@ -1,0 +1,159 @@
+"""The command handler on the in-memory store: outcomes, idempotency, conflicts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from application.commands import CommandEnvelope, CommandHandler, event_id_for
+from application.history import order_history
+from domain.commands import AddItem, CancelOrder, ConfirmOrder, CreateOrder
+from eventstore.memory import InMemoryEventStore
+from eventstore.port import AppendResult, ConcurrencyError, NewEvent
+
+NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def envelope(command: object, command_id: str, correlation_id: str = "corr") -> CommandEnvelope:
+    return CommandEnvelope(command, command_id, correlation_id, command_id)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store() -> InMemoryEventStore:
+    return InMemoryEventStore()
+
+
+@pytest.fixture
+def handler(store: InMemoryEventStore) -> CommandHandler:
+    return CommandHandler(store, clock=lambda: NOW)
+
+
+async def test_accepted_command_appends_events_with_metadata_and_derived_ids(
+    store: InMemoryEventStore, handler: CommandHandler
+) -> None:
+    outcome = await handler.handle(envelope(CreateOrder("o-1", "c-1"), "cmd-1", "corr-9"))
+    assert (outcome.status, outcome.version) == ("accepted", 1)
+    [stored] = await store.read_stream("order-o-1")
+    assert stored.event_id == event_id_for("order-o-1", "cmd-1", 0)
+    assert stored.type == "OrderCreated"
+    assert stored.data == {"customer_id": "c-1"}
+    assert stored.occurred_at == NOW
+    assert stored.metadata == {
+        "command_id": "cmd-1",
+        "correlation_id": "corr-9",
+        "causation_id": "cmd-1",
+    }
+    assert outcome.event_ids == (stored.event_id,)
+
+
+async def test_a_repeated_command_id_is_a_duplicate_with_the_original_version(
+    store: InMemoryEventStore, handler: CommandHandler
+) -> None:
+    await handler.handle(envelope(CreateOrder("o-1", "c-1"), "create"))
+    add = envelope(AddItem("o-1", "SKU", 1, Decimal("1.00")), "add")
+    first = await handler.handle(add)
+    await handler.handle(envelope(AddItem("o-1", "SKU-2", 1, Decimal("1.00")), "add-2"))
+    again = await handler.handle(add)
+    assert first.status == "accepted"
+    assert (again.status, again.version) == ("duplicate", first.version)
+    assert again.event_ids == first.event_ids
+    assert len(await store.read_stream("order-o-1")) == 3
+
+
+async def test_a_rejection_appends_nothing_and_names_the_rule(
+    store: InMemoryEventStore, handler: CommandHandler
+) -> None:
+    outcome = await handler.handle(envelope(ConfirmOrder("nope"), "c"))
+    assert outcome.status == "rejected"
+    assert outcome.rule == "order_not_found"
+    assert "nope" in (outcome.reason or "")
+    assert outcome.as_message()["rule"] == "order_not_found"
+    assert await store.read_stream("order-nope") == []
+
+
+class LoadBarrierStore(InMemoryEventStore):
+    """Lets every concurrent handler load before any of them appends: the worst race."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = asyncio.Barrier(parties)
+        self.racing = False
+
+    async def read_stream(self, stream_id: str, **kwargs: object) -> list:  # type: ignore[override]
+        events = await super().read_stream(stream_id, **kwargs)  # type: ignore[arg-type]
+        if self.racing:
+            await asyncio.wait_for(self.barrier.wait(), 5)
+            self.racing = False  # only the first loads race; reloads after a conflict don't
+        return events
+
+
+async def test_one_command_delivered_to_two_workers_at_once_applies_once() -> None:
+    store = LoadBarrierStore(parties=2)
+    workers = [CommandHandler(store), CommandHandler(store)]  # two processes' handlers
+    await workers[0].handle(envelope(CreateOrder("o-1", "c"), "create"))
+    store.racing = True
+    add = envelope(AddItem("o-1", "SKU", 1, Decimal("2.00")), "add-once")
+    outcomes = await asyncio.gather(*(w.handle(add) for w in workers))
+    assert sorted(o.status for o in outcomes) == ["accepted", "duplicate"]
+    assert len(await store.read_stream("order-o-1")) == 2
+
+
+async def test_different_commands_racing_on_one_order_are_all_applied() -> None:
+    store = LoadBarrierStore(parties=2)
+    workers = [CommandHandler(store), CommandHandler(store)]
+    await workers[0].handle(envelope(CreateOrder("o-1", "c"), "create"))
+    store.racing = True
+    outcomes = await asyncio.gather(
+        workers[0].handle(envelope(AddItem("o-1", "A", 1, Decimal("1")), "a")),
+        workers[1].handle(envelope(AddItem("o-1", "B", 1, Decimal("1")), "b")),
+    )
+    assert [o.status for o in outcomes] == ["accepted", "accepted"]
+    assert sorted(o.version for o in outcomes) == [2, 3]
+
+
+class AlwaysConflicting(InMemoryEventStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends = 0
+
+    async def append(
+        self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> AppendResult:
+        self.appends += 1
+        raise ConcurrencyError(stream_id, expected_version, expected_version + 1)
+
+
+async def test_conflicts_that_outlast_the_retries_escape_as_a_transient_failure() -> None:
+    store = AlwaysConflicting()
+    handler = CommandHandler(store, conflict_attempts=3)
+    with pytest.raises(ConcurrencyError):
+        await handler.handle(envelope(CreateOrder("o", "c"), "x"))
+    assert store.appends == 3
+
+
+async def test_history_as_of_version_and_time(
+    store: InMemoryEventStore,
+) -> None:
+    times = iter([NOW.replace(hour=h) for h in (9, 10, 11, 12)])
+    handler = CommandHandler(store, clock=lambda: next(times))
+    await handler.handle(envelope(CreateOrder("o", "c"), "1"))
+    await handler.handle(envelope(AddItem("o", "A", 2, Decimal("5.00")), "2"))
+    await handler.handle(envelope(ConfirmOrder("o"), "3"))
+    await handler.handle(envelope(CancelOrder("o", "changed mind"), "4"))
+
+    at_two = await order_history(store, "o", as_of_version=2)
+    assert at_two.state.version == 2
+    assert str(at_two.state.status) == "pending"
+    assert at_two.state.total == Decimal("10.00")
+
+    at_eleven = await order_history(store, "o", as_of=NOW.replace(hour=11, minute=30))
+    assert [e.type for e in at_eleven.events] == ["OrderCreated", "ItemAdded", "OrderConfirmed"]
+    assert str(at_eleven.state.status) == "confirmed"
+
+    now = await order_history(store, "o")
+    assert str(now.state.status) == "cancelled"
+    assert (await order_history(store, "o", as_of=NOW.replace(hour=8))).state.exists is False
