@@ -1,0 +1,1 @@
+"""Read models: the projections that build them, the store port and its adapters."""
