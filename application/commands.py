@@ -13,10 +13,8 @@ conflicts outlast that, the ConcurrencyError escapes as a transient failure.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -28,6 +26,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from application.locks import KeyedLocks
 from application.streams import fold, order_stream
 from domain.commands import Command
 from domain.errors import OrderRuleViolation
@@ -83,30 +82,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class StreamLocks:
-    """One asyncio lock per stream in use; a lock is dropped when nobody holds or awaits it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, stream_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(stream_id, (asyncio.Lock(), 0))
-        self._locks[stream_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[stream_id]
-            if users == 1:
-                del self._locks[stream_id]
-            else:
-                self._locks[stream_id] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-
 class CommandHandler:
     def __init__(
         self,
@@ -118,7 +93,7 @@ class CommandHandler:
         self._store = store
         self._conflict_attempts = conflict_attempts
         self._clock = clock
-        self._locks = StreamLocks()
+        self._locks = KeyedLocks()
 
     async def handle(self, envelope: CommandEnvelope) -> CommandOutcome:
         retrying = AsyncRetrying(

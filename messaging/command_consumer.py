@@ -3,23 +3,21 @@
     invalid input      → dead-letter queue at once (no retries), acked
     business rejection → outcome "rejected" (reply + outcome exchange), acked
     anything else      → retry ladder with growing delays, then dead-letter queue, acked
-Acks are manual and come only after the copy or outcome was confirmed by the broker; the
-handler never raises, so a message can never loop or kill the consumer.
+Acks are manual and come only after the copy or outcome was confirmed by the broker (see
+messaging/consumer.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
-from faststream import AckPolicy
-from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange
-from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 
 from application.commands import CommandHandler, CommandOutcome
 from messaging.command_messages import InvalidCommandMessage, parse_command
+from messaging.consumer import QueueConsumer
 from messaging.failures import FailureRouter
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE, WorkQueue
 
@@ -28,13 +26,9 @@ logger = logging.getLogger("conveyor.commands")
 OUTCOMES_EXCHANGE = RabbitExchange(COMMAND_OUTCOMES_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
 
 
-async def _raw_body(message: Any) -> bytes:
-    """Hand the handler the raw bytes: parsing and its failures are ours to route."""
-    body: bytes = message.body
-    return body
+class CommandConsumer(QueueConsumer):
+    description = "Order commands (JSON). See messaging/command_messages.py."
 
-
-class CommandConsumer:
     def __init__(
         self,
         broker: RabbitBroker,
@@ -44,44 +38,15 @@ class CommandConsumer:
         *,
         max_message_bytes: int,
     ) -> None:
-        self._broker = broker
-        self._queue = queue
+        super().__init__(broker, queue, failures)
         self._handler = handler
-        self._failures = failures
         self._max_message_bytes = max_message_bytes
 
-    def register(self, *, prefetch: int) -> None:
-        self._broker.subscriber(
-            self._queue.work(),
-            channel=Channel(prefetch_count=prefetch),
-            ack_policy=AckPolicy.MANUAL,
-            decoder=_raw_body,
-            no_reply=True,
-            title=f"{self._queue.name}:consume",
-            description="Order commands (JSON). See messaging/command_messages.py.",
-        )(self.on_message)
-
     async def declare(self) -> None:
-        for queue in self._queue.all_queues():
-            await self._broker.declare_queue(queue)
-        await self._broker.declare_exchange(OUTCOMES_EXCHANGE)
+        await super().declare()
+        await self.broker.declare_exchange(OUTCOMES_EXCHANGE)
 
-    async def on_message(self, message: RabbitMessage) -> None:
-        raw = message.raw_message
-        try:
-            await self._process(raw)
-        except Exception:
-            # Could not even route the failure (e.g. the copy was not confirmed). Rejecting
-            # lets the broker dead-letter it (at-least-once) rather than lose or loop it.
-            logger.exception("could not settle message %s; rejecting it", raw.message_id)
-            try:
-                await message.reject(requeue=False)
-            except Exception:
-                logger.exception("reject failed: the broker will redeliver %s", raw.message_id)
-            return
-        await message.ack()
-
-    async def _process(self, raw: AbstractIncomingMessage) -> None:
+    async def process(self, raw: AbstractIncomingMessage) -> None:
         try:
             envelope = parse_command(
                 raw.body,
@@ -90,7 +55,7 @@ class CommandConsumer:
                 max_bytes=self._max_message_bytes,
             )
         except InvalidCommandMessage as invalid:
-            route = await self._failures.route(
+            route = await self.failures.route(
                 raw, error_type=invalid.error_type, error_message=invalid.message, retryable=False
             )
             logger.warning(
@@ -103,7 +68,7 @@ class CommandConsumer:
         try:
             outcome = await self._handler.handle(envelope)
         except Exception as failure:
-            route = await self._failures.route(
+            route = await self.failures.route(
                 raw,
                 error_type=type(failure).__name__,
                 error_message=str(failure) or repr(failure),
@@ -136,7 +101,7 @@ class CommandConsumer:
         self, raw: AbstractIncomingMessage, outcome: CommandOutcome, correlation_id: str
     ) -> None:
         body = json.dumps(outcome.as_message()).encode()
-        await self._broker.publish(
+        await self.broker.publish(
             body,
             exchange=OUTCOMES_EXCHANGE,
             routing_key=f"orders.command.{outcome.status}",
@@ -149,7 +114,7 @@ class CommandConsumer:
         )
         if raw.reply_to:
             try:
-                await self._broker.publish(
+                await self.broker.publish(
                     body,
                     queue=raw.reply_to,
                     content_type="application/json",

@@ -1,0 +1,1 @@
+"""The gateway: relays stored events from the event store's global log to RabbitMQ."""

@@ -1,0 +1,137 @@
+"""The gateway: follows the global log from a leased checkpoint and publishes each stored
+event as an integration event — the event store is the outbox.
+
+    loop: hold the lease → read a page after the checkpoint → publish the whole page
+          pipelined (every publish awaits its own confirm, all in flight together) →
+          save the checkpoint only after every confirm → repeat.
+
+A crash between publishing and saving republishes the page on restart: duplicates are
+possible (consumers dedupe by message_id = event_id), loss is not. A second gateway waits
+for the lease and takes over when the first stops renewing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
+
+from eventstore.port import EventStore
+from gateway.customers import CustomerDirectory
+from messaging.integration_events import EVENTS_EXCHANGE, IntegrationEvent, encode
+from readmodels.checkpoints import LeasedCheckpoint, LeaseLost
+
+logger = logging.getLogger("conveyor.gateway")
+
+EVENTS = RabbitExchange(EVENTS_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
+GATEWAY_CHECKPOINT = "gateway"
+
+
+class EventGateway:
+    def __init__(
+        self,
+        store: EventStore,
+        broker: RabbitBroker,
+        checkpoint: LeasedCheckpoint,
+        *,
+        batch_size: int = 500,
+        idle_poll: float = 0.2,
+        wait_for_append: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self._store = store
+        self._broker = broker
+        self._checkpoint = checkpoint
+        self._customers = CustomerDirectory(store)
+        self._batch_size = batch_size
+        self._idle_poll = idle_poll
+        self._wait_for_append = wait_for_append
+        self.published = 0
+        self.active = False
+        self.last_error: str | None = None
+
+    @staticmethod
+    def new_owner() -> str:
+        return f"gateway-{uuid.uuid4().hex[:12]}"
+
+    async def declare(self) -> None:
+        await self._broker.declare_exchange(EVENTS)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set; never raises for a transient failure."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                if not await self._checkpoint.try_acquire():
+                    self.active = False
+                    await _sleep_unless(stop, self._checkpoint.ttl / 3)
+                    continue
+                if not self.active:
+                    logger.info(
+                        "gateway %s is active from position %d",
+                        self._checkpoint.owner,
+                        self._checkpoint.position,
+                    )
+                self.active = True
+                await self._relay(stop)
+                backoff = 0.5
+            except LeaseLost as lost:
+                self.active = False
+                logger.warning("%s; standing by", lost)
+            except Exception as error:  # store, read store or broker trouble: retry later
+                self.last_error = f"{type(error).__name__}: {error}"
+                logger.warning("gateway paused %.1fs: %s", backoff, self.last_error)
+                await _sleep_unless(stop, backoff)
+                backoff = min(backoff * 2, 10.0)
+        if self.active:
+            with contextlib.suppress(Exception):
+                await self._checkpoint.release()
+        self.active = False
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        position = self._checkpoint.position
+        renew_every = self._checkpoint.ttl / 3
+        last_saved = time.monotonic()
+        while not stop.is_set():
+            page = await self._store.read_all(after=position, limit=self._batch_size)
+            if not page:
+                if time.monotonic() - last_saved > renew_every:
+                    await self._checkpoint.renew()
+                    last_saved = time.monotonic()
+                await self._idle(stop)
+                continue
+            events = [await self._customers.integration_event(event) for event in page]
+            await asyncio.gather(*(self._publish(event) for event in events))
+            position = page[-1].position
+            await self._checkpoint.save(position)
+            last_saved = time.monotonic()
+            self.published += len(events)
+
+    async def _publish(self, event: IntegrationEvent) -> None:
+        await self._broker.publish(
+            encode(event),
+            exchange=EVENTS,
+            routing_key=event.routing_key,
+            message_id=str(event.event_id),
+            message_type=event.type,
+            content_type="application/json",
+            correlation_id=event.correlation_id,
+            persist=True,
+            # No binding for a routing key means nobody subscribed: not an error.
+            mandatory=False,
+        )
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        if self._wait_for_append is not None:
+            await self._wait_for_append(self._idle_poll)
+        else:
+            await _sleep_unless(stop, self._idle_poll)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,69 @@
+"""What every conveyor consumer shares: manual acks, and a handler that never raises.
+
+A subclass's `process` settles one delivery by publishing whatever it must (an outcome, a
+retry copy, a dead letter), each confirmed by the broker; only then is the delivery acked.
+If even that fails, the delivery is rejected so that the broker dead-letters it
+(at-least-once) rather than losing it or redelivering it forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
+from faststream.rabbit.annotations import RabbitMessage
+
+from messaging.failures import FailureRouter
+from messaging.topology import WorkQueue
+
+logger = logging.getLogger("conveyor.consumer")
+
+
+async def raw_body(message: Any) -> bytes:
+    """Hand handlers the raw bytes: parsing and its failures are ours to route."""
+    body: bytes = message.body
+    return body
+
+
+class QueueConsumer:
+    description = ""
+
+    def __init__(self, broker: RabbitBroker, queue: WorkQueue, failures: FailureRouter) -> None:
+        self.broker = broker
+        self.queue = queue
+        self.failures = failures
+
+    def register(self, *, prefetch: int, exchange: RabbitExchange | None = None) -> None:
+        self.broker.subscriber(
+            self.queue.work(),
+            exchange=exchange,
+            channel=Channel(prefetch_count=prefetch),
+            ack_policy=AckPolicy.MANUAL,
+            decoder=raw_body,
+            no_reply=True,
+            title=f"{self.queue.name}:consume",
+            description=self.description,
+        )(self.on_message)
+
+    async def declare(self) -> None:
+        for queue in self.queue.all_queues():
+            await self.broker.declare_queue(queue)
+
+    async def on_message(self, message: RabbitMessage) -> None:
+        raw = message.raw_message
+        try:
+            await self.process(raw)
+        except Exception:
+            logger.exception("could not settle message %s; rejecting it", raw.message_id)
+            try:
+                await message.reject(requeue=False)
+            except Exception:
+                logger.exception("reject failed: the broker will redeliver %s", raw.message_id)
+            return
+        await message.ack()
+
+    async def process(self, raw: AbstractIncomingMessage) -> None:
+        raise NotImplementedError
