@@ -40,6 +40,8 @@ from domain.events import (
 MIN_QUANTITY = 1
 MAX_QUANTITY_PER_SKU = 1000
 PRICE_DECIMAL_PLACES = 2
+# Bounds every total far inside Decimal's 28 significant digits, so sums stay exact.
+MAX_UNIT_PRICE = Decimal("1000000.00")
 
 
 class OrderStatus(StrEnum):
@@ -229,14 +231,14 @@ def _valid_unit_price(sku: str, price: Decimal) -> Decimal:
         exact = isinstance(price, Decimal) and price.is_finite() and price == price.quantize(cents)
     except InvalidOperation:  # too many digits to quantize: certainly not a valid price
         exact = False
-    if not exact or price < 0:
+    if not exact or not 0 <= price <= MAX_UNIT_PRICE:
         raise InvalidUnitPrice(
-            f"unit_price must be a decimal >= 0 with at most {PRICE_DECIMAL_PLACES} "
-            f"decimal places, got {price!r} for sku {sku!r}",
+            f"unit_price must be a decimal >= 0 and <= {MAX_UNIT_PRICE} with at most "
+            f"{PRICE_DECIMAL_PLACES} decimal places, got {price!r} for sku {sku!r}",
             sku=sku,
             unit_price=str(price),
         )
-    return price.quantize(cents)
+    return price.quantize(cents) + 0  # + 0 turns -0.00 into 0.00
 
 
 def _required_text(name: str, value: str) -> str:
