@@ -1,0 +1,430 @@
+"""The three projections, as pure functions of (document, integration event).
+
+Each document records what it has applied — the order's `version` for documents keyed by
+order, one `version` per order entry for the customer document fed by many orders — and
+`apply` decides from that alone, so the guard and the update travel in the same
+single-document compare-and-set (GUIDE §2):
+
+    event.version <= applied          → Duplicate (acknowledge, change nothing)
+    event.version == applied + 1      → Updated(new document)
+    event.version >  applied + 1      → Gap (an earlier event is still on its way: retry)
+
+Nothing applied yet counts as version 0, so only an order's first event (OrderCreated,
+version 1) can create a document or an order entry.
+
+Documents are JSON-ready: amounts are decimal strings with two places, always computed with
+Decimal; times are the events' `occurred_at` in a fixed-width UTC ISO 8601 form, so they
+sort and compare as text. Every field that depends on the order in which *different*
+orders' events arrive (the customer's order list, its `updated_at`) is derived so that any
+delivery order that respects each order's own versions ends in the same document as a
+fold of the log.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Literal, Protocol, assert_never
+
+from eventstore.serialization import format_time
+from messaging.integration_events import (
+    IntegrationEvent,
+    ItemAddedEvent,
+    ItemRemovedEvent,
+    OrderCancelledEvent,
+    OrderConfirmedEvent,
+    OrderCreatedEvent,
+)
+
+Body = dict[str, Any]
+Status = Literal["pending", "confirmed", "cancelled"]
+
+CENTS = Decimal("0.01")
+ZERO = Decimal("0.00")
+
+
+def money(value: Decimal | str) -> str:
+    """An amount as stored: a decimal string with exactly two places."""
+    return str(Decimal(value).quantize(CENTS))
+
+
+# -- outcomes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Updated:
+    """The document to write (a new object: the body passed in is left untouched)."""
+
+    body: Body
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """Already applied: acknowledge and skip."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """An earlier event of the same order has not been applied yet: retry later."""
+
+    expected_version: int
+    got_version: int
+    reason: str
+
+
+Applied = Updated | Duplicate | Gap
+
+
+class ContractViolation(ValueError):
+    """An event the order's lifecycle cannot produce at this point (e.g. ItemAdded as an
+    order's first event, or on a confirmed order). Retrying cannot help: it is a bug
+    upstream, and the projection refuses rather than write a document it knows is wrong."""
+
+
+class Projection(Protocol):
+    name: str
+    indexes: tuple[tuple[str, ...], ...]
+
+    def document_id(self, event: IntegrationEvent) -> str: ...
+
+    def apply(self, body: Body | None, event: IntegrationEvent) -> Applied: ...
+
+
+# -- the version guard -----------------------------------------------------------------------
+
+
+def _guard(applied: int, event: IntegrationEvent, subject: str) -> Duplicate | Gap | None:
+    """None when `event` is the next one for `subject`, which has applied up to `applied`
+    (0: nothing yet)."""
+    if event.version <= applied:
+        return Duplicate(
+            f"{subject} has already applied version {applied}; "
+            f"{event.type} v{event.version} (event {event.event_id}) is a duplicate"
+        )
+    expected = applied + 1
+    if event.version > expected:
+        state = f"is at version {applied}" if applied else "does not exist yet"
+        return Gap(
+            expected_version=expected,
+            got_version=event.version,
+            reason=(
+                f"{subject} {state}: {event.type} v{event.version} must wait for version {expected}"
+            ),
+        )
+    return None
+
+
+# -- the order's lifecycle, shared by all three projections ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    sku: str
+    quantity: int
+    unit_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class _Order:
+    """What the projections know about one order, whatever document shape stores it."""
+
+    status: Status
+    lines: tuple[_Line, ...]
+    total: Decimal
+    # Kept apart from `lines`: documents drop their lines once the order is final, but the
+    # item count must survive that (and a confirmed order may still be cancelled).
+    item_count: int
+    cancel_reason: str | None
+
+
+def _advance(order: _Order | None, event: IntegrationEvent, subject: str) -> _Order:
+    """The order after `event` (whose version the guard has already accepted)."""
+    if isinstance(event, OrderCreatedEvent):
+        if order is not None:
+            raise ContractViolation(f"{subject} already exists: OrderCreated v{event.version}")
+        return _Order("pending", (), ZERO, 0, None)
+    if order is None:
+        raise ContractViolation(
+            f"{subject} does not exist: an order's first event must be OrderCreated, "
+            f"got {event.type} v{event.version}"
+        )
+    if isinstance(event, ItemAddedEvent | ItemRemovedEvent):
+        if order.status != "pending":
+            raise ContractViolation(
+                f"{subject} is {order.status}: {event.type} v{event.version} cannot follow"
+            )
+        if isinstance(event, ItemAddedEvent):
+            lines = _with_item(order.lines, event)
+        else:
+            lines = tuple(line for line in order.lines if line.sku != event.data.sku)
+        return replace(
+            order,
+            lines=lines,
+            total=sum((line.unit_price * line.quantity for line in lines), ZERO),
+            item_count=sum(line.quantity for line in lines),
+        )
+    if isinstance(event, OrderConfirmedEvent):
+        # The domain's total is the authority; the lines only reproduce it while pending.
+        return replace(order, status="confirmed", total=Decimal(event.data.total))
+    if isinstance(event, OrderCancelledEvent):
+        return replace(order, status="cancelled", cancel_reason=event.data.reason)
+    assert_never(event)
+
+
+def _with_item(lines: tuple[_Line, ...], event: ItemAddedEvent) -> tuple[_Line, ...]:
+    data = event.data
+    if any(line.sku == data.sku for line in lines):
+        # The domain refuses a second price for a SKU already in the order, so adding to
+        # the quantity keeps the line's (identical) price.
+        return tuple(
+            replace(line, quantity=line.quantity + data.quantity) if line.sku == data.sku else line
+            for line in lines
+        )
+    return (*lines, _Line(data.sku, data.quantity, Decimal(data.unit_price)))
+
+
+def _lines_from(stored: Iterable[Body]) -> tuple[_Line, ...]:
+    return tuple(
+        _Line(line["sku"], int(line["quantity"]), Decimal(line["unit_price"])) for line in stored
+    )
+
+
+def _lines_json(lines: Iterable[_Line]) -> list[Body]:
+    return [
+        {"sku": line.sku, "quantity": line.quantity, "unit_price": money(line.unit_price)}
+        for line in lines
+    ]
+
+
+# -- order_summary ---------------------------------------------------------------------------
+
+
+class OrderSummaryProjection:
+    """One document per order: customer, status, items, total, version, times."""
+
+    name = "order_summary"
+    indexes: tuple[tuple[str, ...], ...] = (("customer_id",),)
+
+    def document_id(self, event: IntegrationEvent) -> str:
+        return event.order_id
+
+    def apply(self, body: Body | None, event: IntegrationEvent) -> Applied:
+        subject = f"order {event.order_id}"
+        verdict = _guard(body["version"] if body is not None else 0, event, subject)
+        if verdict is not None:
+            return verdict
+        known = (
+            None
+            if body is None
+            else _Order(
+                body["status"],
+                _lines_from(body["items"]),
+                Decimal(body["total"]),
+                body["item_count"],
+                body["cancel_reason"],
+            )
+        )
+        order = _advance(known, event, subject)
+        at = format_time(event.occurred_at)
+        return Updated(
+            {
+                "order_id": event.order_id,
+                "customer_id": event.customer_id if body is None else body["customer_id"],
+                "status": order.status,
+                "items": [
+                    {**line, "subtotal": money(Decimal(line["unit_price"]) * line["quantity"])}
+                    for line in _lines_json(order.lines)
+                ],
+                "total": money(order.total),
+                "item_count": order.item_count,
+                "version": event.version,
+                "created_at": at if body is None else body["created_at"],
+                "updated_at": at,
+                "cancel_reason": order.cancel_reason,
+                "last_event_id": str(event.event_id),
+            }
+        )
+
+
+# -- customer_history ------------------------------------------------------------------------
+
+
+def _creation_key(entry: Body) -> tuple[str, str]:
+    # Orders of one customer may be delivered in any relative order; sorting by creation
+    # time (then id, for ties) gives the same list as a fold of the log, whatever arrived
+    # first.
+    return (entry["created_at"], entry["order_id"])
+
+
+def _copy_entry(entry: Body) -> Body:
+    return {**entry, "lines": [dict(line) for line in entry["lines"]]}
+
+
+class CustomerHistoryProjection:
+    """One document per customer: their orders with status and total, counts, and the
+    lifetime confirmed total. Fed by many orders, so each order entry keeps its own version
+    and the guard runs per entry."""
+
+    name = "customer_history"
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+    def document_id(self, event: IntegrationEvent) -> str:
+        return event.customer_id
+
+    def apply(self, body: Body | None, event: IntegrationEvent) -> Applied:
+        subject = f"customer {event.customer_id}'s order {event.order_id}"
+        stored: list[Body] = body["orders"] if body is not None else []
+        index = next((i for i, o in enumerate(stored) if o["order_id"] == event.order_id), None)
+        entry = stored[index] if index is not None else None
+        verdict = _guard(entry["version"] if entry is not None else 0, event, subject)
+        if verdict is not None:
+            return verdict
+        known = (
+            None
+            if entry is None
+            else _Order(
+                entry["status"],
+                _lines_from(entry["lines"]),
+                Decimal(entry["total"]),
+                0,  # not stored here: nothing reads it
+                None,
+            )
+        )
+        order = _advance(known, event, subject)
+        at = format_time(event.occurred_at)
+        updated: Body = {
+            "order_id": event.order_id,
+            "status": order.status,
+            "total": money(order.total),
+            "version": event.version,
+            "created_at": at if entry is None else entry["created_at"],
+            "updated_at": at,
+            # Only a pending order's total can still change (ItemRemoved needs the prices);
+            # a final order's lines would just grow the document.
+            "lines": _lines_json(order.lines) if order.status == "pending" else [],
+        }
+        orders = [_copy_entry(o) for o in stored]
+        if index is None:
+            bisect.insort(orders, updated, key=_creation_key)
+        else:
+            orders[index] = updated
+        statuses = [o["status"] for o in orders]
+        return Updated(
+            {
+                "customer_id": event.customer_id,
+                "orders": orders,
+                "order_count": len(orders),
+                "pending_count": statuses.count("pending"),
+                "confirmed_count": statuses.count("confirmed"),
+                "cancelled_count": statuses.count("cancelled"),
+                "lifetime_confirmed_total": money(
+                    sum((Decimal(o["total"]) for o in orders if o["status"] == "confirmed"), ZERO)
+                ),
+                # The latest change to any of the orders, not the last delivery: deliveries
+                # of different orders may interleave in any way.
+                "updated_at": max(o["updated_at"] for o in orders),
+            }
+        )
+
+
+# -- active_orders ---------------------------------------------------------------------------
+
+
+class ActiveOrdersProjection:
+    """One document per order, kept after confirm/cancel with its final status (a
+    tombstone: deleting it would let a late duplicate of OrderCreated create it again);
+    queries ask for status "pending".
+
+    Besides the listed fields it keeps `lines` while the order is pending, because an
+    ItemRemoved names only the SKU and the new total needs the remaining lines' prices.
+    """
+
+    name = "active_orders"
+    indexes: tuple[tuple[str, ...], ...] = (("status", "customer_id"), ("status", "created_at"))
+
+    def document_id(self, event: IntegrationEvent) -> str:
+        return event.order_id
+
+    def apply(self, body: Body | None, event: IntegrationEvent) -> Applied:
+        subject = f"order {event.order_id}"
+        verdict = _guard(body["version"] if body is not None else 0, event, subject)
+        if verdict is not None:
+            return verdict
+        known = (
+            None
+            if body is None
+            else _Order(
+                body["status"],
+                _lines_from(body["lines"]),
+                Decimal(body["total"]),
+                body["item_count"],
+                None,
+            )
+        )
+        order = _advance(known, event, subject)
+        at = format_time(event.occurred_at)
+        return Updated(
+            {
+                "order_id": event.order_id,
+                "customer_id": event.customer_id if body is None else body["customer_id"],
+                "status": order.status,
+                "total": money(order.total),
+                "item_count": order.item_count,
+                "version": event.version,
+                "created_at": at if body is None else body["created_at"],
+                "updated_at": at,
+                "lines": _lines_json(order.lines) if order.status == "pending" else [],
+            }
+        )
+
+
+ORDER_SUMMARY = OrderSummaryProjection()
+CUSTOMER_HISTORY = CustomerHistoryProjection()
+ACTIVE_ORDERS = ActiveOrdersProjection()
+PROJECTIONS: tuple[Projection, ...] = (ORDER_SUMMARY, CUSTOMER_HISTORY, ACTIVE_ORDERS)
+PROJECTIONS_BY_NAME: dict[str, Projection] = {p.name: p for p in PROJECTIONS}
+
+
+# -- in-memory folds (rebuilds, verification) ------------------------------------------------
+
+
+class UnexpectedGap(Exception):
+    """A gap while folding the log in order: the log or the projection has a bug."""
+
+    def __init__(self, projection: str, doc_id: str, gap: Gap) -> None:
+        super().__init__(f"{projection}/{doc_id}: {gap.reason}")
+        self.projection = projection
+        self.doc_id = doc_id
+        self.gap = gap
+
+
+def apply_in_memory(
+    projection: Projection, documents: dict[str, Body], event: IntegrationEvent
+) -> Updated | Duplicate:
+    """Apply `event` to `documents` (by id), replacing the document on Updated; a Duplicate
+    changes nothing. A Gap raises UnexpectedGap: a rebuild reads the global log in commit
+    order, so unlike live delivery there is nothing to wait for."""
+    doc_id = projection.document_id(event)
+    outcome = projection.apply(documents.get(doc_id), event)
+    if isinstance(outcome, Gap):
+        raise UnexpectedGap(projection.name, doc_id, outcome)
+    if isinstance(outcome, Updated):
+        documents[doc_id] = outcome.body
+    return outcome
+
+
+def fold(
+    projection: Projection,
+    events: Iterable[IntegrationEvent],
+    documents: dict[str, Body] | None = None,
+) -> dict[str, Body]:
+    """The documents after applying `events` in order (to `documents`, updated in place,
+    or to an empty set)."""
+    result: dict[str, Body] = {} if documents is None else documents
+    for event in events:
+        apply_in_memory(projection, result, event)
+    return result
