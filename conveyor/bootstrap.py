@@ -3,31 +3,47 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from faststream.rabbit import Channel, RabbitBroker
+from readmodels.projections import PROJECTIONS, Projection
 
 from application.commands import CommandHandler
 from conveyor.settings import Settings
 from eventstore.port import EventStore
 from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
+from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
 from messaging.command_consumer import CommandConsumer
 from messaging.failures import FailureRouter
+from messaging.projection_consumer import ProjectionConsumer
 from messaging.topology import WorkQueue
+from readmodels.applier import ProjectionApplier
+from readmodels.checkpoints import LeasedCheckpoint
+from readmodels.collections import ProjectionCollections
+from readmodels.port import ReadModelStore
 
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
+MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
+PROJECTION_BINDING = "orders.#"
+
+
+def _sqlite_file(location: str) -> Path:
+    # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them
+    return Path(location.removeprefix("sqlite:///"))
 
 
 def describe_event_store(settings: Settings) -> str:
     if settings.event_store.startswith(KURRENTDB_SCHEMES):
         return f"KurrentDB at {redact_url(settings.event_store)}"
-    return f"SQLite at {sqlite_path(settings)}"
+    return f"SQLite at {_sqlite_file(settings.event_store)}"
 
 
-def sqlite_path(settings: Settings) -> Path:
-    # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them
-    return Path(settings.event_store.removeprefix("sqlite:///"))
+def describe_read_store(settings: Settings) -> str:
+    if settings.read_store.startswith(MONGODB_SCHEMES):
+        return f"MongoDB at {redact_url(settings.read_store)}"
+    return f"SQLite at {_sqlite_file(settings.read_store)}"
 
 
 async def open_event_store(settings: Settings) -> EventStore:
@@ -39,12 +55,33 @@ async def open_event_store(settings: Settings) -> EventStore:
         await kurrent.open()
         return kurrent
     return await SqliteEventStore(
-        sqlite_path(settings), busy_timeout=settings.sqlite_busy_timeout
+        _sqlite_file(settings.event_store), busy_timeout=settings.sqlite_busy_timeout
+    ).open()
+
+
+async def open_read_store(settings: Settings) -> ReadModelStore:
+    if settings.read_store.startswith(MONGODB_SCHEMES):
+        from readmodels.mongodb import MongoReadModelStore
+
+        return await MongoReadModelStore(settings.read_store).open()
+    from readmodels.sqlite import SqliteReadModelStore
+
+    return await SqliteReadModelStore(
+        _sqlite_file(settings.read_store), busy_timeout=settings.sqlite_busy_timeout
     ).open()
 
 
 def command_queue(settings: Settings) -> WorkQueue:
     return WorkQueue(settings.command_queue, settings.retry_delays, settings.delivery_limit)
+
+
+def projection_queue(settings: Settings, projection: Projection) -> WorkQueue:
+    return WorkQueue(
+        f"{settings.projection_queue_prefix}.{projection.name}",
+        settings.retry_delays,
+        settings.delivery_limit,
+        binding_key=PROJECTION_BINDING,
+    )
 
 
 def build_broker(settings: Settings) -> RabbitBroker:
@@ -71,3 +108,47 @@ def build_command_consumer(
     )
     consumer.register(prefetch=settings.prefetch)
     return consumer
+
+
+def build_projection_consumers(
+    settings: Settings,
+    broker: RabbitBroker,
+    read_store: ReadModelStore,
+    collections: ProjectionCollections,
+) -> list[ProjectionConsumer]:
+    consumers = []
+    for projection in PROJECTIONS:
+        queue = projection_queue(settings, projection)
+        consumer = ProjectionConsumer(
+            broker,
+            queue,
+            ProjectionApplier(read_store, collections, projection),
+            FailureRouter(broker, queue, max_attempts=settings.max_attempts),
+        )
+        consumer.register(prefetch=settings.prefetch, exchange=EVENTS)
+        consumers.append(consumer)
+    return consumers
+
+
+def build_gateway(
+    settings: Settings,
+    broker: RabbitBroker,
+    store: EventStore,
+    read_store: ReadModelStore,
+    *,
+    wait_for_append: Callable[[float], Awaitable[None]] | None = None,
+) -> EventGateway:
+    checkpoint = LeasedCheckpoint(
+        read_store,
+        GATEWAY_CHECKPOINT,
+        EventGateway.new_owner(),
+        ttl=settings.gateway_lease_seconds,
+    )
+    return EventGateway(
+        store,
+        broker,
+        checkpoint,
+        batch_size=settings.gateway_batch_size,
+        idle_poll=settings.gateway_poll_interval,
+        wait_for_append=wait_for_append,
+    )

@@ -6,9 +6,10 @@ import asyncio
 import json
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -20,10 +21,18 @@ from rich.console import Console
 from rich.table import Table
 
 from application.history import OrderHistory, order_history
-from conveyor.bootstrap import describe_event_store, open_event_store
+from conveyor.bootstrap import (
+    describe_event_store,
+    describe_read_store,
+    open_event_store,
+    open_read_store,
+)
 from conveyor.settings import Settings
 from eventstore.port import EventStoreUnavailable
 from eventstore.serialization import redact_url, to_utc
+from queries.service import OrderQueries, history_as_json
+from readmodels.collections import ProjectionCollections
+from readmodels.port import ReadStoreUnavailable
 
 app = typer.Typer(
     name="conveyor",
@@ -78,11 +87,15 @@ def run_async(make: Callable[[Settings], Awaitable[T]]) -> T:
         raise
     except EventStoreUnavailable as exc:
         fail(f"event store unavailable ({describe_event_store(settings)}): {exc}")
+    except ReadStoreUnavailable as exc:
+        fail(f"read-model store unavailable ({describe_read_store(settings)}): {exc}")
     except (AMQPConnectionError, ConnectionError) as exc:
         fail(
             f"cannot connect to RabbitMQ at {redact_url(settings.amqp_url)}: "
             f"{exc or type(exc).__name__}"
         )
+    except OSError as exc:
+        fail(str(exc))
     except ChannelPreconditionFailed as exc:
         fail(f"RabbitMQ refused the topology (a queue exists with other arguments?): {exc}")
     except ValueError as exc:
@@ -105,8 +118,11 @@ def configure_logging(verbose: bool) -> None:
 @app.command()
 def run(
     only: Annotated[
-        str, typer.Option(help="Comma-separated components to host in this process.")
-    ] = "commands",
+        str,
+        typer.Option(
+            help="Comma-separated components to host: commands, gateway, projections, http."
+        ),
+    ] = "commands,gateway,projections,http",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start the workers and run until SIGINT/SIGTERM."""
@@ -130,7 +146,13 @@ def run(
 @app.command()
 def send(
     command: Annotated[str, typer.Argument(help="The command as a JSON object.")],
-    wait: Annotated[bool, typer.Option(help="Wait for the outcome and print it.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(help="Wait for the outcome, then for the order summary to reflect it."),
+    ] = False,
+    read_model: Annotated[
+        bool, typer.Option(help="With --wait: also wait for the order summary (read-your-writes).")
+    ] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 10.0,
 ) -> None:
     """Publish a command to the command queue (a command_id is added if missing)."""
@@ -175,15 +197,44 @@ def send(
                     3,
                 )
             outcome: dict[str, Any] = json.loads(reply.body)
-            return outcome
+        if read_model and outcome.get("status") in ("accepted", "duplicate"):
+            outcome["read_model_caught_up"] = await _wait_for_order_summary(
+                settings, outcome["order_id"], outcome["version"], deadline
+            )
+        return outcome
 
+    deadline = time.monotonic() + timeout
     outcome = run_async(main)
     if outcome is None:
         console.print(f"sent {payload.get('type')} command_id={payload['command_id']}")
         return
     print(json.dumps(outcome))
+    if outcome.get("read_model_caught_up") is False:
+        print(
+            f"conveyor: the order summary did not reach version {outcome['version']} within "
+            f"{timeout:g}s (are the projection workers running?)",
+            file=sys.stderr,
+        )
     if outcome.get("status") == "rejected":
         raise typer.Exit(4)
+
+
+async def _wait_for_order_summary(
+    settings: Settings, order_id: str, version: int, deadline: float
+) -> bool:
+    """Read-your-writes: poll the order summary until it shows `version` or time runs out."""
+    read_store = await open_read_store(settings)
+    try:
+        queries = OrderQueries(read_store, ProjectionCollections(read_store, cache_seconds=0))
+        while True:
+            summary = await queries.order(order_id)
+            if summary is not None and summary["version"] >= version:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+    finally:
+        await read_store.close()
 
 
 def _parse_time(value: str) -> datetime:
@@ -225,36 +276,6 @@ def history(
         raise typer.Exit(1)
 
 
-def history_as_json(result: OrderHistory) -> dict[str, Any]:
-    state = result.state
-    return {
-        "order_id": result.order_id,
-        "state": {
-            "exists": state.exists,
-            "version": state.version,
-            "status": state.status.value if state.status else None,
-            "customer_id": state.customer_id,
-            "items": [
-                {"sku": line.sku, "quantity": line.quantity, "unit_price": str(line.unit_price)}
-                for line in state.lines.values()
-            ],
-            "total": str(state.total),
-        },
-        "events": [
-            {
-                "event_id": str(event.event_id),
-                "version": event.version,
-                "type": event.type,
-                "schema_version": event.schema_version,
-                "occurred_at": event.occurred_at.isoformat(),
-                "data": dict(event.data),
-                "metadata": dict(event.metadata),
-            }
-            for event in result.events
-        ],
-    }
-
-
 def print_history(result: OrderHistory) -> None:
     if not result.events:
         console.print(f"order {result.order_id!r} has no events at that point")
@@ -288,3 +309,201 @@ def main() -> None:
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+query_app = typer.Typer(help="Read models: orders, customers, active orders.", no_args_is_help=True)
+app.add_typer(query_app, name="query")
+
+
+def _run_query(
+    ask: Callable[[OrderQueries], Awaitable[T]],
+) -> T:
+    async def main(settings: Settings) -> T:
+        read_store = await open_read_store(settings)
+        try:
+            return await ask(OrderQueries(read_store, ProjectionCollections(read_store)))
+        finally:
+            await read_store.close()
+
+    return run_async(main)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+@query_app.command("order")
+def query_order(
+    order_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
+    """The order summary of one order."""
+    order = _run_query(lambda q: q.order(order_id))
+    if order is None:
+        fail(f"order {order_id!r} not found in the order summary read model")
+    if as_json:
+        _print_json(order)
+        return
+    console.print(
+        f"order {order['order_id']} of {order['customer_id']}: {order['status']}, "
+        f"total {order['total']}, version {order['version']}, updated {order['updated_at']}"
+    )
+    table = Table("sku", "quantity", "unit price", "subtotal")
+    for item in order["items"]:
+        table.add_row(item["sku"], str(item["quantity"]), item["unit_price"], item["subtotal"])
+    console.print(table)
+
+
+@query_app.command("customer")
+def query_customer(
+    customer_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
+    """A customer's order history."""
+    customer = _run_query(lambda q: q.customer(customer_id))
+    if customer is None:
+        fail(f"customer {customer_id!r} not found in the customer history read model")
+    if as_json:
+        _print_json(customer)
+        return
+    console.print(
+        f"customer {customer_id}: {customer['order_count']} orders "
+        f"({customer['pending_count']} pending, {customer['confirmed_count']} confirmed, "
+        f"{customer['cancelled_count']} cancelled), lifetime confirmed total "
+        f"{customer['lifetime_confirmed_total']}"
+    )
+    table = Table("order", "status", "total", "created")
+    for order in customer["orders"]:
+        table.add_row(order["order_id"], order["status"], order["total"], order["created_at"])
+    console.print(table)
+
+
+@query_app.command("active")
+def query_active(
+    customer: Annotated[str | None, typer.Option(help="Only this customer's orders.")] = None,
+    older_than: Annotated[
+        float | None, typer.Option(min=0, help="Only orders created more than N seconds ago.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Pending orders, oldest first."""
+    orders = _run_query(
+        lambda q: q.orders(
+            customer_id=customer,
+            older_than=timedelta(seconds=older_than) if older_than is not None else None,
+            limit=limit,
+        )
+    )
+    if as_json:
+        _print_json(orders)
+        return
+    table = Table("order", "customer", "items", "total", "created")
+    for order in orders:
+        table.add_row(
+            order["order_id"],
+            order["customer_id"],
+            str(order["item_count"]),
+            order["total"],
+            order["created_at"],
+        )
+    console.print(table)
+    console.print(f"{len(orders)} pending order(s)")
+
+
+projections_app = typer.Typer(help="Read-model projections: rebuilds.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str, typer.Argument(help="order_summary, customer_history or active_orders.")],
+) -> None:
+    """Rebuild a read model from the event store into a new version, then switch readers."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from readmodels.projections import PROJECTIONS_BY_NAME
+    from readmodels.rebuild import RebuildError, rebuild
+
+    if name not in PROJECTIONS_BY_NAME:
+        fail(
+            f"unknown projection {name!r}; choose from {', '.join(sorted(PROJECTIONS_BY_NAME))}", 2
+        )
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>10} events/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+    async def main(settings: Settings) -> Any:
+        event_store = await open_event_store(settings)
+        read_store = await open_read_store(settings)
+        task = progress.add_task(f"rebuilding {name}", total=None, rate="-")
+        started = time.monotonic()
+
+        def report(done: int, total: int) -> None:
+            elapsed = time.monotonic() - started
+            rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
+            progress.update(task, completed=done, total=total, rate=rate)
+
+        try:
+            with progress:
+                return await rebuild(
+                    name,
+                    event_store,
+                    read_store,
+                    ProjectionCollections(read_store),
+                    progress=report,
+                )
+        except RebuildError as exc:
+            fail(str(exc))
+        finally:
+            await read_store.close()
+            await event_store.close()
+
+    result = run_async(main)
+    console.print(
+        f"rebuilt {result.name}: {result.events:,} events into {result.documents:,} documents "
+        f"in {result.seconds:.1f}s ({result.events_per_second:,.0f} events/s); readers now use "
+        f"{result.collection} (was {result.previous_collection}); "
+        f"{result.caught_up_events} event(s) caught up after the switch"
+    )
+
+
+@app.command()
+def demo(
+    orders: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many orders.")] = 200,
+    in_flight: Annotated[int, typer.Option(min=1, help="Orders in progress at once.")] = 200,
+) -> None:
+    """Drive N orders through the system and report what happened (starts the workers
+    in this process if none are running)."""
+    from conveyor.demo import make_progress, print_report, run_demo
+
+    progress = make_progress(Console(stderr=True))
+
+    async def main(settings: Settings) -> Any:
+        logging.basicConfig(level=logging.WARNING, force=True)
+        with progress:
+            task = progress.add_task("orders done", total=orders)
+            visible = progress.add_task("in read models", total=orders)
+
+            def report(done: int, seen: int) -> None:
+                progress.update(task, completed=done)
+                progress.update(visible, completed=seen)
+
+            return await run_demo(settings, orders, in_flight=in_flight, on_progress=report)
+
+    result = run_async(main)
+    print_report(result, console)
+    if result.timed_out:
+        raise typer.Exit(1)

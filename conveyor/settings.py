@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = ".conveyor/events.db"
+DEFAULT_READ_STORE_PATH = ".conveyor/readmodels.db"
 
 
 class Settings(BaseSettings):
@@ -19,7 +20,22 @@ class Settings(BaseSettings):
     event_store: str = DEFAULT_SQLITE_PATH
     """A SQLite file path (or sqlite:///path), or kurrentdb://… / esdb://… for KurrentDB."""
 
+    read_store: str = DEFAULT_READ_STORE_PATH
+    """A SQLite file path (or sqlite:///path), or mongodb://host:port/dbname for MongoDB."""
+
     command_queue: str = "orders.commands"
+    projection_queue_prefix: str = "projections"
+    """Projection queues are <prefix>.order_summary, <prefix>.customer_history, …"""
+
+    gateway_batch_size: int = Field(default=500, ge=1, le=10_000)
+    gateway_poll_interval: float = Field(default=0.1, gt=0)
+    """How often an idle gateway in its own process looks for new events (seconds)."""
+    gateway_lease_seconds: float = Field(default=10.0, gt=0)
+    """A gateway that stops renewing its lease is replaced by a standby after this long."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    """The query API (and, per process, health and metrics); 0 picks a free port."""
     max_attempts: int = Field(default=5, ge=1, le=100)
     """Failed attempts of a message before it is dead-lettered (transient failures)."""
 

@@ -20,9 +20,15 @@ from typing import Any
 from faststream.rabbit import QueueType, RabbitQueue
 
 
-def _quorum(name: str, **arguments: Any) -> RabbitQueue:
+def _quorum(name: str, routing_key: str = "", **arguments: Any) -> RabbitQueue:
     queue_arguments: Any = {k.replace("_", "-"): v for k, v in arguments.items()}
-    return RabbitQueue(name, queue_type=QueueType.QUORUM, durable=True, arguments=queue_arguments)
+    return RabbitQueue(
+        name,
+        queue_type=QueueType.QUORUM,
+        durable=True,
+        arguments=queue_arguments,
+        routing_key=routing_key,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +36,8 @@ class WorkQueue:
     name: str
     retry_delays: tuple[float, ...]
     delivery_limit: int
+    binding_key: str = ""
+    """Routing key binding the work queue to its exchange (for queues fed by an exchange)."""
 
     @property
     def dead_letter_queue(self) -> str:
@@ -43,6 +51,7 @@ class WorkQueue:
     def work(self) -> RabbitQueue:
         return _quorum(
             self.name,
+            routing_key=self.binding_key,
             x_delivery_limit=self.delivery_limit,
             x_dead_letter_exchange="",
             x_dead_letter_routing_key=self.dead_letter_queue,

@@ -1,10 +1,14 @@
 """Runs the worker components of one process until asked to stop.
 
-Start: open the event store, connect to RabbitMQ, declare the topology, start consuming.
+Components: `commands` (command consumer), `gateway` (event store → RabbitMQ relay),
+`projections` (the three read-model consumers), `http` (the query API). `conveyor run`
+hosts all of them (the embedded default) or some (`--only`, one kind per process).
+
+Start: open the stores, connect to RabbitMQ, declare the topology, start consuming.
 Stop (SIGINT/SIGTERM): stop consuming, let in-flight messages finish (bounded by
-`shutdown_timeout`; whatever is still unacknowledged then goes back to its queue), then
-close the store. Reconnection after a broker restart is aio-pika's robust connection's job:
-it re-opens channels and re-declares queues and consumers by itself.
+`shutdown_timeout`; whatever is still unacknowledged then goes back to its queue), stop the
+gateway after its current page, then close the stores. Reconnection after a broker restart
+is aio-pika's robust connection's job: it re-opens channels and consumers by itself.
 """
 
 from __future__ import annotations
@@ -17,49 +21,131 @@ from contextlib import suppress
 
 from faststream.rabbit import RabbitBroker
 
-from conveyor.bootstrap import build_broker, build_command_consumer, open_event_store
+from conveyor.bootstrap import (
+    build_broker,
+    build_command_consumer,
+    build_gateway,
+    build_projection_consumers,
+    open_event_store,
+    open_read_store,
+)
 from conveyor.settings import Settings
+from eventstore.notifying import NotifyingEventStore
 from eventstore.port import EventStore
+from gateway.relay import EventGateway
+from messaging.consumer import QueueConsumer
+from readmodels.collections import ProjectionCollections
+from readmodels.port import ReadModelStore
 
 logger = logging.getLogger("conveyor.worker")
 
-COMPONENTS = ("commands",)
+COMPONENTS = ("commands", "gateway", "projections", "http")
 
 
 class WorkerHost:
     def __init__(self, settings: Settings, components: Iterable[str] = COMPONENTS) -> None:
         self.settings = settings
-        self.components = tuple(components)
+        self.components = tuple(dict.fromkeys(components))
         unknown = set(self.components) - set(COMPONENTS)
-        if unknown:
+        if unknown or not self.components:
             raise ValueError(
-                f"unknown component(s) {', '.join(sorted(unknown))}; "
+                f"unknown component(s) {', '.join(sorted(unknown)) or '(none given)'}; "
                 f"choose from {', '.join(COMPONENTS)}"
             )
         self.store: EventStore | None = None
+        self.read_store: ReadModelStore | None = None
         self.broker: RabbitBroker | None = None
+        self.collections: ProjectionCollections | None = None
+        self.consumers: list[QueueConsumer] = []
+        self.gateway: EventGateway | None = None
+        self.http_port: int | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http_server: object | None = None
+
+    def hosts(self, component: str) -> bool:
+        return component in self.components
 
     async def start(self) -> None:
-        self.store = await open_event_store(self.settings)
         try:
-            self.broker = build_broker(self.settings)
-            consumer = build_command_consumer(self.settings, self.broker, self.store)
-            await self.broker.connect()
-            await consumer.declare()
-            await self.broker.start()
+            await self._start()
         except BaseException:
             await self.stop()
             raise
         logger.info("conveyor worker started: %s", ", ".join(self.components))
 
+    async def _start(self) -> None:
+        settings = self.settings
+        needs_events = self.hosts("commands") or self.hosts("gateway") or self.hosts("http")
+        if needs_events:
+            # In one process the gateway is woken by each append instead of polling.
+            self.store = NotifyingEventStore(await open_event_store(settings))
+        if self.hosts("gateway") or self.hosts("projections") or self.hosts("http"):
+            self.read_store = await open_read_store(settings)
+            self.collections = ProjectionCollections(self.read_store)
+        self.broker = build_broker(settings)
+        if self.hosts("commands"):
+            assert self.store is not None
+            self.consumers.append(build_command_consumer(settings, self.broker, self.store))
+        if self.hosts("projections"):
+            assert self.read_store is not None
+            assert self.collections is not None
+            self.consumers.extend(
+                build_projection_consumers(settings, self.broker, self.read_store, self.collections)
+            )
+        if self.hosts("gateway"):
+            assert self.store is not None
+            assert self.read_store is not None
+            notifying = self.store if isinstance(self.store, NotifyingEventStore) else None
+            self.gateway = build_gateway(
+                settings,
+                self.broker,
+                self.store,
+                self.read_store,
+                wait_for_append=notifying.wait_for_append if notifying else None,
+            )
+        await self.broker.connect()
+        if self.gateway is not None:
+            await self.gateway.declare()
+        for consumer in self.consumers:
+            await consumer.declare()
+        await self.broker.start()
+        if self.gateway is not None:
+            self._tasks.append(asyncio.create_task(self.gateway.run(self._stop), name="gateway"))
+        if self.hosts("http"):
+            await self._start_http()
+
+    async def _start_http(self) -> None:
+        from queries.http import serve
+
+        assert self.store is not None
+        assert self.read_store is not None
+        assert self.collections is not None
+        server, self.http_port, task = await serve(
+            self.settings, self.store, self.read_store, self.collections
+        )
+        self._http_server = server
+        self._tasks.append(task)
+        logger.info("query API on http://%s:%d/", self.settings.http_host, self.http_port)
+
     async def stop(self) -> None:
+        self._stop.set()
+        if self._http_server is not None:
+            self._http_server.should_exit = True  # type: ignore[attr-defined]
         if self.broker is not None:
             with suppress(Exception):
                 await self.broker.stop()
             self.broker = None
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
+        for task in self._tasks:
+            with suppress(Exception):
+                await asyncio.wait_for(task, self.settings.shutdown_timeout)
+        self._tasks.clear()
+        for store in (self.store, self.read_store):
+            if store is not None:
+                with suppress(Exception):
+                    await store.close()
+        self.store = None
+        self.read_store = None
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()

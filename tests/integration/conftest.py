@@ -14,10 +14,16 @@ from workers.host import WorkerHost
 @pytest.fixture
 def settings(amqp_url: str, tmp_path: Path) -> Settings:
     """Settings of a worker with its own command queue and event-store file."""
+    run = uuid.uuid4().hex[:8]
     return Settings(
         amqp_url=amqp_url,
         event_store=str(tmp_path / "events.db"),
-        command_queue=f"orders.commands.{uuid.uuid4().hex[:8]}",
+        read_store=str(tmp_path / "readmodels.db"),
+        command_queue=f"orders.commands.{run}",
+        projection_queue_prefix=f"projections.{run}",
+        http_port=0,
+        gateway_lease_seconds=2,
+        gateway_poll_interval=0.05,
         retry_delays=(0.2, 0.4),
         max_attempts=3,
         sqlite_busy_timeout=0.2,
@@ -26,11 +32,11 @@ def settings(amqp_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def start_worker() -> AsyncIterator[Callable[[Settings], Awaitable[WorkerHost]]]:
+async def start_worker() -> AsyncIterator[Callable[..., Awaitable[WorkerHost]]]:
     hosts: list[WorkerHost] = []
 
-    async def start(settings: Settings) -> WorkerHost:
-        host = WorkerHost(settings)
+    async def start(settings: Settings, components: tuple[str, ...] = ("commands",)) -> WorkerHost:
+        host = WorkerHost(settings, components)
         await host.start()
         hosts.append(host)
         return host

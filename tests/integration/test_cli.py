@@ -25,6 +25,9 @@ def conveyor(settings: Settings | None, *args: str, **env: str) -> subprocess.Co
             "CONVEYOR_AMQP_URL": settings.amqp_url,
             "CONVEYOR_EVENT_STORE": settings.event_store,
             "CONVEYOR_COMMAND_QUEUE": settings.command_queue,
+            "CONVEYOR_READ_STORE": settings.read_store,
+            "CONVEYOR_PROJECTION_QUEUE_PREFIX": settings.projection_queue_prefix,
+            "CONVEYOR_HTTP_PORT": "0",
         }
     environment |= env
     return subprocess.run(

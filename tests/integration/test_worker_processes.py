@@ -33,6 +33,8 @@ class WorkerProcesses:
             "CONVEYOR_COMMAND_QUEUE": settings.command_queue,
             "CONVEYOR_PREFETCH": "50",
             "CONVEYOR_RETRY_DELAYS": "0.2,0.5",
+            "CONVEYOR_READ_STORE": settings.read_store,
+            "CONVEYOR_HTTP_PORT": "0",
         }
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -40,7 +42,7 @@ class WorkerProcesses:
     def start(self) -> subprocess.Popen[bytes]:
         log = self.log_dir / f"worker-{len(self.processes)}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "run"],
+            [sys.executable, "-m", "conveyor", "run", "--only", "commands"],
             env=self.env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,

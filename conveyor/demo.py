@@ -1,0 +1,291 @@
+"""`conveyor demo`: the whole system at work, watched from the outside.
+
+It starts the workers in this process unless some are already consuming the command
+queue, then drives N orders through their life cycle — each order's commands in sequence
+(the next one is published when the previous outcome arrives), many orders at once — with
+a few commands that the rules reject on purpose. It waits until the order summary shows
+each order's last accepted version and reports throughput and command → read-model latency
+(measured by polling the read model every few milliseconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from readmodels.projections import PROJECTIONS
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from conveyor.bootstrap import open_read_store
+from conveyor.settings import Settings
+from messaging.topology import COMMAND_OUTCOMES_EXCHANGE
+from readmodels.collections import ProjectionCollections
+from workers.host import WorkerHost
+
+Command = dict[str, Any]
+
+
+@dataclass
+class OrderScript:
+    order_id: str
+    commands: list[Command]
+    next_index: int = 0
+    final_version: int = 0
+    last_sent_at: float = 0.0
+    done_at: float | None = None
+    visible_at: float | None = None
+
+
+@dataclass
+class DemoReport:
+    orders: int
+    outcomes: Counter[str] = field(default_factory=Counter)
+    rejected_rules: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    events_stored: int = 0
+    events_published: int | None = None
+    read_models: dict[str, int] = field(default_factory=dict)
+    started_workers: bool = False
+    timed_out: int = 0
+
+
+def script_orders(count: int, seed: int = 42) -> list[OrderScript]:
+    rng = random.Random(seed)
+    scripts = []
+    run = uuid.uuid4().hex[:6]
+    for n in range(count):
+        order_id = f"demo-{run}-{n}"
+
+        def command(type_: str, order_id: str = order_id, **fields: Any) -> Command:
+            return {"type": type_, "command_id": str(uuid.uuid4()), "order_id": order_id, **fields}
+
+        commands = [
+            command("CreateOrder", customer_id=f"customer-{rng.randrange(max(count // 5, 1))}")
+        ]
+        skus = rng.sample(["BOOK", "LAMP", "MUG", "DESK", "PEN", "SOCKS"], rng.randint(1, 4))
+        for sku in skus:
+            price = f"{rng.randint(1, 5000) / 100:.2f}"
+            commands.append(
+                command("AddItem", sku=sku, quantity=rng.randint(1, 5), unit_price=price)
+            )
+        if len(skus) > 1 and rng.random() < 0.3:
+            commands.append(command("RemoveItem", sku=skus[0]))
+        if rng.random() < 0.05:  # rejected on purpose: quantity out of range
+            commands.append(command("AddItem", sku="BULK", quantity=5000, unit_price="1.00"))
+        ending = rng.random()
+        if ending < 0.7:
+            commands.append(command("ConfirmOrder"))
+            if rng.random() < 0.05:  # rejected on purpose: confirmed twice
+                commands.append(command("ConfirmOrder"))
+        elif ending < 0.9:
+            commands.append(command("CancelOrder", reason="changed my mind"))
+        scripts.append(OrderScript(order_id, commands))
+    return scripts
+
+
+async def _workers_running(settings: Settings) -> bool:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue(settings.command_queue, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        return bool(queue.declaration_result.consumer_count)
+
+
+async def run_demo(
+    settings: Settings,
+    orders: int,
+    *,
+    in_flight: int = 200,
+    give_up_after: float = 300.0,
+    console: Console | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> DemoReport:
+    console = console or Console(stderr=True)
+    report = DemoReport(orders=orders)
+    host: WorkerHost | None = None
+    if not await _workers_running(settings):
+        host = WorkerHost(settings, ("commands", "gateway", "projections"))
+        await host.start()
+        report.started_workers = True
+    read_store = await open_read_store(settings)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        scripts = script_orders(orders)
+        by_command: dict[str, OrderScript] = {}
+        channel = await connection.channel(publisher_confirms=True)
+        outcomes_exchange = await channel.declare_exchange(
+            COMMAND_OUTCOMES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        outcomes = await channel.declare_queue(exclusive=True)
+        await outcomes.bind(outcomes_exchange, routing_key="orders.command.#")
+        collections = ProjectionCollections(read_store, cache_seconds=0)
+        summary = (await collections.active("order_summary")).collection
+        head_before = await _event_count(host)
+
+        pending = list(reversed(scripts))
+        active: dict[str, OrderScript] = {}
+        waiting_visible: dict[str, OrderScript] = {}
+        finished = asyncio.Event()
+        done = 0
+
+        async def send_next(script: OrderScript) -> None:
+            command = script.commands[script.next_index]
+            by_command[command["command_id"]] = script
+            script.last_sent_at = time.monotonic()
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    json.dumps(command).encode(),
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=settings.command_queue,
+            )
+
+        async def top_up() -> None:
+            while pending and len(active) < in_flight:
+                script = pending.pop()
+                active[script.order_id] = script
+                await send_next(script)
+
+        async def on_outcome(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal done
+            async with message.process():
+                outcome = json.loads(message.body)
+                script = by_command.pop(outcome["command_id"], None)
+                if script is None:
+                    return
+                report.outcomes[outcome["status"]] += 1
+                if outcome["status"] == "rejected":
+                    report.rejected_rules[outcome.get("rule", "?")] += 1
+                else:
+                    script.final_version = max(script.final_version, outcome["version"])
+                script.next_index += 1
+                if script.next_index < len(script.commands):
+                    await send_next(script)
+                    return
+                script.done_at = script.last_sent_at
+                del active[script.order_id]
+                waiting_visible[script.order_id] = script
+                done += 1
+                await top_up()
+
+        async def watch_read_model() -> None:
+            while not finished.is_set():
+                if waiting_visible:
+                    ids = list(waiting_visible)[:1000]
+                    found = await read_store.get_many(summary, ids)
+                    now = time.monotonic()
+                    for order_id, document in found.items():
+                        script = waiting_visible[order_id]
+                        if document.body["version"] >= script.final_version:
+                            script.visible_at = now
+                            del waiting_visible[order_id]
+                    if on_progress:
+                        on_progress(
+                            done, orders - len(waiting_visible) - len(active) - len(pending)
+                        )
+                if not pending and not active and not waiting_visible:
+                    finished.set()
+                    return
+                await asyncio.sleep(0.005)
+
+        started = time.monotonic()
+        await outcomes.consume(on_outcome)
+        watcher = asyncio.create_task(watch_read_model())
+        await top_up()
+        try:
+            await asyncio.wait_for(finished.wait(), give_up_after)
+        except TimeoutError:
+            report.timed_out = len(active) + len(waiting_visible) + len(pending)
+        watcher.cancel()
+        report.seconds = time.monotonic() - started
+        report.latencies_ms = [
+            (s.visible_at - s.done_at) * 1000
+            for s in scripts
+            if s.visible_at is not None and s.done_at is not None
+        ]
+        report.events_stored = await _event_count(host) - head_before if host else 0
+        if host is not None and host.gateway is not None:
+            report.events_published = host.gateway.published
+        for projection in PROJECTIONS:
+            collection = (await collections.active(projection.name)).collection
+            report.read_models[projection.name] = await read_store.count(collection)
+        return report
+    finally:
+        await connection.close()
+        await read_store.close()
+        if host is not None:
+            await host.stop()
+
+
+async def _event_count(host: WorkerHost | None) -> int:
+    if host is None or host.store is None:
+        return 0
+    return await host.store.head_position()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
+
+
+def print_report(report: DemoReport, console: Console) -> None:
+    commands = sum(report.outcomes.values())
+    table = Table(title=f"conveyor demo: {report.orders} orders", show_header=False)
+    table.add_row(
+        "workers", "started in this process" if report.started_workers else "already running"
+    )
+    table.add_row(
+        "commands",
+        f"{commands} ({report.outcomes['accepted']} accepted, {report.outcomes['rejected']} "
+        f"rejected, {report.outcomes['duplicate']} duplicate)",
+    )
+    if report.rejected_rules:
+        table.add_row(
+            "rejected by rule", ", ".join(f"{k}: {v}" for k, v in report.rejected_rules.items())
+        )
+    if report.started_workers:
+        table.add_row("events stored", str(report.events_stored))
+        table.add_row("events published", str(report.events_published))
+    table.add_row(
+        "read models", ", ".join(f"{name}: {count}" for name, count in report.read_models.items())
+    )
+    rate = commands / report.seconds if report.seconds else 0
+    table.add_row("throughput", f"{rate:,.0f} commands/s over {report.seconds:.1f}s")
+    lat = report.latencies_ms
+    table.add_row(
+        "command → read model",
+        f"p50 {percentile(lat, 0.5):.1f} ms, p95 {percentile(lat, 0.95):.1f} ms, "
+        f"p99 {percentile(lat, 0.99):.1f} ms ({len(lat)} orders)",
+    )
+    if report.timed_out:
+        table.add_row("[red]timed out", f"{report.timed_out} orders did not finish")
+    console.print(table)
+
+
+def make_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )

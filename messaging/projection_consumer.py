@@ -1,0 +1,94 @@
+"""A projection worker's consumer: integration events in, one read model updated.
+
+not an integration event  → dead-letter queue at once
+duplicate (already applied) → acked, nothing written
+gap (an earlier event of the order has not been applied yet) → retry ladder; the
+    earlier event usually lands meanwhile; a gap that persists dead-letters
+any other failure          → retry ladder, then dead-letter queue
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aio_pika.abc import AbstractIncomingMessage
+from faststream.rabbit import RabbitBroker
+
+from messaging.consumer import QueueConsumer
+from messaging.failures import FailureRouter
+from messaging.integration_events import NotAnIntegrationEvent, decode
+from messaging.topology import WorkQueue
+from readmodels.applier import ProjectionApplier
+from readmodels.projections import ContractViolation
+
+logger = logging.getLogger("conveyor.projections")
+
+
+class ProjectionConsumer(QueueConsumer):
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        queue: WorkQueue,
+        applier: ProjectionApplier,
+        failures: FailureRouter,
+    ) -> None:
+        super().__init__(broker, queue, failures)
+        self.applier = applier
+        self.description = (
+            f"Integration events applied to the {applier.projection.name} read model."
+        )
+        self.applied = 0
+        self.duplicates = 0
+
+    async def declare(self) -> None:
+        await super().declare()
+        await self.applier.ensure_collection()
+
+    async def process(self, raw: AbstractIncomingMessage) -> None:
+        try:
+            event = decode(raw.body)
+        except NotAnIntegrationEvent as invalid:
+            route = await self.failures.route(
+                raw,
+                error_type="InvalidIntegrationEvent",
+                error_message=str(invalid),
+                retryable=False,
+            )
+            logger.warning(
+                "invalid event %s dead-lettered to %s", raw.message_id, route.destination
+            )
+            return
+        try:
+            result = await self.applier.apply(event)
+        except ContractViolation as violation:  # no retry can make this event applicable
+            route = await self.failures.route(
+                raw, error_type="ContractViolation", error_message=str(violation), retryable=False
+            )
+            logger.warning(
+                "event %s dead-lettered to %s: %s", raw.message_id, route.destination, violation
+            )
+            return
+        except Exception as failure:
+            route = await self.failures.route(
+                raw,
+                error_type=type(failure).__name__,
+                error_message=str(failure) or repr(failure),
+                retryable=True,
+            )
+            logger.warning(
+                "%s: event %s (%s v%d of %s) failed on attempt %d, sent to %s: %s",
+                self.applier.projection.name,
+                event.event_id,
+                event.type,
+                event.version,
+                event.order_id,
+                route.attempts,
+                route.destination,
+                failure,
+                extra={"correlation_id": event.correlation_id},
+            )
+            return
+        if result == "duplicate":
+            self.duplicates += 1
+        else:
+            self.applied += 1

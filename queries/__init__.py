@@ -1,0 +1,1 @@
+"""Queries: read models and temporal history, served over HTTP and the CLI."""

@@ -1,0 +1,135 @@
+"""The query API over HTTP (FastAPI on uvicorn, served inside a worker process).
+
+    GET /orders/{order_id}                      the order summary            404 if unknown
+    GET /orders/{order_id}/history              events + state, from the event store:
+        ?as_of_version=N | ?as_of=ISO-8601      … as of a version or a moment (422 if both)
+    GET /customers/{customer_id}/orders         the customer's order history 404 if unknown
+    GET /orders?status=pending&customer_id=…&older_than_seconds=…&limit=…
+                                                orders by status, oldest first
+Errors are JSON: {"detail": …}; bad parameters are 422.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Query
+
+from conveyor.settings import Settings
+from eventstore.port import EventStore
+from eventstore.serialization import to_utc
+from queries.service import OrderQueries, OrderStatus, history_as_json
+from readmodels.collections import ProjectionCollections
+from readmodels.port import ReadModelStore
+
+
+def create_app(queries: OrderQueries) -> FastAPI:
+    app = FastAPI(
+        title="conveyor queries",
+        description="Order read models and temporal queries on the event store.",
+        version="1",
+    )
+
+    @app.get("/orders/{order_id}")
+    async def get_order(order_id: str) -> dict[str, Any]:
+        order = await queries.order(order_id)
+        if order is None:
+            raise HTTPException(404, f"order {order_id!r} not found")
+        return order
+
+    @app.get("/orders/{order_id}/history")
+    async def get_order_history(
+        order_id: str,
+        as_of_version: Annotated[int | None, Query(ge=0)] = None,
+        as_of: datetime | None = None,
+    ) -> dict[str, Any]:
+        if as_of_version is not None and as_of is not None:
+            raise HTTPException(422, "give as_of_version or as_of, not both")
+        history = await queries.history(
+            order_id,
+            as_of_version=as_of_version,
+            as_of=to_utc(as_of) if as_of is not None else None,
+        )
+        if not history.events and as_of_version is None and as_of is None:
+            raise HTTPException(404, f"order {order_id!r} not found")
+        return history_as_json(history)
+
+    @app.get("/customers/{customer_id}/orders")
+    async def get_customer_orders(customer_id: str) -> dict[str, Any]:
+        customer = await queries.customer(customer_id)
+        if customer is None:
+            raise HTTPException(404, f"customer {customer_id!r} not found")
+        return customer
+
+    @app.get("/orders")
+    async def list_orders(
+        status: OrderStatus = "pending",
+        customer_id: str | None = None,
+        older_than_seconds: Annotated[float | None, Query(ge=0)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        orders = await queries.orders(
+            status=status,
+            customer_id=customer_id,
+            older_than=timedelta(seconds=older_than_seconds)
+            if older_than_seconds is not None
+            else None,
+            limit=limit,
+        )
+        return {"orders": orders, "count": len(orders)}
+
+    return app
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a worker process: the host owns SIGINT/SIGTERM, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(
+    settings: Settings,
+    event_store: EventStore,
+    read_store: ReadModelStore,
+    collections: ProjectionCollections,
+) -> tuple[uvicorn.Server, int, asyncio.Task[None]]:
+    """Start serving; returns the server, the bound port and the serving task."""
+    app = create_app(OrderQueries(read_store, collections, event_store))
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    server = _EmbeddedServer(config)
+    # Bind here rather than in uvicorn: uvicorn answers a taken port with sys.exit().
+    family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.http_host, settings.http_port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            f"cannot serve HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror} "
+            "(set CONVEYOR_HTTP_PORT, or 0 for any free port)"
+        ) from None
+    sock.listen(128)
+    sock.setblocking(False)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+    while not server.started:
+        if task.done():
+            await task
+            raise OSError(f"the HTTP server on {settings.http_host} stopped at start-up")
+        await asyncio.sleep(0.01)
+    return server, int(sock.getsockname()[1]), task
