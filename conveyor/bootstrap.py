@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from faststream.rabbit import Channel, RabbitBroker
-from readmodels.projections import PROJECTIONS, Projection
 
 from application.commands import CommandHandler
 from conveyor.settings import Settings
@@ -23,6 +22,7 @@ from readmodels.applier import ProjectionApplier
 from readmodels.checkpoints import LeasedCheckpoint
 from readmodels.collections import ProjectionCollections
 from readmodels.port import ReadModelStore
+from readmodels.projections import PROJECTIONS, Projection
 
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
 MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
@@ -92,6 +92,7 @@ def build_broker(settings: Settings) -> RabbitBroker:
         default_channel=Channel(publisher_confirms=True, on_return_raises=True),
         logger=logging.getLogger("conveyor.broker"),
         log_level=logging.DEBUG,  # per-message lines from FastStream only when debugging
+        apply_types=False,  # handlers take the delivery itself (messaging/consumer.py)
     )
 
 

@@ -85,7 +85,8 @@ class CommandConsumer(QueueConsumer):
                 extra={"correlation_id": envelope.correlation_id},
             )
             return
-        logger.info(
+        logger.log(
+            logging.DEBUG if outcome.status == "accepted" else logging.INFO,
             "command %s %s %s: %s (version %d)%s",
             envelope.command_id,
             type(envelope.command).__name__,
