@@ -8,10 +8,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint check-python install rabbitmq clean
+.PHONY: run demo test lint check-python install rabbitmq clean
 
+# The main job: show the system working end to end, then keep the workers running.
 run: $(INSTALLED) rabbitmq
+	$(BIN)/conveyor demo --orders 200
 	$(BIN)/conveyor run
+
+demo: $(INSTALLED) rabbitmq
+	$(BIN)/conveyor demo --orders $(or $(ORDERS),1000)
 
 test: $(INSTALLED) rabbitmq lint
 	$(BIN)/python -m pytest

@@ -13,7 +13,6 @@ from typing import Any
 from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
-from readmodels.projections import PROJECTIONS
 
 from conveyor.bootstrap import PROJECTION_BINDING, command_queue, projection_queue
 from conveyor.settings import Settings
@@ -34,6 +33,7 @@ from messaging.integration_events import (
     OrderConfirmedEvent,
     OrderCreatedEvent,
 )
+from readmodels.projections import PROJECTIONS
 
 
 class CommandOutcomeMessage(BaseModel):
@@ -62,7 +62,7 @@ def specification(settings: Settings | None = None) -> AsyncAPI:
 
     @broker.subscriber(
         commands.work(),
-        title=f"{commands.name}:CreateOrder|AddItem|RemoveItem|ConfirmOrder|CancelOrder",
+        title=commands.name,
         description=(
             "Order commands as JSON. Invalid messages go to "
             f"{commands.dead_letter_queue}; transient failures retry via "
@@ -98,13 +98,23 @@ def specification(settings: Settings | None = None) -> AsyncAPI:
     for projection in PROJECTIONS:
         queue = projection_queue(settings, projection)
 
-        async def project(event: Any) -> None: ...
+        async def project(
+            event: OrderCreatedEvent
+            | ItemAddedEvent
+            | ItemRemovedEvent
+            | OrderConfirmedEvent
+            | OrderCancelledEvent,
+        ) -> None: ...
 
         broker.subscriber(
             queue.work(),
             exchange=EVENTS,
-            title=f"{queue.name}:{PROJECTION_BINDING}",
-            description=f"Feeds the {projection.name} read model.",
+            title=queue.name,
+            description=(
+                f"Feeds the {projection.name} read model; bound to {EVENTS.name} with "
+                f"{PROJECTION_BINDING}. Retries via {queue.name}.retry.<N>ms, then "
+                f"{queue.dead_letter_queue}."
+            ),
         )(project)
 
     return AsyncAPI(

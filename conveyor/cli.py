@@ -507,3 +507,23 @@ def demo(
     print_report(result, console)
     if result.timed_out:
         raise typer.Exit(1)
+
+
+@app.command()
+def asyncapi(
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+    yaml: Annotated[bool, typer.Option("--yaml", help="YAML instead of JSON.")] = False,
+) -> None:
+    """The AsyncAPI 3.0 document of every channel: commands, outcomes, integration events."""
+    from conveyor.asyncapi import specification
+
+    spec = specification(load_settings()).to_specification()
+    text = spec.to_yaml() if yaml else json.dumps(spec.to_jsonable(), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    with open(output, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    console.print(f"wrote {output}")
