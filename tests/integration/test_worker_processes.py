@@ -128,20 +128,22 @@ async def test_workers_killed_mid_batch_lose_no_command_and_apply_none_twice(
     await publish_many(amqp_url, settings.command_queue, setup)
     await eventually(lambda: _count_at_least(reader, 5), what="setup orders")
 
-    commands = workload(600, [f"busy-{n}" for n in range(5)], 40)
+    commands = workload(1500, [f"busy-{n}" for n in range(5)], 60)
     await publish_many(amqp_url, settings.command_queue, commands)
 
     # Kill a worker while messages are in flight, twice, starting a replacement each time.
-    for target in (first, second):
+    for step, target in enumerate((first, second), start=1):
         await eventually(
-            lambda: _count_at_least(reader, 5 + len(commands) // 4), within=60, what="progress"
+            lambda step=step: _count_at_least(reader, 5 + step * len(commands) // 6),
+            within=60,
+            what="progress",
         )
         target.send_signal(signal.SIGKILL)
         target.wait()
+        done_at_kill = await reader.head_position()
+        assert done_at_kill < 5 + len(commands), "the kill came too late to prove anything"
         replacement = workers.start()
         await workers.started(replacement)
-        commands_done = await reader.head_position()
-        assert commands_done < 5 + len(commands), "the kill came too late to prove anything"
 
     expected = {c["command_id"] for c in commands + setup}
     await eventually(
