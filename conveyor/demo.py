@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
-from readmodels.projections import PROJECTIONS
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -31,6 +30,7 @@ from conveyor.bootstrap import open_read_store
 from conveyor.settings import Settings
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE
 from readmodels.collections import ProjectionCollections
+from readmodels.projections import PROJECTIONS
 from workers.host import WorkerHost
 
 Command = dict[str, Any]

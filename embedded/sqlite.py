@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -215,3 +215,44 @@ class SqliteDatabase:
             failure = self._unavailable(f"SQLite database {self.path} failed to commit: {exc}")
             return [(False, failure)] * len(group)
         return outcomes
+
+
+class SqliteAdapter:
+    """The life cycle every SQLite adapter shares: one database file, opened and closed."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        schema: str,
+        unavailable: Callable[[str], Exception],
+        busy_timeout: float = 5.0,
+        max_group: int = 512,
+        readers: int = 4,
+    ) -> None:
+        self.path = Path(path)
+        self._database = SqliteDatabase(
+            path,
+            schema=schema,
+            unavailable=unavailable,
+            busy_timeout=busy_timeout,
+            # FULL: a write a caller was told about survives power loss, not just a crash
+            # (an acknowledged message must never be left half-applied).
+            synchronous="FULL",
+            readers=readers,
+            max_group=max_group,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    @property
+    def groups_committed(self) -> int:
+        return self._database.groups_committed
+
+    async def open(self) -> Self:
+        await self._database.open()
+        return self
+
+    async def close(self) -> None:
+        await self._database.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from embedded.sqlite import SqliteDatabase
+from embedded.sqlite import SqliteAdapter
 from eventstore.port import (
     AppendResult,
     ConcurrencyError,
@@ -49,7 +49,7 @@ _COLUMNS = (
 )
 
 
-class SqliteEventStore:
+class SqliteEventStore(SqliteAdapter):
     def __init__(
         self,
         path: str | Path,
@@ -58,31 +58,14 @@ class SqliteEventStore:
         max_group: int = 512,
         readers: int = 4,
     ) -> None:
-        self.path = Path(path)
-        self._database = SqliteDatabase(
+        super().__init__(
             path,
             schema=SCHEMA,
             unavailable=EventStoreUnavailable,
             busy_timeout=busy_timeout,
-            # FULL: a commit a caller was told about survives power loss, not just a crash.
-            synchronous="FULL",
-            readers=readers,
             max_group=max_group,
+            readers=readers,
         )
-
-    def __repr__(self) -> str:
-        return f"SqliteEventStore({str(self.path)!r})"
-
-    @property
-    def groups_committed(self) -> int:
-        return self._database.groups_committed
-
-    async def open(self) -> SqliteEventStore:
-        await self._database.open()
-        return self
-
-    async def close(self) -> None:
-        await self._database.close()
 
     async def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]

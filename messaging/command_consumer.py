@@ -55,9 +55,7 @@ class CommandConsumer(QueueConsumer):
                 max_bytes=self._max_message_bytes,
             )
         except InvalidCommandMessage as invalid:
-            route = await self.failures.route(
-                raw, error_type=invalid.error_type, error_message=invalid.message, retryable=False
-            )
+            route = await self.failures.dead_letter(raw, invalid.error_type, invalid.message)
             logger.warning(
                 "invalid command message %s dead-lettered to %s: %s",
                 raw.message_id,
@@ -68,12 +66,7 @@ class CommandConsumer(QueueConsumer):
         try:
             outcome = await self._handler.handle(envelope)
         except Exception as failure:
-            route = await self.failures.route(
-                raw,
-                error_type=type(failure).__name__,
-                error_message=str(failure) or repr(failure),
-                retryable=True,
-            )
+            route = await self.failures.retry_later(raw, failure)
             logger.warning(
                 "command %s (%s) failed on attempt %d, sent to %s: %s: %s",
                 envelope.command_id,

@@ -87,6 +87,25 @@ class FailureRouter:
         self._max_attempts = max_attempts
         self._clock = clock
 
+    async def dead_letter(
+        self, message: AbstractIncomingMessage, error_type: str, error_message: str
+    ) -> FailureRoute:
+        """Invalid input: straight to the dead-letter queue, no retries."""
+        return await self.route(
+            message, error_type=error_type, error_message=error_message, retryable=False
+        )
+
+    async def retry_later(
+        self, message: AbstractIncomingMessage, failure: BaseException
+    ) -> FailureRoute:
+        """A transient failure: the next retry tier, or the DLQ when attempts run out."""
+        return await self.route(
+            message,
+            error_type=type(failure).__name__,
+            error_message=str(failure) or repr(failure),
+            retryable=True,
+        )
+
     async def route(
         self,
         message: AbstractIncomingMessage,

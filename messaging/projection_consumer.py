@@ -48,12 +48,7 @@ class ProjectionConsumer(QueueConsumer):
         try:
             event = decode(raw.body)
         except NotAnIntegrationEvent as invalid:
-            route = await self.failures.route(
-                raw,
-                error_type="InvalidIntegrationEvent",
-                error_message=str(invalid),
-                retryable=False,
-            )
+            route = await self.failures.dead_letter(raw, "InvalidIntegrationEvent", str(invalid))
             logger.warning(
                 "invalid event %s dead-lettered to %s", raw.message_id, route.destination
             )
@@ -61,20 +56,13 @@ class ProjectionConsumer(QueueConsumer):
         try:
             result = await self.applier.apply(event)
         except ContractViolation as violation:  # no retry can make this event applicable
-            route = await self.failures.route(
-                raw, error_type="ContractViolation", error_message=str(violation), retryable=False
-            )
+            route = await self.failures.dead_letter(raw, "ContractViolation", str(violation))
             logger.warning(
                 "event %s dead-lettered to %s: %s", raw.message_id, route.destination, violation
             )
             return
         except Exception as failure:
-            route = await self.failures.route(
-                raw,
-                error_type=type(failure).__name__,
-                error_message=str(failure) or repr(failure),
-                retryable=True,
-            )
+            route = await self.failures.retry_later(raw, failure)
             logger.warning(
                 "%s: event %s (%s v%d of %s) failed on attempt %d, sent to %s: %s",
                 self.applier.projection.name,

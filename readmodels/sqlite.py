@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from embedded.sqlite import SqliteDatabase
+from embedded.sqlite import SqliteAdapter
 from readmodels.port import (
     Body,
     Document,
@@ -58,7 +58,7 @@ def check_field_name(name: str) -> str:
     return name
 
 
-class SqliteReadModelStore:
+class SqliteReadModelStore(SqliteAdapter):
     def __init__(
         self,
         path: str | Path,
@@ -67,32 +67,14 @@ class SqliteReadModelStore:
         max_group: int = 512,
         readers: int = 4,
     ) -> None:
-        self.path = Path(path)
-        self._database = SqliteDatabase(
+        super().__init__(
             path,
             schema=SCHEMA,
             unavailable=ReadStoreUnavailable,
             busy_timeout=busy_timeout,
-            # FULL: a projection update or checkpoint a caller was told about survives
-            # power loss; otherwise the broker message it acknowledged would be lost.
-            synchronous="FULL",
-            readers=readers,
             max_group=max_group,
+            readers=readers,
         )
-
-    def __repr__(self) -> str:
-        return f"SqliteReadModelStore({str(self.path)!r})"
-
-    @property
-    def groups_committed(self) -> int:
-        return self._database.groups_committed
-
-    async def open(self) -> SqliteReadModelStore:
-        await self._database.open()
-        return self
-
-    async def close(self) -> None:
-        await self._database.close()
 
     async def ping(self) -> None:
         # Reads the schema and the registry from the file: SELECT 1 would not touch it.
