@@ -483,7 +483,7 @@ def projections_rebuild(
 @app.command()
 def demo(
     orders: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many orders.")] = 200,
-    in_flight: Annotated[int, typer.Option(min=1, help="Orders in progress at once.")] = 200,
+    in_flight: Annotated[int, typer.Option(min=1, help="Orders in progress at once.")] = 20,
 ) -> None:
     """Drive N orders through the system and report what happened (starts the workers
     in this process if none are running)."""

@@ -3,9 +3,10 @@
 It starts the workers in this process unless some are already consuming the command
 queue, then drives N orders through their life cycle — each order's commands in sequence
 (the next one is published when the previous outcome arrives), many orders at once — with
-a few commands that the rules reject on purpose. It waits until the order summary shows
+a few commands that the rules reject on purpose. It waits until all three read models show
 each order's last accepted version and reports throughput and command → read-model latency
-(measured by polling the read model every few milliseconds).
+(from publishing an order's last command until every read model shows it, measured by
+polling the read models every few milliseconds).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ Command = dict[str, Any]
 @dataclass
 class OrderScript:
     order_id: str
+    customer_id: str
     commands: list[Command]
     next_index: int = 0
     final_version: int = 0
@@ -71,9 +73,8 @@ def script_orders(count: int, seed: int = 42) -> list[OrderScript]:
         def command(type_: str, order_id: str = order_id, **fields: Any) -> Command:
             return {"type": type_, "command_id": str(uuid.uuid4()), "order_id": order_id, **fields}
 
-        commands = [
-            command("CreateOrder", customer_id=f"customer-{rng.randrange(max(count // 5, 1))}")
-        ]
+        customer_id = f"customer-{rng.randrange(max(count // 5, 1))}"
+        commands = [command("CreateOrder", customer_id=customer_id)]
         skus = rng.sample(["BOOK", "LAMP", "MUG", "DESK", "PEN", "SOCKS"], rng.randint(1, 4))
         for sku in skus:
             price = f"{rng.randint(1, 5000) / 100:.2f}"
@@ -91,7 +92,7 @@ def script_orders(count: int, seed: int = 42) -> list[OrderScript]:
                 commands.append(command("ConfirmOrder"))
         elif ending < 0.9:
             commands.append(command("CancelOrder", reason="changed my mind"))
-        scripts.append(OrderScript(order_id, commands))
+        scripts.append(OrderScript(order_id, customer_id, commands))
     return scripts
 
 
@@ -135,6 +136,8 @@ async def run_demo(
         await outcomes.bind(outcomes_exchange, routing_key="orders.command.#")
         collections = ProjectionCollections(read_store, cache_seconds=0)
         summary = (await collections.active("order_summary")).collection
+        active_orders = (await collections.active("active_orders")).collection
+        customers = (await collections.active("customer_history")).collection
         head_before = await _event_count(host)
 
         pending = list(reversed(scripts))
@@ -188,11 +191,15 @@ async def run_demo(
             while not finished.is_set():
                 if waiting_visible:
                     ids = list(waiting_visible)[:1000]
-                    found = await read_store.get_many(summary, ids)
+                    summaries = await read_store.get_many(summary, ids)
+                    actives = await read_store.get_many(active_orders, ids)
+                    histories = await read_store.get_many(
+                        customers, sorted({waiting_visible[i].customer_id for i in ids})
+                    )
                     now = time.monotonic()
-                    for order_id, document in found.items():
+                    for order_id in ids:
                         script = waiting_visible[order_id]
-                        if document.body["version"] >= script.final_version:
+                        if _caught_up(script, summaries, actives, histories):
                             script.visible_at = now
                             del waiting_visible[order_id]
                     if on_progress:
@@ -231,6 +238,28 @@ async def run_demo(
         await read_store.close()
         if host is not None:
             await host.stop()
+
+
+def _caught_up(
+    script: OrderScript,
+    summaries: dict[str, Any],
+    actives: dict[str, Any],
+    histories: dict[str, Any],
+) -> bool:
+    """All three read models show the order's last accepted version."""
+    wanted = script.final_version
+    summary = summaries.get(script.order_id)
+    active = actives.get(script.order_id)
+    history = histories.get(script.customer_id)
+    if summary is None or active is None or history is None:
+        return False
+    entry = next((o for o in history.body["orders"] if o["order_id"] == script.order_id), None)
+    return (
+        summary.body["version"] >= wanted
+        and active.body["version"] >= wanted
+        and entry is not None
+        and entry["version"] >= wanted
+    )
 
 
 async def _event_count(host: WorkerHost | None) -> int:

@@ -1,0 +1,36 @@
+"""`conveyor demo` end to end on a fresh vhost and fresh SQLite files."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from conveyor.demo import print_report, run_demo
+from conveyor.settings import Settings
+from eventstore.sqlite import SqliteEventStore
+
+pytestmark = pytest.mark.rabbitmq
+
+
+async def test_the_demo_drives_orders_into_every_read_model(settings: Settings) -> None:
+    report = await run_demo(settings, 30, in_flight=10, give_up_after=120)
+    assert report.started_workers
+    assert report.timed_out == 0
+    assert report.outcomes["accepted"] >= 30
+    assert report.read_models["order_summary"] == 30
+    assert report.read_models["active_orders"] == 30
+    assert 1 <= report.read_models["customer_history"] <= 30
+    assert len(report.latencies_ms) == 30
+    assert report.events_published == report.events_stored == report.outcomes["accepted"]
+    store = await SqliteEventStore(settings.event_store).open()
+    try:
+        assert await store.head_position() == report.events_stored
+    finally:
+        await store.close()
+
+    console = Console(record=True, width=120)
+    print_report(report, console)
+    text = console.export_text()
+    assert "30 orders" in text
+    assert "commands/s" in text
+    assert "p99" in text
