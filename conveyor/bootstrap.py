@@ -14,7 +14,7 @@ from eventstore.port import EventStore
 from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
 from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
-from messaging.command_consumer import CommandConsumer
+from messaging.command_consumer import OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
 from messaging.topology import WorkQueue
@@ -82,6 +82,30 @@ def projection_queue(settings: Settings, projection: Projection) -> WorkQueue:
         settings.delivery_limit,
         binding_key=PROJECTION_BINDING,
     )
+
+
+async def declare_topology(
+    settings: Settings, broker: RabbitBroker, *, commands: bool, events: bool
+) -> None:
+    """Declare the queues, exchanges and bindings this process relies on (idempotent).
+
+    The gateway publishes with mandatory=False (no binding = nobody wants it) and moves its
+    checkpoint after the confirms: if the projection queues did not exist yet, the broker
+    would confirm and drop the events. So the gateway's process declares them too, not
+    only the projection workers'.
+    """
+    if commands:
+        for queue in command_queue(settings).all_queues():
+            await broker.declare_queue(queue)
+        await broker.declare_exchange(OUTCOMES_EXCHANGE)
+    if events:
+        exchange = await broker.declare_exchange(EVENTS)
+        for projection in PROJECTIONS:
+            work_queue = projection_queue(settings, projection)
+            for queue in work_queue.all_queues():
+                declared = await broker.declare_queue(queue)
+                if queue.name == work_queue.name:
+                    await declared.bind(exchange, routing_key=work_queue.binding_key)
 
 
 def build_broker(settings: Settings) -> RabbitBroker:

@@ -100,6 +100,9 @@ def run_async(make: Callable[[Settings], Awaitable[T]]) -> T:
         fail(f"RabbitMQ refused the topology (a queue exists with other arguments?): {exc}")
     except ValueError as exc:
         fail(str(exc), 2)
+    except Exception as exc:  # anything else: still one line, the traceback only with -v
+        logging.getLogger("conveyor").debug("unexpected failure", exc_info=True)
+        fail(f"{type(exc).__name__}: {exc}")
 
 
 def configure_logging(verbose: bool) -> None:

@@ -71,6 +71,7 @@ class SqliteDatabase:
         self._writer_connection: sqlite3.Connection | None = None
         self._queue: asyncio.Queue[_Write[Any] | object] | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        self._closing = False
         self.groups_committed = 0
         """How many transactions carried the writes so far (group commit at work)."""
 
@@ -89,10 +90,17 @@ class SqliteDatabase:
         )
 
     async def close(self) -> None:
+        self._closing = True  # writes arriving from now on fail at once instead of hanging
         if self._writer_task is not None and self._queue is not None:
             await self._queue.put(_STOP)
             await self._writer_task
             self._writer_task = None
+            while not self._queue.empty():  # queued behind the stop: never to be written
+                item = self._queue.get_nowait()
+                if isinstance(item, _Write) and not item.future.done():
+                    item.future.set_exception(
+                        self._unavailable(f"SQLite database {self.path} was closed")
+                    )
             self._queue = None
         with self._connections_lock:
             connections, self._connections = self._connections, []
@@ -143,13 +151,15 @@ class SqliteDatabase:
             return await asyncio.get_running_loop().run_in_executor(self._readers, run)
         except sqlite3.Error as exc:
             raise self._unavailable(f"SQLite database {self.path}: {exc}") from exc
+        except RuntimeError as exc:  # the reader pool was shut down: the store is closed
+            raise self._unavailable(f"SQLite database {self.path} is closed") from exc
 
     # -- writes (group commit) ---------------------------------------------------------
 
     async def write(self, operation: Operation[T]) -> T:
         """Run `operation` in the next group transaction; its exception, if any, is raised
         here and undoes only its own changes."""
-        if self._queue is None:
+        if self._queue is None or self._closing:
             raise self._unavailable(f"SQLite database {self.path} is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Write(operation, future))

@@ -7,11 +7,19 @@ order's first event in the event store.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 
-from application.streams import order_id_of, order_stream
+from application.streams import STREAM_PREFIX, order_id_of, order_stream
 from eventstore.port import EventStore, RecordedEvent
-from messaging.integration_events import IntegrationEvent, to_integration_event
+from messaging.integration_events import (
+    ROUTING_KEYS,
+    IntegrationEvent,
+    NotAnIntegrationEvent,
+    to_integration_event,
+)
+
+logger = logging.getLogger("conveyor.gateway")
 
 
 class UnknownOrder(LookupError):
@@ -23,6 +31,7 @@ class CustomerDirectory:
         self._store = store
         self._capacity = capacity
         self._customers: OrderedDict[str, str] = OrderedDict()
+        self.skipped = 0
 
     def remember(self, order_id: str, customer_id: str) -> None:
         self._customers[order_id] = customer_id
@@ -46,5 +55,28 @@ class CustomerDirectory:
         self.remember(order_id, customer)
         return customer
 
-    async def integration_event(self, event: RecordedEvent) -> IntegrationEvent:
-        return to_integration_event(event, await self.customer_of(event))
+    async def integration_event(self, event: RecordedEvent) -> IntegrationEvent | None:
+        """The public form of a stored event, or None for one that has none.
+
+        The global log may hold other applications' streams (KurrentDB is shared) and event
+        types without a contract: those are skipped, never allowed to halt the relay.
+        """
+        if not event.stream_id.startswith(STREAM_PREFIX) or event.type not in ROUTING_KEYS:
+            self._skip(event, "it is not an order event with an integration contract")
+            return None
+        try:
+            return to_integration_event(event, await self.customer_of(event))
+        except (UnknownOrder, NotAnIntegrationEvent, KeyError, ValueError) as problem:
+            self._skip(event, f"it cannot be mapped: {problem}")
+            return None
+
+    def _skip(self, event: RecordedEvent, why: str) -> None:
+        self.skipped += 1
+        logger.warning(
+            "skipping event %s (%s in %s at position %d): %s",
+            event.event_id,
+            event.type,
+            event.stream_id,
+            event.position,
+            why,
+        )

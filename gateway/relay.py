@@ -58,9 +58,6 @@ class EventGateway:
     def new_owner() -> str:
         return f"gateway-{uuid.uuid4().hex[:12]}"
 
-    async def declare(self) -> None:
-        await self._broker.declare_exchange(EVENTS)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; never raises for a transient failure."""
         backoff = 0.5
@@ -104,7 +101,8 @@ class EventGateway:
                     last_saved = time.monotonic()
                 await self._idle(stop)
                 continue
-            events = [await self._customers.integration_event(event) for event in page]
+            mapped = [await self._customers.integration_event(event) for event in page]
+            events = [event for event in mapped if event is not None]
             await asyncio.gather(*(self._publish(event) for event in events))
             position = page[-1].position
             await self._checkpoint.save(position)

@@ -42,10 +42,6 @@ class CommandConsumer(QueueConsumer):
         self._handler = handler
         self._max_message_bytes = max_message_bytes
 
-    async def declare(self) -> None:
-        await super().declare()
-        await self.broker.declare_exchange(OUTCOMES_EXCHANGE)
-
     async def process(self, raw: AbstractIncomingMessage) -> None:
         try:
             envelope = parse_command(

@@ -53,9 +53,8 @@ class QueueConsumer:
             description=self.description,
         )(self.on_message)
 
-    async def declare(self) -> None:
-        for queue in self.queue.all_queues():
-            await self.broker.declare_queue(queue)
+    async def prepare(self) -> None:
+        """Anything to set up before consuming, besides the broker topology."""
 
     async def on_message(self, message: RabbitMessage) -> None:  # see the_message_itself
         raw = message.raw_message

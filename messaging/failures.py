@@ -7,8 +7,9 @@ a crash in between duplicates a message rather than losing it; consumers are ide
 Attempts are counted in our own header: RabbitMQ 3.13+ ignores `x-death` on republished
 messages and quorum-queue delivery counts differ between 3.x and 4.x. A copy in the DLQ
 carries `x-conveyor-dead-lettered-at`; a message arriving on the work queue with that header
-was moved back by an operator (console "Move messages" or the CLI) and starts a fresh retry
-budget. Retry copies never carry it.
+(or with the broker's x-death record of a reject or delivery limit on this queue) was moved
+back by an operator (console "Move messages" or the CLI) and starts a fresh retry budget.
+Retry copies never carry either: they are published without the broker's headers.
 """
 
 from __future__ import annotations
@@ -55,10 +56,29 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def previous_attempts(headers: Mapping[str, Any] | None) -> int:
+def was_dead_lettered(headers: Mapping[str, Any], work_queue: str) -> bool:
+    """Whether this delivery came back from a dead-letter queue: our own dead letters carry
+    DEAD_LETTERED_AT; the broker's (a reject, or the delivery limit) an x-death entry."""
+    if DEAD_LETTERED_AT in headers:
+        return True
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list):
+        return False
+    for death in deaths:
+        if not isinstance(death, Mapping):
+            continue
+        queue, reason = death.get("queue"), death.get("reason")
+        queue = queue.decode() if isinstance(queue, bytes) else queue
+        reason = reason.decode() if isinstance(reason, bytes) else reason
+        if queue == work_queue and reason in ("rejected", "delivery_limit"):
+            return True
+    return False
+
+
+def previous_attempts(headers: Mapping[str, Any] | None, work_queue: str = "") -> int:
     """Failed attempts recorded on the message; 0 for a fresh or re-driven one."""
     headers = headers or {}
-    if DEAD_LETTERED_AT in headers:
+    if was_dead_lettered(headers, work_queue):
         return 0
     try:
         return max(int(headers.get(ATTEMPTS, 0)), 0)
@@ -117,8 +137,8 @@ class FailureRouter:
         """Publish a copy to the next retry tier or, when not retryable or out of attempts,
         to the dead-letter queue. Raises if the copy was not confirmed."""
         headers: dict[str, Any] = dict(message.headers or {})
-        redriven = DEAD_LETTERED_AT in headers
-        attempts = previous_attempts(headers) + 1
+        redriven = was_dead_lettered(headers, self._queue.name)
+        attempts = previous_attempts(headers, self._queue.name) + 1
         now = self._clock().isoformat()
         for name in (*_BROKER_HEADERS, DEAD_LETTERED_AT):
             headers.pop(name, None)

@@ -40,8 +40,7 @@ class ProjectionConsumer(QueueConsumer):
         self.applied = 0
         self.duplicates = 0
 
-    async def declare(self) -> None:
-        await super().declare()
+    async def prepare(self) -> None:
         await self.applier.ensure_collection()
 
     async def process(self, raw: AbstractIncomingMessage) -> None:

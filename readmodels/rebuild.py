@@ -14,6 +14,7 @@ The fold is batched: a page of events is applied in memory to the documents it t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -23,10 +24,15 @@ from typing import Any
 from eventstore.port import EventStore
 from gateway.customers import CustomerDirectory
 from readmodels.applier import ProjectionApplier
-from readmodels.checkpoints import LeasedCheckpoint
+from readmodels.checkpoints import LeasedCheckpoint, LeaseLost
 from readmodels.collections import ProjectionCollections, collection_name
-from readmodels.port import ReadModelStore
-from readmodels.projections import PROJECTIONS_BY_NAME, Updated, apply_in_memory
+from readmodels.port import ReadModelStore, RevisionConflict
+from readmodels.projections import (
+    PROJECTIONS_BY_NAME,
+    UnexpectedGap,
+    Updated,
+    apply_in_memory,
+)
 
 Progress = Callable[[int, int], None]
 """Called with (events folded so far, events in the log as far as known)."""
@@ -82,7 +88,8 @@ async def rebuild(
         position, folded, written = 0, 0, set[str]()
         head = await event_store.head_position()
         while page := await event_store.read_all(after=position, limit=page_size):
-            events = [await customers.integration_event(event) for event in page]
+            mapped = [await customers.integration_event(event) for event in page]
+            events = [event for event in mapped if event is not None]
             missing = {projection.document_id(e) for e in events} - documents.keys()
             if missing:
                 stored = await read_store.get_many(target, sorted(missing))
@@ -103,18 +110,32 @@ async def rebuild(
             if progress is not None:
                 progress(folded, max(head, position))
 
-        await collections.switch(current, version)
+        switched = await collections.switch(current, version)
         # Workers may still write to the old collection for as long as they cache the
-        # pointer; catch up after that, from where the fold stopped.
-        await asyncio.sleep(collections.cache_seconds * 2)
-        applier = ProjectionApplier(read_store, collections, projection)
-        caught_up = 0
-        while page := await event_store.read_all(after=position, limit=page_size):
-            for stored_event in page:
-                event = await customers.integration_event(stored_event)
-                await applier.apply(event, collection=target)
-            position = page[-1].position
-            caught_up += len(page)
+        # pointer; catch up after that, from where the fold stopped. The fold read the
+        # log to its end moments ago, so this is a short tail.
+        try:
+            await asyncio.sleep(collections.cache_seconds * 2)
+            applier = ProjectionApplier(read_store, collections, projection)
+            caught_up = 0
+            while page := await event_store.read_all(after=position, limit=page_size):
+                for stored_event in page:
+                    live_event = await customers.integration_event(stored_event)
+                    if live_event is not None:
+                        await applier.apply(live_event, collection=target)
+                position = page[-1].position
+                caught_up += len(page)
+                await lease.renew()
+        except BaseException as failure:
+            # Readers must not stay on a collection that misses events: point them back.
+            with contextlib.suppress(Exception):
+                await collections.switch(switched, current.version)
+            if isinstance(failure, Exception):
+                raise RebuildError(
+                    f"{name}: catching up after the switch failed ({failure}); readers are "
+                    f"back on {current.collection}"
+                ) from failure
+            raise
 
         for older in range(1, current.version):  # keep the previous version for a while
             await read_store.drop_collection(collection_name(name, older))
@@ -127,6 +148,8 @@ async def rebuild(
             caught_up_events=caught_up,
             seconds=time.monotonic() - started,
         )
+    except (UnexpectedGap, LeaseLost, RevisionConflict) as problem:
+        raise RebuildError(f"{name}: {problem}") from problem
     finally:
         await lease.release()
 
@@ -142,6 +165,8 @@ async def project_in_memory(
     position = 0
     while page := await event_store.read_all(after=position, limit=page_size):
         for stored_event in page:
-            apply_in_memory(projection, documents, await customers.integration_event(stored_event))
+            event = await customers.integration_event(stored_event)
+            if event is not None:
+                apply_in_memory(projection, documents, event)
         position = page[-1].position
     return documents

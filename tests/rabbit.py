@@ -29,7 +29,7 @@ class Management:
         self.client = httpx.Client(
             base_url=self.base.rstrip("/") + "/api",
             auth=(parts.username or "guest", parts.password or "guest"),
-            timeout=10,
+            timeout=120,  # deleting a vhost full of quorum queues takes a while
         )
 
     def get(self, path: str) -> Any:

@@ -26,6 +26,7 @@ from conveyor.bootstrap import (
     build_command_consumer,
     build_gateway,
     build_projection_consumers,
+    declare_topology,
     open_event_store,
     open_read_store,
 )
@@ -60,7 +61,8 @@ class WorkerHost:
         self.gateway: EventGateway | None = None
         self.http_port: int | None = None
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._gateway_task: asyncio.Task[None] | None = None
+        self._http_task: asyncio.Task[None] | None = None
         self._http_server: object | None = None
 
     def hosts(self, component: str) -> bool:
@@ -105,13 +107,17 @@ class WorkerHost:
                 wait_for_append=notifying.wait_for_append if notifying else None,
             )
         await self.broker.connect()
-        if self.gateway is not None:
-            await self.gateway.declare()
+        await declare_topology(
+            settings,
+            self.broker,
+            commands=self.hosts("commands"),
+            events=self.hosts("gateway") or self.hosts("projections"),
+        )
         for consumer in self.consumers:
-            await consumer.declare()
+            await consumer.prepare()
         await self.broker.start()
         if self.gateway is not None:
-            self._tasks.append(asyncio.create_task(self.gateway.run(self._stop), name="gateway"))
+            self._gateway_task = asyncio.create_task(self.gateway.run(self._stop), name="gateway")
         if self.hosts("http"):
             await self._start_http()
 
@@ -121,25 +127,31 @@ class WorkerHost:
         assert self.store is not None
         assert self.read_store is not None
         assert self.collections is not None
-        server, self.http_port, task = await serve(
+        server, self.http_port, self._http_task = await serve(
             self.settings, self.store, self.read_store, self.collections
         )
         self._http_server = server
-        self._tasks.append(task)
         logger.info("query API on http://%s:%d/", self.settings.http_host, self.http_port)
 
     async def stop(self) -> None:
+        """Gateway first (it finishes its page while the broker is up), then the query API,
+        then the consumers (in-flight messages finish, bounded by shutdown_timeout), and
+        only then the stores they write to."""
         self._stop.set()
-        if self._http_server is not None:
-            self._http_server.should_exit = True  # type: ignore[attr-defined]
+        timeout = self.settings.shutdown_timeout
+        if self._gateway_task is not None:
+            with suppress(Exception):
+                await asyncio.wait_for(self._gateway_task, timeout)
+            self._gateway_task = None
+        if self._http_task is not None:
+            self._http_server.should_exit = True  # type: ignore[union-attr]
+            with suppress(Exception):
+                await asyncio.wait_for(self._http_task, timeout)
+            self._http_task = None
         if self.broker is not None:
             with suppress(Exception):
                 await self.broker.stop()
             self.broker = None
-        for task in self._tasks:
-            with suppress(Exception):
-                await asyncio.wait_for(task, self.settings.shutdown_timeout)
-        self._tasks.clear()
         for store in (self.store, self.read_store):
             if store is not None:
                 with suppress(Exception):

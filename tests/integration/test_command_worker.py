@@ -343,3 +343,36 @@ async def test_a_persistent_failure_reaches_the_dlq_after_n_attempts_and_a_redri
     events = await eventually(lambda: stream_of(reader, "o-down"), what="the re-driven command")
     assert [e.metadata["command_id"] for e in events] == [create["command_id"]]
     await eventually(lambda: _equals(queue_depth(amqp_url, dlq), 0), what="an empty DLQ")
+
+
+async def test_a_broker_dead_letter_moved_back_gets_a_fresh_budget(
+    settings: Settings,
+    start_worker: StartWorker,
+    amqp_url: str,
+    management: Management,
+    test_vhost: str,
+) -> None:
+    """A message the broker dead-lettered (a reject, or the delivery limit) carries no
+    conveyor headers, only x-death; moved back, it must not inherit its old attempts."""
+    await start_worker(settings)  # max_attempts=3
+    lock = DatabaseLock(settings.event_store)
+    try:
+        management.publish(
+            test_vhost,
+            settings.command_queue,
+            json.dumps(command("CreateOrder", "o-xdeath", customer_id="c")).encode(),
+            {
+                "headers": {
+                    failures.ATTEMPTS: 2,  # one failure away from the DLQ, were it counted
+                    "x-death": [
+                        {"queue": settings.command_queue, "reason": "rejected", "count": 1}
+                    ],
+                },
+            },
+        )
+        dead = await eventually(lambda: dlq_messages(management, test_vhost, settings))
+        headers = dead[0]["properties"]["headers"]
+        assert headers[failures.ATTEMPTS] == 3
+        assert headers[failures.FIRST_FAILURE_AT] < headers[failures.LAST_FAILURE_AT]
+    finally:
+        lock.release()

@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,9 @@ from application.commands import CommandEnvelope, CommandHandler
 from conveyor.bootstrap import build_broker, build_gateway, open_read_store
 from conveyor.settings import Settings
 from domain.commands import AddItem, CancelOrder, ConfirmOrder, CreateOrder, RemoveItem
+from eventstore.port import NewEvent
 from eventstore.sqlite import SqliteEventStore
-from tests.rabbit import eventually
+from tests.rabbit import eventually, queue_depth
 from workers.host import WorkerHost
 
 pytestmark = pytest.mark.rabbitmq
@@ -221,3 +222,39 @@ async def test_a_gateway_killed_mid_stream_loses_nothing(
     assert len(counts) == stored  # at least once: nothing lost
     # duplicates only from the page in flight when the gateway died
     assert sum(counts.values()) - stored <= 100
+
+
+async def test_foreign_events_in_the_log_are_skipped_not_fatal(
+    settings: Settings, start_worker: Callable[..., Awaitable[WorkerHost]], tap: EventTap
+) -> None:
+    store = await SqliteEventStore(settings.event_store).open()
+    try:
+        foreign = NewEvent(uuid.uuid4(), "StockReserved", {"sku": "X"}, datetime.now(UTC))
+        await store.append("inventory-1", 0, [foreign])
+        odd = NewEvent(uuid.uuid4(), "OrderArchived", {}, datetime.now(UTC))
+        await store.append("order-odd", 0, [odd])
+    finally:
+        await store.close()
+    stored = await store_orders(settings.event_store, 3)
+    host = await start_worker(settings, ("gateway",))
+    await eventually(lambda: len(tap.messages) >= stored, within=30)
+    assert str(foreign.event_id) not in tap.messages
+    assert host.gateway is not None
+    assert host.gateway.published == stored
+
+
+async def test_the_gateway_alone_declares_the_projection_queues(
+    settings: Settings, start_worker: Callable[..., Awaitable[WorkerHost]], amqp_url: str
+) -> None:
+    """Events relayed before any projection worker ever ran must wait in their queues."""
+    stored = await store_orders(settings.event_store, 4)
+    await start_worker(settings, ("gateway",))
+    for name in ("order_summary", "customer_history", "active_orders"):
+        queue = f"{settings.projection_queue_prefix}.{name}"
+        await eventually(
+            lambda queue=queue: _depth_is(amqp_url, queue, stored), within=30, what=queue
+        )
+
+
+async def _depth_is(amqp_url: str, queue: str, expected: int) -> bool:
+    return await queue_depth(amqp_url, queue) == expected

@@ -139,3 +139,24 @@ async def test_a_file_that_is_not_a_database_is_reported_unavailable(tmp_path: P
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(EventStoreUnavailable, match="not a database"):
         await SqliteEventStore(path).open()
+
+
+async def test_a_write_after_close_fails_at_once(tmp_path: Path) -> None:
+    store = await SqliteEventStore(tmp_path / "events.db").open()
+    await store.close()
+    with pytest.raises(EventStoreUnavailable):
+        await asyncio.wait_for(store.append("s", NO_STREAM, [event()]), 2)
+    with pytest.raises(EventStoreUnavailable):
+        await asyncio.wait_for(store.read_stream("s"), 2)
+
+
+async def test_writes_queued_while_closing_are_failed_not_left_waiting(tmp_path: Path) -> None:
+    store = await SqliteEventStore(tmp_path / "events.db").open()
+    writes = [
+        asyncio.create_task(store.append(f"s-{n}", NO_STREAM, [event(n)])) for n in range(200)
+    ]
+    await asyncio.sleep(0)  # all queued
+    await store.close()
+    results = await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), 5)
+    for result in results:  # each either committed or was told it was not
+        assert not isinstance(result, BaseException) or isinstance(result, EventStoreUnavailable)
