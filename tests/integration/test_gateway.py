@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +25,7 @@ from conveyor.settings import Settings
 from domain.commands import AddItem, CancelOrder, ConfirmOrder, CreateOrder, RemoveItem
 from eventstore.port import NewEvent
 from eventstore.sqlite import SqliteEventStore
+from tests.processes import start_conveyor
 from tests.rabbit import eventually, queue_depth
 from workers.host import WorkerHost
 
@@ -185,21 +184,14 @@ async def test_a_gateway_killed_mid_stream_loses_nothing(
     settings: Settings, tap: EventTap, tmp_path: Path
 ) -> None:
     stored = await store_orders(settings.event_store, 1000)  # 5000 events
-    env = {
-        **os.environ,
-        "CONVEYOR_AMQP_URL": settings.amqp_url,
-        "CONVEYOR_EVENT_STORE": settings.event_store,
-        "CONVEYOR_READ_STORE": settings.read_store,
-        "CONVEYOR_GATEWAY_BATCH_SIZE": "100",
-        "CONVEYOR_GATEWAY_LEASE_SECONDS": "1",
-    }
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "run", "--only", "gateway"],
-            env=env,
-            stdout=(tmp_path / "gateway.log").open("ab"),
-            stderr=subprocess.STDOUT,
+        return start_conveyor(
+            settings,
+            "gateway",
+            tmp_path / "gateway.log",
+            CONVEYOR_GATEWAY_BATCH_SIZE="100",
+            CONVEYOR_GATEWAY_LEASE_SECONDS="1",
         )
 
     first = start()

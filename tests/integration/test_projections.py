@@ -4,11 +4,9 @@ end exactly equal to a fresh fold of the event store, whatever the delivery did.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,6 +25,7 @@ from readmodels.collections import ProjectionCollections
 from readmodels.projections import PROJECTIONS
 from readmodels.rebuild import project_in_memory, rebuild
 from tests.integration.test_gateway import store_orders
+from tests.processes import start_conveyor
 from tests.rabbit import Management, eventually, publish_many, queue_depth
 from workers.host import WorkerHost
 
@@ -244,22 +243,14 @@ async def test_a_projection_worker_killed_mid_stream_leaves_exact_read_models(
 ) -> None:
     await store_orders(settings.event_store, 300)
     events = await integration_events(settings)
-    env = {
-        **os.environ,
-        "CONVEYOR_AMQP_URL": settings.amqp_url,
-        "CONVEYOR_EVENT_STORE": settings.event_store,
-        "CONVEYOR_READ_STORE": settings.read_store,
-        "CONVEYOR_PROJECTION_QUEUE_PREFIX": settings.projection_queue_prefix,
-        "CONVEYOR_RETRY_DELAYS": "0.2,0.5",
-        "CONVEYOR_MAX_ATTEMPTS": "20",
-    }
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "run", "--only", "projections"],
-            env=env,
-            stdout=(tmp_path / "projections.log").open("ab"),
-            stderr=subprocess.STDOUT,
+        return start_conveyor(
+            settings,
+            "projections",
+            tmp_path / "projections.log",
+            CONVEYOR_RETRY_DELAYS="0.2,0.5",
+            CONVEYOR_MAX_ATTEMPTS="20",
         )
 
     first = start()

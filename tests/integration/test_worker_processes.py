@@ -4,11 +4,9 @@ killed with SIGKILL, stopped with SIGTERM, and across a broker restart."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ import pytest
 
 from conveyor.settings import Settings
 from eventstore.sqlite import SqliteEventStore
+from tests.processes import start_conveyor
 from tests.rabbit import eventually, publish_many, queue_depth
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
@@ -26,26 +25,18 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
 class WorkerProcesses:
     def __init__(self, settings: Settings, log_dir: Path) -> None:
-        self.env = {
-            **os.environ,
-            "CONVEYOR_AMQP_URL": settings.amqp_url,
-            "CONVEYOR_EVENT_STORE": settings.event_store,
-            "CONVEYOR_COMMAND_QUEUE": settings.command_queue,
-            "CONVEYOR_PREFETCH": "50",
-            "CONVEYOR_RETRY_DELAYS": "0.2,0.5",
-            "CONVEYOR_READ_STORE": settings.read_store,
-            "CONVEYOR_HTTP_PORT": "0",
-        }
+        self.settings = settings
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> subprocess.Popen[bytes]:
         log = self.log_dir / f"worker-{len(self.processes)}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "run", "--only", "commands"],
-            env=self.env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
+        process = start_conveyor(
+            self.settings,
+            "commands",
+            log,
+            CONVEYOR_PREFETCH="50",
+            CONVEYOR_RETRY_DELAYS="0.2,0.5",
         )
         process.log = log  # type: ignore[attr-defined]
         self.processes.append(process)
