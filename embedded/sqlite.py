@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -228,14 +228,16 @@ class SqliteDatabase:
 
 
 class SqliteAdapter:
-    """The life cycle every SQLite adapter shares: one database file, opened and closed."""
+    """The life cycle every SQLite adapter shares: one database file, opened and closed.
+    A subclass names its `schema` and the `unavailable` error its port defines."""
+
+    schema: ClassVar[str]
+    unavailable: ClassVar[Callable[[str], Exception]]
 
     def __init__(
         self,
         path: str | Path,
         *,
-        schema: str,
-        unavailable: Callable[[str], Exception],
         busy_timeout: float = 5.0,
         max_group: int = 512,
         readers: int = 4,
@@ -243,8 +245,8 @@ class SqliteAdapter:
         self.path = Path(path)
         self._database = SqliteDatabase(
             path,
-            schema=schema,
-            unavailable=unavailable,
+            schema=self.schema,
+            unavailable=type(self).unavailable,
             busy_timeout=busy_timeout,
             # FULL: a write a caller was told about survives power loss, not just a crash
             # (an acknowledged message must never be left half-applied).

@@ -13,7 +13,6 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -50,22 +49,8 @@ _COLUMNS = (
 
 
 class SqliteEventStore(SqliteAdapter):
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        busy_timeout: float = 5.0,
-        max_group: int = 512,
-        readers: int = 4,
-    ) -> None:
-        super().__init__(
-            path,
-            schema=SCHEMA,
-            unavailable=EventStoreUnavailable,
-            busy_timeout=busy_timeout,
-            max_group=max_group,
-            readers=readers,
-        )
+    schema = SCHEMA
+    unavailable = EventStoreUnavailable
 
     async def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]

@@ -200,6 +200,30 @@ def _lines_json(lines: Iterable[_Line]) -> list[Body]:
     ]
 
 
+def _advance_order_document(
+    body: Body | None, event: IntegrationEvent, *, lines_field: str
+) -> _Order | Duplicate | Gap:
+    """For the documents keyed by order: guard on the document's version, then the order
+    after `event`. `lines_field` names where the document keeps the lines it needs to
+    recompute totals."""
+    subject = f"order {event.order_id}"
+    verdict = _guard(body["version"] if body is not None else 0, event, subject)
+    if verdict is not None:
+        return verdict
+    known = (
+        None
+        if body is None
+        else _Order(
+            body["status"],
+            _lines_from(body[lines_field]),
+            Decimal(body["total"]),
+            body["item_count"],
+            body.get("cancel_reason"),
+        )
+    )
+    return _advance(known, event, subject)
+
+
 # -- order_summary ---------------------------------------------------------------------------
 
 
@@ -213,22 +237,9 @@ class OrderSummaryProjection:
         return event.order_id
 
     def apply(self, body: Body | None, event: IntegrationEvent) -> Applied:
-        subject = f"order {event.order_id}"
-        verdict = _guard(body["version"] if body is not None else 0, event, subject)
-        if verdict is not None:
-            return verdict
-        known = (
-            None
-            if body is None
-            else _Order(
-                body["status"],
-                _lines_from(body["items"]),
-                Decimal(body["total"]),
-                body["item_count"],
-                body["cancel_reason"],
-            )
-        )
-        order = _advance(known, event, subject)
+        order = _advance_order_document(body, event, lines_field="items")
+        if not isinstance(order, _Order):
+            return order
         at = format_time(event.occurred_at)
         return Updated(
             {
@@ -350,22 +361,9 @@ class ActiveOrdersProjection:
         return event.order_id
 
     def apply(self, body: Body | None, event: IntegrationEvent) -> Applied:
-        subject = f"order {event.order_id}"
-        verdict = _guard(body["version"] if body is not None else 0, event, subject)
-        if verdict is not None:
-            return verdict
-        known = (
-            None
-            if body is None
-            else _Order(
-                body["status"],
-                _lines_from(body["lines"]),
-                Decimal(body["total"]),
-                body["item_count"],
-                None,
-            )
-        )
-        order = _advance(known, event, subject)
+        order = _advance_order_document(body, event, lines_field="lines")
+        if not isinstance(order, _Order):
+            return order
         at = format_time(event.occurred_at)
         return Updated(
             {

@@ -18,7 +18,6 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from embedded.sqlite import SqliteAdapter
@@ -59,22 +58,8 @@ def check_field_name(name: str) -> str:
 
 
 class SqliteReadModelStore(SqliteAdapter):
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        busy_timeout: float = 5.0,
-        max_group: int = 512,
-        readers: int = 4,
-    ) -> None:
-        super().__init__(
-            path,
-            schema=SCHEMA,
-            unavailable=ReadStoreUnavailable,
-            busy_timeout=busy_timeout,
-            max_group=max_group,
-            readers=readers,
-        )
+    schema = SCHEMA
+    unavailable = ReadStoreUnavailable
 
     async def ping(self) -> None:
         # Reads the schema and the registry from the file: SELECT 1 would not touch it.
