@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -51,6 +52,32 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     conflict_attempts: int = Field(default=10, ge=1)
     """In-process retries of a command on an optimistic-concurrency conflict."""
+
+    # --- operations (issue 4) ---
+    management_url: str | None = None
+    """RabbitMQ management HTTP API for `conveyor dlq` and `conveyor status`, e.g.
+    http://user:pass@host:15672/. Unset: the AMQP URL's host and credentials on port 15672
+    (https on 15671 for amqps)."""
+
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=9464, ge=0, le=65535)
+    """Every worker process serves /metrics, /health/live and /health/ready here; 0 picks a
+    free port. Give each process on one host its own port."""
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    tracing: bool = False
+    """OpenTelemetry tracing through FastStream's middleware (needs the `tracing` extra);
+    the exporter reads the standard OTEL_EXPORTER_OTLP_* variables."""
+
+    status_max_lag_events: int = Field(default=1000, ge=0)
+    status_max_lag_seconds: float = Field(default=60.0, ge=0)
+    """`conveyor status` exits non-zero when the gateway or a projection is further behind."""
+
+    # --- TLS for AMQP (amqps:// URLs); KurrentDB and MongoDB take theirs in their URLs ---
+    amqp_ca_file: Path | None = None
+    amqp_cert_file: Path | None = None
+    amqp_key_file: Path | None = None
 
     sqlite_busy_timeout: float = Field(default=5.0, gt=0)
     shutdown_timeout: float = Field(default=15.0, gt=0)
