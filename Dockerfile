@@ -12,11 +12,19 @@ ENV PATH=/opt/conveyor/bin:$PATH
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# Only the packages (pyproject's packages.find list): nothing else of the context, so no
+# deploy/secrets, .env or local databases can end up in an image layer.
 COPY domain ./domain
 COPY application ./application
 COPY eventstore ./eventstore
+COPY embedded ./embedded
+COPY gateway ./gateway
+COPY queries ./queries
+COPY readmodels ./readmodels
 COPY messaging ./messaging
 COPY workers ./workers
+COPY observability ./observability
+COPY operations ./operations
 COPY conveyor ./conveyor
 RUN pip install .
 
@@ -36,5 +44,7 @@ COPY --from=build /opt/conveyor /opt/conveyor
 WORKDIR /home/conveyor
 USER conveyor
 
+# No credentials here: give them at run time, preferably as files (CONVEYOR_AMQP_URL_FILE=
+# /run/secrets/…; see docker-compose.yml). The defaults only reach a broker on localhost.
 ENTRYPOINT ["conveyor"]
 CMD ["run"]

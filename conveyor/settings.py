@@ -1,22 +1,99 @@
-"""All configuration, read from the environment (CONVEYOR_*) in one place."""
+"""All configuration, read from the environment (CONVEYOR_*) in one place.
+
+Every setting CONVEYOR_X can instead be given as CONVEYOR_X_FILE=/path: the content of that
+file, without its trailing newline (Docker and Kubernetes secrets). URL settings hold
+passwords, so a Settings' repr/str shows them masked; the fields themselves stay plain
+`str`, because every adapter needs the real URL and only the password part is secret.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from eventstore.serialization import redact_url
 
 DEFAULT_SQLITE_PATH = ".conveyor/events.db"
 DEFAULT_READ_STORE_PATH = ".conveyor/readmodels.db"
+ENV_PREFIX = "CONVEYOR_"
+FILE_SUFFIX = "_FILE"
+# Settings that are URLs and may carry a password: masked in repr and in error messages.
+URL_SETTINGS = ("amqp_url", "event_store", "read_store", "management_url")
+# RabbitMQ's documented guest password is no secret: masking it everywhere would also mask
+# the user name "guest" in every message.
+PUBLIC_DEFAULT_PASSWORD = "guest"
+
+
+class SettingsFileSource(PydanticBaseSettingsSource):
+    """CONVEYOR_X_FILE=/path sets X to the file's content (trailing newlines stripped).
+
+    Setting both CONVEYOR_X and CONVEYOR_X_FILE is an error (which one wins would be a
+    guess), and so is a file that cannot be read or is empty. Messages name the variable
+    and the path, never the content.
+    """
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(settings_cls)
+        self._environ = os.environ if environ is None else environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ reads every field at once (the abstract API needs it defined).
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {name.upper(): value for name, value in self._environ.items()}
+        prefix = str(self.config.get("env_prefix") or "").upper()
+        values: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            variable = f"{prefix}{name}".upper()
+            file_variable = variable + FILE_SUFFIX
+            path = environ.get(file_variable)
+            if path is None:
+                continue
+            if variable in environ:
+                raise SettingsError(
+                    f"both {variable} and {file_variable} are set: give the setting one way"
+                )
+            values[name] = _read_setting_file(file_variable, path)
+        return values
+
+
+def _read_setting_file(variable: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{variable}: {path} is not UTF-8 text") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SettingsError(f"{variable}: cannot read {path}: {reason}") from None
+    value = text.rstrip("\r\n")
+    if not value:
+        raise SettingsError(f"{variable}: {path} is empty")
+    return value
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    """RabbitMQ; a vhost in the URL is honoured (amqp://user:pass@host:5672/vhost)."""
+    """RabbitMQ; a vhost in the URL is honoured (amqp://user:pass@host:5672/vhost). amqps://
+    for TLS (with the amqp_*_file settings). guest/guest only works from localhost: RabbitMQ
+    refuses the guest user over the network by default, which is why it is the default."""
 
     event_store: str = DEFAULT_SQLITE_PATH
     """A SQLite file path (or sqlite:///path), or kurrentdb://… / esdb://… for KurrentDB."""
@@ -76,12 +153,68 @@ class Settings(BaseSettings):
 
     # --- TLS for AMQP (amqps:// URLs); KurrentDB and MongoDB take theirs in their URLs ---
     amqp_ca_file: Path | None = None
+    """PEM CA bundle that signed the broker's certificate (unset: the system's CAs)."""
     amqp_cert_file: Path | None = None
+    """PEM client certificate (mutual TLS); may hold the key too."""
     amqp_key_file: Path | None = None
+    """PEM private key of amqp_cert_file, when it is a separate file."""
 
     sqlite_busy_timeout: float = Field(default=5.0, gt=0)
     shutdown_timeout: float = Field(default=15.0, gt=0)
     """How long a stopping worker lets in-flight messages finish."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            SettingsFileSource(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name in URL_SETTINGS and isinstance(value, str):
+                yield name, redact_url(value)
+            else:
+                yield name, value
+
+    def secrets(self) -> set[str]:
+        """The passwords in the URL settings, as written and percent-decoded."""
+        found = set()
+        for name in URL_SETTINGS:
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                continue
+            try:
+                password = urlsplit(value).password
+            except ValueError:
+                continue
+            if password and password != PUBLIC_DEFAULT_PASSWORD:
+                found |= {password, unquote(password)}
+        return found
+
+    def redact(self, text: str) -> str:
+        """`text` with every password of these settings masked: for error messages that
+        quote something (a library's exception) we do not control."""
+        for secret in sorted(self.secrets(), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+    @field_validator("amqp_ca_file", "amqp_cert_file", "amqp_key_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} does not exist or is not a file")
+        return value
 
     @field_validator("retry_delays", mode="before")
     @classmethod

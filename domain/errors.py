@@ -44,6 +44,12 @@ class QuantityLimitExceeded(OrderRuleViolation):
     rule = "quantity_limit_exceeded"
 
 
+class LineLimitExceeded(OrderRuleViolation):
+    """An order holds at most MAX_LINES_PER_ORDER distinct SKUs (bounds its size)."""
+
+    rule = "line_limit_exceeded"
+
+
 class InvalidUnitPrice(OrderRuleViolation):
     rule = "invalid_unit_price"
 

@@ -20,6 +20,7 @@ from domain.errors import (
     InvalidQuantity,
     InvalidUnitPrice,
     ItemNotInOrder,
+    LineLimitExceeded,
     OrderAlreadyConfirmed,
     OrderAlreadyExists,
     OrderIsCancelled,
@@ -39,6 +40,9 @@ from domain.events import (
 
 MIN_QUANTITY = 1
 MAX_QUANTITY_PER_SKU = 1000
+# Distinct SKUs (lines) per order: keeps an order's stream, its read-model documents and
+# every message about it bounded, whatever a producer sends.
+MAX_LINES_PER_ORDER = 100
 PRICE_DECIMAL_PLACES = 2
 # Bounds every total far inside Decimal's 28 significant digits, so sums stay exact.
 MAX_UNIT_PRICE = Decimal("1000000.00")
@@ -162,6 +166,14 @@ def _add_item(state: Order, command: AddItem) -> list[DomainEvent]:
         )
     price = _valid_unit_price(sku, command.unit_price)
     existing = state.lines.get(sku)
+    if existing is None and len(state.lines) >= MAX_LINES_PER_ORDER:
+        raise LineLimitExceeded(
+            f"order {state.order_id!r} already has {len(state.lines)} distinct items; the "
+            f"limit is {MAX_LINES_PER_ORDER}: sku {sku!r} cannot be added as a new line",
+            order_id=state.order_id,
+            sku=sku,
+            lines=len(state.lines),
+        )
     if existing is not None:
         if existing.unit_price != price:
             raise UnitPriceMismatch(

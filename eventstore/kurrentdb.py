@@ -76,7 +76,10 @@ class KurrentDBEventStore:
     """Event store on KurrentDB (or EventStoreDB 2x+) through kurrentdbclient's asyncio client.
 
     `uri` is a `kurrentdb://`, `kurrentdb+discover://`, `esdb://` or `esdb+discover://` URI;
-    kurrentdbclient accepts all of them as they are. Plain-text servers need `?tls=false`.
+    kurrentdbclient accepts all of them as they are. TLS is on by default and verifies the
+    server (`tlsCaFile=/path/ca.crt` for a private CA; `userCertFile=`/`userKeyFile=` for
+    client certificates); `?tls=false` is only for a local insecure development node.
+    Credentials go in the URI (`kurrentdb://user:pass@host:2113`); messages show them masked.
     `timeout` bounds every call (seconds); `probe_timeout` bounds `open()`'s readiness probe
     and `ping()`.
     """

@@ -22,6 +22,7 @@ from domain.errors import (
     InvalidQuantity,
     InvalidUnitPrice,
     ItemNotInOrder,
+    LineLimitExceeded,
     OrderAlreadyConfirmed,
     OrderAlreadyExists,
     OrderIsCancelled,
@@ -46,7 +47,7 @@ from domain.events import (
     event_to_data,
     event_type_name,
 )
-from domain.order import Order, OrderLine, OrderStatus, decide, rebuild
+from domain.order import MAX_LINES_PER_ORDER, Order, OrderLine, OrderStatus, decide, rebuild
 
 try:
     from hypothesis import given as hypothesis_given
@@ -327,6 +328,33 @@ def test_adding_an_existing_sku_beyond_1000_in_total_is_rejected() -> None:
 
 def test_the_quantity_limit_is_per_sku_not_per_order() -> None:
     given(created, added("SKU-A", 1000)).when(add("SKU-B", 1000)).then(added("SKU-B", 1000))
+
+
+def full_order() -> tuple[DomainEvent, ...]:
+    return (created, *(added(f"SKU-{n}") for n in range(MAX_LINES_PER_ORDER)))
+
+
+def test_an_order_holds_at_most_100_distinct_items() -> None:
+    assert MAX_LINES_PER_ORDER == 100
+    error = (
+        given(*full_order())
+        .when(add("SKU-NEW"))
+        .then_rejected(LineLimitExceeded, repr(ORDER), "100 distinct items", "'SKU-NEW'")
+    )
+    assert error.rule == "line_limit_exceeded"
+    assert error.details == {"order_id": ORDER, "sku": "SKU-NEW", "lines": 100}
+
+
+def test_the_last_line_up_to_the_limit_is_accepted() -> None:
+    given(*full_order()[:-1]).when(add("SKU-LAST")).then(added("SKU-LAST"))
+
+
+def test_a_full_order_still_adds_to_an_existing_line() -> None:
+    given(*full_order()).when(add("SKU-0", 5)).then(added("SKU-0", 5))
+
+
+def test_removing_a_line_from_a_full_order_makes_room_for_another() -> None:
+    given(*full_order(), removed("SKU-0")).when(add("SKU-NEW")).then(added("SKU-NEW"))
 
 
 def test_adding_an_existing_sku_at_a_different_unit_price_is_rejected() -> None:
@@ -676,6 +704,7 @@ def test_the_upcaster_tests_leave_no_trace() -> None:
         (OrderIsCancelled, "order_cancelled"),
         (InvalidQuantity, "invalid_quantity"),
         (QuantityLimitExceeded, "quantity_limit_exceeded"),
+        (LineLimitExceeded, "line_limit_exceeded"),
         (InvalidUnitPrice, "invalid_unit_price"),
         (UnitPriceMismatch, "unit_price_mismatch"),
         (ItemNotInOrder, "item_not_in_order"),
@@ -696,7 +725,7 @@ def test_every_rule_violation_has_a_stable_rule_code(
 
 def test_rule_codes_are_unique() -> None:
     classes = OrderRuleViolation.__subclasses__()
-    assert len(classes) >= 12
+    assert len(classes) >= 13
     assert OrderRuleViolation.rule not in {cls.rule for cls in classes}
     assert len({cls.rule for cls in classes}) == len(classes)
 
