@@ -10,6 +10,7 @@ from faststream.rabbit import Channel, RabbitBroker
 
 from application.commands import CommandHandler
 from conveyor.settings import Settings
+from conveyor.tls import amqp_security
 from eventstore.port import EventStore
 from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
@@ -18,10 +19,12 @@ from messaging.command_consumer import OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
 from messaging.topology import WorkQueue
+from observability.metrics import TimedAppends
 from readmodels.applier import ProjectionApplier
 from readmodels.checkpoints import LeasedCheckpoint
 from readmodels.collections import ProjectionCollections
 from readmodels.port import ReadModelStore
+from readmodels.progress import ProgressWriter
 from readmodels.projections import PROJECTIONS, Projection
 
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
@@ -106,11 +109,25 @@ async def declare_topology(
                 declared = await broker.declare_queue(queue)
                 if queue.name == work_queue.name:
                     await declared.bind(exchange, routing_key=work_queue.binding_key)
+    # FastStream caches declared queues by name and arguments, not by channel: without this
+    # every subscriber would reuse the queue object declared here on the default channel and
+    # consume there, with no prefetch limit (unbounded in-flight work, no competition
+    # between workers). Forgetting them makes each subscriber declare its queue again on its
+    # own channel, with its own prefetch.
+    broker.config.declarer.disconnect()
 
 
 def build_broker(settings: Settings) -> RabbitBroker:
+    middlewares = []
+    if settings.tracing:  # imported only when on: no OpenTelemetry cost otherwise
+        from observability.tracing import telemetry_middleware
+
+        middlewares.append(telemetry_middleware())
     return RabbitBroker(
         settings.amqp_url,
+        # amqps:// → verified TLS with the amqp_*_file settings (a bad file fails here)
+        security=amqp_security(settings),
+        middlewares=middlewares,
         graceful_timeout=settings.shutdown_timeout,
         # A retry or dead-letter copy that cannot be routed must fail loudly, never vanish.
         default_channel=Channel(publisher_confirms=True, on_return_raises=True),
@@ -127,7 +144,7 @@ def build_command_consumer(
     consumer = CommandConsumer(
         broker,
         queue,
-        CommandHandler(store, conflict_attempts=settings.conflict_attempts),
+        CommandHandler(TimedAppends(store), conflict_attempts=settings.conflict_attempts),
         FailureRouter(broker, queue, max_attempts=settings.max_attempts),
         max_message_bytes=settings.max_message_bytes,
     )
@@ -140,6 +157,7 @@ def build_projection_consumers(
     broker: RabbitBroker,
     read_store: ReadModelStore,
     collections: ProjectionCollections,
+    progress: ProgressWriter | None = None,
 ) -> list[ProjectionConsumer]:
     consumers = []
     for projection in PROJECTIONS:
@@ -149,6 +167,7 @@ def build_projection_consumers(
             queue,
             ProjectionApplier(read_store, collections, projection),
             FailureRouter(broker, queue, max_attempts=settings.max_attempts),
+            progress.tracker(projection.name) if progress is not None else None,
         )
         consumer.register(prefetch=settings.prefetch, exchange=EVENTS)
         consumers.append(consumer)

@@ -17,6 +17,7 @@ import typer
 from aiormq.exceptions import AMQPConnectionError, ChannelPreconditionFailed, PublishError
 from faststream.rabbit import Channel, RabbitBroker
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 
@@ -60,6 +61,8 @@ def fail(message: str, exit_code: int = 1) -> NoReturn:
 def load_settings() -> Settings:
     try:
         return Settings()
+    except SettingsError as exc:  # a CONVEYOR_*_FILE problem; never quotes the content
+        fail(f"invalid configuration: {exc}", 2)
     except ValidationError as exc:
         problems = "; ".join(
             f"CONVEYOR_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
@@ -105,17 +108,19 @@ def run_async(make: Callable[[Settings], Awaitable[T]]) -> T:
         fail(f"{type(exc).__name__}: {exc}")
 
 
-def configure_logging(verbose: bool) -> None:
-    """A worker's log stream: timestamps, and the libraries' reconnection warnings."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+def configure_logging(verbose: bool, settings: Settings | None = None) -> None:
+    """A worker's log stream (CONVEYOR_LOG_FORMAT, CONVEYOR_LOG_LEVEL; -v means DEBUG):
+    timestamps, message ids, and the libraries' reconnection warnings."""
+    from observability.logs import configure_logging as configure_root
+
+    level = "DEBUG" if verbose else settings.log_level if settings else "INFO"
+    configure_root(settings.log_format if settings else "text", level)
     # aio_pika reports each reconnection attempt; aiormq's lines for the same events repeat it.
     logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    logging.getLogger("conveyor.broker").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("conveyor.broker").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.WARNING
+    )
 
 
 @app.command()
@@ -134,7 +139,7 @@ def run(
     components = [part.strip() for part in only.split(",") if part.strip()]
 
     async def main(settings: Settings) -> None:
-        configure_logging(verbose)
+        configure_logging(verbose, settings)
         host = WorkerHost(settings, components)
         logging.getLogger("conveyor.worker").info(
             "RabbitMQ %s, event store %s",
@@ -169,8 +174,11 @@ def send(
     body = json.dumps(payload, default=str).encode()
 
     async def main(settings: Settings) -> dict[str, Any] | None:
+        from conveyor.tls import amqp_security
+
         broker = RabbitBroker(
             settings.amqp_url,
+            security=amqp_security(settings),
             default_channel=Channel(publisher_confirms=True, on_return_raises=True),
             logger=None,
         )
@@ -304,11 +312,102 @@ def print_history(result: OrderHistory) -> None:
         console.print(f"  {line.sku} x {line.quantity} @ {line.unit_price}")
 
 
+@app.command()
+def status(
+    seconds: Annotated[
+        float,
+        typer.Argument(min=0.1, metavar="[SECONDS]", help="With --watch: seconds between checks."),
+    ] = 2.0,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh every SECONDS (default 2) until Ctrl-C.")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON document (with --watch: one line per check)."),
+    ] = False,
+) -> None:
+    """Queues (depth, consumers, rates), gateway and projection lag, and a health verdict.
+
+    Exit codes: 0 healthy; 1 unhealthy (the reasons are printed: a work queue without
+    consumers, lag above CONVEYOR_STATUS_MAX_LAG_EVENTS / _SECONDS, dead letters);
+    2 the status could not be collected (management API, event or read store unreachable).
+    """
+    from contextlib import AsyncExitStack
+
+    from rich.live import Live
+    from rich.text import Text
+
+    from operations.management import ManagementApi, ManagementApiError
+    from operations.status import (
+        EXIT_UNAVAILABLE,
+        StatusReport,
+        collect_status,
+        render,
+        verdict,
+    )
+
+    last_code = [EXIT_UNAVAILABLE]
+
+    def show(report: StatusReport, live: Live | None) -> None:
+        last_code[0] = report.exit_code
+        if as_json:
+            print(json.dumps(report.as_json(), indent=None if watch else 2), flush=True)
+        elif live is not None:
+            live.update(render(report), refresh=True)
+        else:
+            console.print(render(report, with_verdict=False))
+            console.print(verdict(report), soft_wrap=True)
+
+    async def main(settings: Settings) -> None:
+        async with AsyncExitStack() as stack:
+            event_store = await open_event_store(settings)
+            stack.push_async_callback(event_store.close)
+            read_store = await open_read_store(settings)
+            stack.push_async_callback(read_store.close)
+            api = await stack.enter_async_context(ManagementApi.from_settings(settings))
+            if not watch:
+                try:
+                    show(await collect_status(settings, event_store, read_store, api), None)
+                except ManagementApiError as error:
+                    fail(str(error), EXIT_UNAVAILABLE)
+                return
+            live = None
+            if not as_json:
+                live = stack.enter_context(Live(console=console, auto_refresh=False))
+            while True:
+                try:
+                    show(await collect_status(settings, event_store, read_store, api), live)
+                except ManagementApiError as error:
+                    last_code[0] = EXIT_UNAVAILABLE
+                    if live is None:
+                        print(f"conveyor: error: {error}", file=sys.stderr, flush=True)
+                    else:
+                        live.update(Text(f"conveyor: error: {error}", style="red"), refresh=True)
+                await asyncio.sleep(seconds)
+
+    try:
+        run_async(main)
+    except CliError as error:  # whatever stopped the collection: "could not collect"
+        raise CliError(str(error), EXIT_UNAVAILABLE) from None
+    except KeyboardInterrupt:
+        if not watch:
+            raise
+    raise typer.Exit(last_code[0])
+
+
+def _redacted(message: str) -> str:
+    """Last line of defence: a library's exception text may quote a URL with its password."""
+    try:
+        return Settings().redact(message)
+    except Exception:  # the configuration itself is what failed: nothing to redact with
+        return message
+
+
 def main() -> None:
     try:
         app()
     except CliError as error:
-        print(f"conveyor: error: {error}", file=sys.stderr)
+        print(f"conveyor: error: {_redacted(str(error))}", file=sys.stderr)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -483,6 +582,186 @@ def projections_rebuild(
     )
 
 
+dlq_app = typer.Typer(
+    help="Dead letters: list the dead-letter queues, show, re-drive and purge their messages.",
+    no_args_is_help=True,
+)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _run_dlq(work: Callable[[Settings, Any], Awaitable[T]]) -> T:
+    """Run a dlq command with a management API client; its failures (unreachable, unknown
+    or non-DLQ queue) are one line like every other command's."""
+    from operations.dead_letters import DeadLetterError
+    from operations.management import ManagementApi, ManagementApiError
+
+    async def main(settings: Settings) -> T:
+        try:
+            async with ManagementApi.from_settings(settings) as api:
+                return await work(settings, api)
+        except (ManagementApiError, DeadLetterError) as exc:
+            fail(str(exc))
+
+    return run_async(main)
+
+
+def _age(age: timedelta | None) -> str:
+    if age is None:
+        return "-"
+    seconds = max(int(age.total_seconds()), 0)
+    for unit, size, smaller, smaller_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} {seconds % size // smaller_size}{smaller}"
+    return f"{seconds // 60}m {seconds % 60}s" if seconds >= 60 else f"{seconds}s"
+
+
+@dlq_app.command("list")
+def dlq_list(
+    sample: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Error types are counted over the first N.")
+    ] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every dead-letter queue (*.dlq) with its depth, oldest message and error types."""
+    from operations.dead_letters import list_dead_letter_queues
+
+    summaries, warnings = _run_dlq(lambda s, api: list_dead_letter_queues(s, api, sample))
+    for warning in warnings:
+        print(f"conveyor: {warning}", file=sys.stderr)
+    if as_json:
+        _print_json([summary.as_json() for summary in summaries])
+        return
+    if not summaries:
+        print("no dead-letter queues in this vhost")
+        return
+    table = Table("queue", "messages", "oldest", "error types (most common first)")
+    for summary in summaries:
+        types = ", ".join(f"{name}: {count}" for name, count in summary.error_types[:3])
+        if len(summary.error_types) > 3:
+            types += f", +{len(summary.error_types) - 3} more"
+        if summary.messages > summary.sampled and summary.sampled:
+            types += f" (first {summary.sampled})"
+        table.add_row(summary.name, str(summary.messages), _age(summary.oldest_age()), types)
+    console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    queue: Annotated[str, typer.Argument(help="A dead-letter queue, e.g. orders.commands.dlq.")],
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most N messages.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The dead letters at the head of QUEUE: errors, attempts, bodies (not consumed).
+
+    The messages stay in the queue: they are fetched without acknowledgement and returned.
+    """
+    from operations.dead_letters import body_preview, show
+
+    result = _run_dlq(lambda s, api: show(s, api, queue, limit))
+    if result.warning:
+        print(f"conveyor: {result.warning}", file=sys.stderr)
+    if as_json:
+        _print_json(
+            {
+                "queue": result.queue,
+                "messages": result.messages,
+                "dead_letters": [letter.as_json() for letter in result.dead_letters],
+            }
+        )
+        return
+    for number, letter in enumerate(result.dead_letters, 1):
+        failure = f" ({letter.failure_class})" if letter.failure_class else ""
+        print(f"#{number} message_id={letter.message_id} error={letter.error_type}{failure}")
+        if letter.error_message:
+            print(f"   message: {letter.error_message}")
+        print(
+            f"   attempts {letter.attempts if letter.attempts is not None else '-'}, "
+            f"first failure {letter.first_failure_at or '-'}, "
+            f"last failure {letter.last_failure_at or '-'}, "
+            f"dead-lettered {letter.dead_lettered_at or '-'}, from {letter.original_queue}"
+        )
+        print(f"   body: {body_preview(letter.body)}")
+    print(
+        f"{len(result.dead_letters)} of {result.messages} message(s) in {result.queue} shown; "
+        "they stay in the queue"
+    )
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    queue: Annotated[str, typer.Argument(help="A dead-letter queue, e.g. orders.commands.dlq.")],
+    limit: Annotated[int | None, typer.Option(min=1, help="Move at most N messages.")] = None,
+    error_type: Annotated[
+        str | None,
+        typer.Option(
+            help="Only messages with this error type (x-conveyor-error-type, or the broker's "
+            "reason such as delivery_limit); the others stay, re-appended at the tail."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Messages per transaction.")
+    ] = 500,
+) -> None:
+    """Move dead letters back to their original queue, with a fresh retry budget.
+
+    Exactly once: each batch moves in one AMQP transaction, so an interruption leaves every
+    message either in the DLQ or in its queue, never in both or neither.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from operations.dead_letters import RedriveResult, redrive
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[moved]} moved"),
+        console=Console(stderr=True),
+        disable=not sys.stderr.isatty(),
+    )
+    task = progress.add_task(f"re-driving {queue}", total=None, moved=0)
+
+    def report(result: RedriveResult, to_examine: int) -> None:
+        progress.update(task, completed=result.examined, total=to_examine, moved=result.moved)
+
+    async def work(settings: Settings, api: Any) -> RedriveResult:
+        with progress:
+            return await redrive(
+                settings,
+                api,
+                queue,
+                limit=limit,
+                error_type=error_type,
+                batch_size=batch_size,
+                progress=report,
+            )
+
+    result = _run_dlq(work)
+    where = ", ".join(f"{count} to {name}" for name, count in sorted(result.destinations.items()))
+    line = f"moved {result.moved} message(s) from {queue}" + (f" ({where})" if where else "")
+    if result.kept:
+        line += f"; {result.kept} stay in {queue}, re-appended at its tail"
+    print(line)
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    queue: Annotated[str, typer.Argument(help="A dead-letter queue, e.g. orders.commands.dlq.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete every message of a dead-letter queue (asks first, unless --yes)."""
+    from operations.dead_letters import message_count, purge
+
+    if not yes:
+        count = _run_dlq(lambda s, api: message_count(s, api, queue))
+        if not sys.stdin.isatty():
+            fail(f"not purging {count} message(s) from {queue}: no terminal to ask on; use --yes")
+        if not typer.confirm(f"Purge {count} message(s) from {queue}? They cannot be recovered"):
+            fail(f"not purged: {queue} keeps its messages")
+    purged = _run_dlq(lambda s, api: purge(s, api, queue))
+    print(f"purged {purged} message(s) from {queue}")
+
+
 @app.command()
 def demo(
     orders: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many orders.")] = 200,
@@ -518,12 +797,23 @@ def asyncapi(
         str | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
     yaml: Annotated[bool, typer.Option("--yaml", help="YAML instead of JSON.")] = False,
+    schemas: Annotated[
+        str | None,
+        typer.Option(
+            help="Also write the JSON Schemas of commands, outcomes and integration events "
+            "into this directory (docs/schemas)."
+        ),
+    ] = None,
 ) -> None:
     """The AsyncAPI 3.0 document of every channel: commands, outcomes, integration events."""
-    from conveyor.asyncapi import specification
+    from pathlib import Path
 
-    spec = specification(load_settings()).to_specification()
-    text = spec.to_yaml() if yaml else json.dumps(spec.to_jsonable(), indent=2) + "\n"
+    from conveyor.asyncapi import document_text, write_json_schemas
+
+    if schemas is not None:
+        written = write_json_schemas(Path(schemas))
+        Console(stderr=True).print(f"wrote {len(written)} JSON Schemas under {schemas}")
+    text = document_text(load_settings(), yaml=yaml)
     if output is None:
         sys.stdout.write(text)
         return

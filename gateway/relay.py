@@ -24,7 +24,9 @@ from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 from eventstore.port import EventStore
 from gateway.customers import CustomerDirectory
 from messaging.integration_events import EVENTS_EXCHANGE, IntegrationEvent, encode
+from observability.metrics import GATEWAY_LAG, GATEWAY_PUBLISHED
 from readmodels.checkpoints import LeasedCheckpoint, LeaseLost
+from readmodels.progress import POSITION_HEADER
 
 logger = logging.getLogger("conveyor.gateway")
 
@@ -82,6 +84,8 @@ class EventGateway:
             except Exception as error:  # store, read store or broker trouble: retry later
                 self.last_error = f"{type(error).__name__}: {error}"
                 logger.warning("gateway paused %.1fs: %s", backoff, self.last_error)
+                with contextlib.suppress(Exception):  # the lag grows while the relay waits
+                    GATEWAY_LAG.set(await self._store.head_position() - self._checkpoint.position)
                 await _sleep_unless(stop, backoff)
                 backoff = min(backoff * 2, 10.0)
         if self.active:
@@ -96,24 +100,33 @@ class EventGateway:
         while not stop.is_set():
             page = await self._store.read_all(after=position, limit=self._batch_size)
             if not page:
+                GATEWAY_LAG.set(0)
                 if time.monotonic() - last_saved > renew_every:
                     await self._checkpoint.renew()
                     last_saved = time.monotonic()
                 await self._idle(stop)
                 continue
-            mapped = [await self._customers.integration_event(event) for event in page]
-            events = [event for event in mapped if event is not None]
-            await asyncio.gather(*(self._publish(event) for event in events))
+            mapped = [
+                (await self._customers.integration_event(event), event.position) for event in page
+            ]
+            events = [(event, at) for event, at in mapped if event is not None]
+            await asyncio.gather(*(self._publish(event, at) for event, at in events))
             position = page[-1].position
             await self._checkpoint.save(position)
             last_saved = time.monotonic()
             self.published += len(events)
+            GATEWAY_PUBLISHED.inc(len(events))
+            # A short page reached the head; after a full one, ask how far the head is.
+            full = len(page) == self._batch_size
+            GATEWAY_LAG.set(await self._store.head_position() - position if full else 0)
 
-    async def _publish(self, event: IntegrationEvent) -> None:
+    async def _publish(self, event: IntegrationEvent, position: int) -> None:
         await self._broker.publish(
             encode(event),
             exchange=EVENTS,
             routing_key=event.routing_key,
+            # Lets projections report how far they are in the global log (conveyor status).
+            headers={POSITION_HEADER: position},
             message_id=str(event.event_id),
             message_type=event.type,
             content_type="application/json",

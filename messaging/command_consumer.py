@@ -20,6 +20,8 @@ from messaging.command_messages import InvalidCommandMessage, parse_command
 from messaging.consumer import QueueConsumer
 from messaging.failures import FailureRouter
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE, WorkQueue
+from observability.logs import bind_message
+from observability.metrics import MESSAGES_HANDLED, LabelCache
 
 logger = logging.getLogger("conveyor.commands")
 
@@ -41,6 +43,7 @@ class CommandConsumer(QueueConsumer):
         super().__init__(broker, queue, failures)
         self._handler = handler
         self._max_message_bytes = max_message_bytes
+        self._handled = LabelCache(MESSAGES_HANDLED, queue.name)
 
     async def process(self, raw: AbstractIncomingMessage) -> None:
         try:
@@ -59,6 +62,7 @@ class CommandConsumer(QueueConsumer):
                 invalid.message,
             )
             return
+        bind_message(envelope.correlation_id, envelope.causation_id)
         try:
             outcome = await self._handler.handle(envelope)
         except Exception as failure:
@@ -74,11 +78,12 @@ class CommandConsumer(QueueConsumer):
                 extra={"correlation_id": envelope.correlation_id},
             )
             return
+        command_type = type(envelope.command).__name__
         logger.log(
             logging.DEBUG if outcome.status == "accepted" else logging.INFO,
             "command %s %s %s: %s (version %d)%s",
             envelope.command_id,
-            type(envelope.command).__name__,
+            command_type,
             envelope.order_id,
             outcome.status,
             outcome.version,
@@ -86,6 +91,7 @@ class CommandConsumer(QueueConsumer):
             extra={"correlation_id": envelope.correlation_id},
         )
         await self._publish_outcome(raw, outcome, envelope.correlation_id)
+        self._handled(command_type, outcome.status).inc()
 
     async def _publish_outcome(
         self, raw: AbstractIncomingMessage, outcome: CommandOutcome, correlation_id: str

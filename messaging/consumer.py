@@ -9,6 +9,7 @@ If even that fails, the delivery is rejected so that the broker dead-letters it
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -18,6 +19,8 @@ from faststream.rabbit.annotations import RabbitMessage
 
 from messaging.failures import FailureRouter
 from messaging.topology import WorkQueue
+from observability.logs import MESSAGE_IDS
+from observability.metrics import HANDLING_SECONDS, MESSAGES_UNSETTLED
 
 logger = logging.getLogger("conveyor.consumer")
 
@@ -40,9 +43,12 @@ class QueueConsumer:
         self.broker = broker
         self.queue = queue
         self.failures = failures
+        self.subscriber: Any = None
+        self._handling_seconds = HANDLING_SECONDS.labels(queue.name)
+        self._unsettled = MESSAGES_UNSETTLED.labels(queue.name)
 
     def register(self, *, prefetch: int, exchange: RabbitExchange | None = None) -> None:
-        self.broker.subscriber(
+        self.subscriber = self.broker.subscriber(
             self.queue.work(),
             exchange=exchange,
             channel=Channel(prefetch_count=prefetch),
@@ -51,23 +57,32 @@ class QueueConsumer:
             no_reply=True,
             title=f"{self.queue.name}:consume",
             description=self.description,
-        )(self.on_message)
+        )
+        self.subscriber(self.on_message)
 
     async def prepare(self) -> None:
         """Anything to set up before consuming, besides the broker topology."""
 
     async def on_message(self, message: RabbitMessage) -> None:  # see the_message_itself
         raw = message.raw_message
+        started = time.perf_counter()
+        # Until `process` knows better: the AMQP ids (see observability/logs.py).
+        ids = MESSAGE_IDS.set((raw.correlation_id, raw.message_id))
         try:
-            await self.process(raw)
-        except Exception:
-            logger.exception("could not settle message %s; rejecting it", raw.message_id)
             try:
-                await message.reject(requeue=False)
+                await self.process(raw)
             except Exception:
-                logger.exception("reject failed: the broker will redeliver %s", raw.message_id)
-            return
-        await message.ack()
+                self._unsettled.inc()
+                logger.exception("could not settle message %s; rejecting it", raw.message_id)
+                try:
+                    await message.reject(requeue=False)
+                except Exception:
+                    logger.exception("reject failed: the broker will redeliver %s", raw.message_id)
+                return
+            await message.ack()
+        finally:
+            self._handling_seconds.observe(time.perf_counter() - started)
+            MESSAGE_IDS.reset(ids)
 
     async def process(self, raw: AbstractIncomingMessage) -> None:
         raise NotImplementedError

@@ -24,6 +24,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker
 
 from messaging.topology import WorkQueue
+from observability.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_RETRIED, LabelCache
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class FailureRouter:
         self._queue = queue
         self._max_attempts = max_attempts
         self._clock = clock
+        self._retried = LabelCache(MESSAGES_RETRIED, queue.name)
+        self._dead_lettered = LabelCache(MESSAGES_DEAD_LETTERED, queue.name)
 
     async def dead_letter(
         self, message: AbstractIncomingMessage, error_type: str, error_message: str
@@ -179,4 +182,5 @@ class FailureRouter:
             persist=True,
             mandatory=True,
         )
+        (self._dead_lettered if route.dead_lettered else self._retried)(error_type).inc()
         return route

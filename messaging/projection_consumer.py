@@ -10,6 +10,7 @@ any other failure          → retry ladder, then dead-letter queue
 from __future__ import annotations
 
 import logging
+import time
 
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker
@@ -18,7 +19,10 @@ from messaging.consumer import QueueConsumer
 from messaging.failures import FailureRouter
 from messaging.integration_events import NotAnIntegrationEvent, decode
 from messaging.topology import WorkQueue
+from observability.logs import bind_message
+from observability.metrics import MESSAGES_HANDLED, PROJECTION_LAG, LabelCache
 from readmodels.applier import ProjectionApplier
+from readmodels.progress import ProgressTracker, position_of
 from readmodels.projections import ContractViolation
 
 logger = logging.getLogger("conveyor.projections")
@@ -31,14 +35,18 @@ class ProjectionConsumer(QueueConsumer):
         queue: WorkQueue,
         applier: ProjectionApplier,
         failures: FailureRouter,
+        progress: ProgressTracker | None = None,
     ) -> None:
         super().__init__(broker, queue, failures)
         self.applier = applier
+        self.progress = progress or ProgressTracker(applier.projection.name)
         self.description = (
             f"Integration events applied to the {applier.projection.name} read model."
         )
         self.applied = 0
         self.duplicates = 0
+        self._handled = LabelCache(MESSAGES_HANDLED, queue.name)
+        self._lag = PROJECTION_LAG.labels(applier.projection.name)
 
     async def prepare(self) -> None:
         await self.applier.ensure_collection()
@@ -52,6 +60,7 @@ class ProjectionConsumer(QueueConsumer):
                 "invalid event %s dead-lettered to %s", raw.message_id, route.destination
             )
             return
+        bind_message(event.correlation_id, event.causation_id)
         try:
             result = await self.applier.apply(event)
         except ContractViolation as violation:  # no retry can make this event applicable
@@ -77,5 +86,19 @@ class ProjectionConsumer(QueueConsumer):
             return
         if result == "duplicate":
             self.duplicates += 1
+            self._handled(event.type, "duplicate").inc()
         else:
             self.applied += 1
+            self._handled(event.type, "applied").inc()
+            self._lag.set(time.time() - event.occurred_at.timestamp())
+        logger.debug(
+            "%s: %s %s (%s v%d of %s)",
+            self.applier.projection.name,
+            "skipped duplicate" if result == "duplicate" else "applied",
+            event.event_id,
+            event.type,
+            event.version,
+            event.order_id,
+        )
+        # A duplicate is applied too: the read model already holds it.
+        self.progress.observe(position_of(raw.headers))

@@ -19,6 +19,7 @@ def conveyor_env(settings: Settings, **extra: str) -> dict[str, str]:
         "CONVEYOR_COMMAND_QUEUE": settings.command_queue,
         "CONVEYOR_PROJECTION_QUEUE_PREFIX": settings.projection_queue_prefix,
         "CONVEYOR_HTTP_PORT": "0",
+        "CONVEYOR_OPS_PORT": "0",
         **extra,
     }
 

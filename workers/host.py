@@ -35,8 +35,11 @@ from eventstore.notifying import NotifyingEventStore
 from eventstore.port import EventStore
 from gateway.relay import EventGateway
 from messaging.consumer import QueueConsumer
+from observability.health import Readiness, ReadinessChecks, broker_connection, consuming, pings
+from observability.server import OpsServer
 from readmodels.collections import ProjectionCollections
 from readmodels.port import ReadModelStore
+from readmodels.progress import ProgressWriter
 
 logger = logging.getLogger("conveyor.worker")
 
@@ -59,7 +62,11 @@ class WorkerHost:
         self.collections: ProjectionCollections | None = None
         self.consumers: list[QueueConsumer] = []
         self.gateway: EventGateway | None = None
+        self.progress: ProgressWriter | None = None
         self.http_port: int | None = None
+        self.ops_port: int | None = None
+        self._ops: OpsServer | None = None
+        self._checks: ReadinessChecks | None = None
         self._stop = asyncio.Event()
         self._gateway_task: asyncio.Task[None] | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -74,10 +81,36 @@ class WorkerHost:
         except BaseException:
             await self.stop()
             raise
+        self._checks = self._readiness_checks()
         logger.info("conveyor worker started: %s", ", ".join(self.components))
+
+    async def readiness(self) -> Readiness:
+        """What /health/ready reports (observability/health.py)."""
+        if self._stop.is_set():
+            return Readiness(False, {"worker": "stopping"})
+        if self._checks is None:
+            return Readiness(False, {"worker": "starting"})
+        return await self._checks.evaluate()
+
+    def _readiness_checks(self) -> ReadinessChecks:
+        checks = ReadinessChecks()
+        assert self.broker is not None
+        checks.add("broker", broker_connection(self.broker))
+        for consumer in self.consumers:
+            checks.add(f"consumer:{consumer.queue.name}", consuming(consumer.subscriber))
+        if self.store is not None:
+            checks.add("event_store", pings(self.store.ping))
+        if self.read_store is not None:
+            checks.add("read_store", pings(self.read_store.ping))
+        return checks
 
     async def _start(self) -> None:
         settings = self.settings
+        # First, so that a taken port fails before anything else and /health/live answers
+        # while the rest starts.
+        self._ops = await OpsServer.start(settings.ops_host, settings.ops_port, self.readiness)
+        self.ops_port = self._ops.port
+        logger.info("metrics and health on http://%s:%d/", settings.ops_host, self.ops_port)
         needs_events = self.hosts("commands") or self.hosts("gateway") or self.hosts("http")
         if needs_events:
             # In one process the gateway is woken by each append instead of polling.
@@ -92,8 +125,11 @@ class WorkerHost:
         if self.hosts("projections"):
             assert self.read_store is not None
             assert self.collections is not None
+            self.progress = ProgressWriter(self.read_store)
             self.consumers.extend(
-                build_projection_consumers(settings, self.broker, self.read_store, self.collections)
+                build_projection_consumers(
+                    settings, self.broker, self.read_store, self.collections, self.progress
+                )
             )
         if self.hosts("gateway"):
             assert self.store is not None
@@ -116,6 +152,8 @@ class WorkerHost:
         for consumer in self.consumers:
             await consumer.prepare()
         await self.broker.start()
+        if self.progress is not None:
+            self.progress.start()
         if self.gateway is not None:
             self._gateway_task = asyncio.create_task(self.gateway.run(self._stop), name="gateway")
         if self.hosts("http"):
@@ -152,12 +190,18 @@ class WorkerHost:
             with suppress(Exception):
                 await self.broker.stop()
             self.broker = None
+        if self.progress is not None:  # after the consumers: their last positions count
+            await self.progress.stop()
+            self.progress = None
         for store in (self.store, self.read_store):
             if store is not None:
                 with suppress(Exception):
                     await store.close()
         self.store = None
         self.read_store = None
+        if self._ops is not None:  # last: live (and "not ready") until the end
+            await self._ops.stop()
+            self._ops = None
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()

@@ -22,6 +22,7 @@ def settings(amqp_url: str, tmp_path: Path) -> Settings:
         command_queue=f"orders.commands.{run}",
         projection_queue_prefix=f"projections.{run}",
         http_port=0,
+        ops_port=0,
         gateway_lease_seconds=2,
         gateway_poll_interval=0.05,
         retry_delays=(0.2, 0.4),

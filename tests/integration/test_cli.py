@@ -28,6 +28,7 @@ def conveyor(settings: Settings | None, *args: str, **env: str) -> subprocess.Co
             "CONVEYOR_READ_STORE": settings.read_store,
             "CONVEYOR_PROJECTION_QUEUE_PREFIX": settings.projection_queue_prefix,
             "CONVEYOR_HTTP_PORT": "0",
+            "CONVEYOR_OPS_PORT": "0",
         }
     environment |= env
     return subprocess.run(

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aio_pika
 import pytest
@@ -376,3 +377,33 @@ async def test_a_broker_dead_letter_moved_back_gets_a_fresh_budget(
         assert headers[failures.FIRST_FAILURE_AT] < headers[failures.LAST_FAILURE_AT]
     finally:
         lock.release()
+
+
+async def test_each_consumer_has_its_own_channel_with_the_configured_prefetch(
+    settings: Settings, start_worker: StartWorker, management: Management, test_vhost: str
+) -> None:
+    """Prefetch bounds in-flight work and memory, and lets competing workers share a backlog:
+    a consumer on the default channel would have no limit at all."""
+    await start_worker(settings.model_copy(update={"prefetch": 37}), ("commands", "projections"))
+    ours = {settings.command_queue} | {
+        f"{settings.projection_queue_prefix}.{name}"
+        for name in ("order_summary", "customer_history", "active_orders")
+    }
+
+    def consumers() -> list[dict[str, Any]]:
+        found = management.get(f"/consumers/{quote(test_vhost, safe='')}")
+        return [c for c in found if c["queue"]["name"] in ours]
+
+    found = await eventually(
+        lambda: _ready(consumers(), len(ours)), what="the consumers in the management API"
+    )
+    assert {c["queue"]["name"] for c in found} == ours
+    assert {c["prefetch_count"] for c in found} == {37}
+    channels = {c["channel_details"]["name"] for c in found}
+    assert len(channels) == len(ours), "each consumer consumes on a channel of its own"
+
+
+async def _ready(found: list[dict[str, Any]], count: int) -> list[dict[str, Any]] | None:
+    # channel_details is an empty list until the management stats have caught up
+    known = [c for c in found if isinstance(c.get("channel_details"), dict)]
+    return known if len(known) >= count else None

@@ -1,0 +1,124 @@
+"""The Prometheus metrics of a worker process, and the one store decorator that feeds them.
+
+Metrics live in prometheus-client's default registry: Prometheus scrapes a process, so a
+process has one set of numbers, whichever components it hosts. Label values come from
+bounded sets only — queue and projection names, command/event types, error class names —
+never from ids. Instrumented code looks its labelled children up once (`LabelCache`), so a
+message costs a dict lookup and an increment, not a `labels()` call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+from eventstore.port import AppendResult, EventStore, NewEvent, RecordedEvent
+
+SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+MESSAGES_HANDLED = Counter(
+    "conveyor_messages_handled",
+    "Messages processed to an outcome, by queue, command or event type and outcome: "
+    "accepted, duplicate or rejected (a business rule said no) for commands; applied or "
+    "duplicate for projections.",
+    ["queue", "type", "outcome"],
+)
+MESSAGES_RETRIED = Counter(
+    "conveyor_messages_retried",
+    "Messages sent to a retry tier after a transient failure, by queue and error type.",
+    ["queue", "error_type"],
+)
+MESSAGES_DEAD_LETTERED = Counter(
+    "conveyor_messages_dead_lettered",
+    "Messages sent to the dead-letter queue (invalid, or out of attempts), by queue and "
+    "error type.",
+    ["queue", "error_type"],
+)
+MESSAGES_UNSETTLED = Counter(
+    "conveyor_messages_unsettled",
+    "Deliveries that could not be settled (not even a retry or dead-letter copy could be "
+    "published) and were rejected to the broker.",
+    ["queue"],
+)
+HANDLING_SECONDS = Histogram(
+    "conveyor_message_handling_seconds",
+    "Time from a delivery reaching its consumer to its ack, by queue.",
+    ["queue"],
+    buckets=SECONDS,
+)
+APPEND_SECONDS = Histogram(
+    "conveyor_event_store_append_seconds",
+    "Event-store append latency (conflicts and failures included).",
+    buckets=SECONDS,
+)
+GATEWAY_PUBLISHED = Counter(
+    "conveyor_gateway_events_published",
+    "Integration events published by the gateway (confirmed by the broker).",
+)
+GATEWAY_LAG = Gauge(
+    "conveyor_gateway_lag_events",
+    "Events in the global log after the gateway's checkpoint, when last measured.",
+)
+PROJECTION_LAG = Gauge(
+    "conveyor_projection_lag_seconds",
+    "Seconds between the last applied event's occurred_at and its application, by projection.",
+    ["projection"],
+)
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class LabelCache(Generic[M]):
+    """The labelled children of one metric, each created on first use. `fixed` are the
+    leading label values every child shares (usually the queue name)."""
+
+    __slots__ = ("_children", "_fixed", "_metric")
+
+    def __init__(self, metric: M, *fixed: str) -> None:
+        self._metric = metric
+        self._fixed = fixed
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*self._fixed, *labels)
+        return child
+
+
+class TimedAppends:
+    """An event store whose appends are timed into APPEND_SECONDS; the rest is delegated."""
+
+    def __init__(self, inner: EventStore) -> None:
+        self.inner = inner
+
+    async def append(
+        self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> AppendResult:
+        started = time.perf_counter()
+        try:
+            return await self.inner.append(stream_id, expected_version, events)
+        finally:
+            APPEND_SECONDS.observe(time.perf_counter() - started)
+
+    async def read_stream(
+        self, stream_id: str, *, to_version: int | None = None, as_of: datetime | None = None
+    ) -> list[RecordedEvent]:
+        return await self.inner.read_stream(stream_id, to_version=to_version, as_of=as_of)
+
+    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        return await self.inner.read_all(after=after, limit=limit)
+
+    async def head_position(self) -> int:
+        return await self.inner.head_position()
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def close(self) -> None:
+        await self.inner.close()
