@@ -126,6 +126,10 @@ def parse_command(
         raise InvalidCommandMessage(
             "MalformedJSON", f"body is not valid UTF-8 JSON: {exc}"
         ) from exc
+    except RecursionError as exc:  # "[[[[…" nested deeper than the decoder's stack allows
+        raise InvalidCommandMessage(
+            "MalformedJSON", "body is nested too deeply to decode as JSON"
+        ) from exc
     if not isinstance(raw, dict):
         raise InvalidCommandMessage(
             "SchemaError", f"body must be a JSON object, got {type(raw).__name__}"

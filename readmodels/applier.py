@@ -45,10 +45,14 @@ class ProjectionApplier:
         await self._store.ensure_collection(active.collection, self.projection.indexes)
 
     async def apply(self, event: IntegrationEvent, collection: str | None = None) -> Result:
-        if collection is None:
-            collection = (await self._collections.active(self.projection.name)).collection
         doc_id = self.projection.document_id(event)
-        async with self._locks.hold(f"{collection}/{doc_id}"):
+        # The document's lock comes before anything that can suspend, so deliveries of one
+        # document apply in the order they arrived (asyncio locks are FIFO). Looking up the
+        # collection first let a later event overtake an earlier one whenever the cached
+        # pointer expired: a spurious gap, sent round the retry ladder (found by chaos/).
+        async with self._locks.hold(doc_id):
+            if collection is None:
+                collection = (await self._collections.active(self.projection.name)).collection
             for _ in range(self._conflict_attempts):
                 document = await self._store.get(collection, doc_id)
                 outcome = self.projection.apply(document.body if document else None, event)

@@ -1,0 +1,270 @@
+"""The checker: for every command the broker confirmed, its effect in the event store and
+in the read models — Jepsen-style counts, made precise here.
+
+sent        commands the load generator tried to publish
+confirmed   of those, the ones the broker confirmed (publisher confirms): these conveyor
+            must not lose. A publish that failed or timed out is indeterminate.
+applied     a confirmed command whose events are in the event store (metadata `command_id`,
+            application/commands.py) or that got a business-rejection outcome
+            (`rejected` on conveyor.command-outcomes)
+lost        confirmed, but neither (events nor rejection) once the system has settled
+duplicated  a command_id whose events appear more than once in the store (every conveyor
+            command produces exactly one event, domain/order.py `decide`); a read model that
+            counts an item twice shows up as a read-model mismatch instead (below)
+unexpected  events whose command_id was never sent
+read models each projection's documents compared, document by document, with what a fresh
+            rebuild from the event store would write (readmodels/rebuild.py
+            project_in_memory): equal, or the number of documents that differ
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos.environment import Environment
+from chaos.load import LoadRecord, OutcomeCollector
+from conveyor.bootstrap import command_queue, projection_queue
+from eventstore.sqlite import SqliteEventStore
+from readmodels.collections import ProjectionCollections
+from readmodels.projections import PROJECTIONS
+from readmodels.rebuild import project_in_memory
+from readmodels.sqlite import SqliteReadModelStore
+
+EVENTS_PER_COMMAND = 1
+
+
+@dataclass
+class Verdict:
+    scenario: int
+    title: str
+    sent: int = 0
+    confirmed: int = 0
+    indeterminate: int = 0
+    applied: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unexpected: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    read_model_mismatches: dict[str, int] = field(default_factory=dict)
+    faults: str = ""
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    lost_ids: list[str] = field(default_factory=list)
+    duplicated_ids: list[str] = field(default_factory=list)
+
+    @property
+    def read_models_equal_rebuild(self) -> bool:
+        return bool(self.read_model_mismatches) and not any(self.read_model_mismatches.values())
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.lost == 0
+            and self.duplicated == 0
+            and self.unexpected == 0
+            and self.read_models_equal_rebuild
+            and not self.problems
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "title": self.title,
+            "passed": self.passed,
+            "sent": self.sent,
+            "confirmed": self.confirmed,
+            "indeterminate": self.indeterminate,
+            "applied": self.applied,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "unexpected": self.unexpected,
+            "dead_letters": self.dead_letters,
+            "read_models_equal_rebuild": self.read_models_equal_rebuild,
+            "read_model_mismatches": self.read_model_mismatches,
+            "faults": self.faults,
+            "seconds": round(self.seconds, 1),
+            "problems": self.problems,
+            "notes": self.notes,
+            "lost_ids": self.lost_ids[:50],
+            "duplicated_ids": self.duplicated_ids[:50],
+        }
+
+
+async def events_by_command(env: Environment) -> Counter[str]:
+    """How many stored events carry each command_id."""
+    store = await SqliteEventStore(env.event_store).open()
+    counts: Counter[str] = Counter()
+    try:
+        position = 0
+        while page := await store.read_all(after=position, limit=5000):
+            counts.update(str(e.metadata.get("command_id")) for e in page)
+            position = page[-1].position
+    finally:
+        await store.close()
+    return counts
+
+
+def work_queue_names(env: Environment) -> list[str]:
+    """The work and retry queues (not the DLQs) of commands and projections."""
+    settings = env.settings()
+    queues = [command_queue(settings)] + [projection_queue(settings, p) for p in PROJECTIONS]
+    return [q.name for wq in queues for q in wq.all_queues() if q.name != wq.dead_letter_queue]
+
+
+def dead_letter_queue_names(env: Environment) -> list[str]:
+    settings = env.settings()
+    queues = [command_queue(settings)] + [projection_queue(settings, p) for p in PROJECTIONS]
+    return [q.dead_letter_queue for q in queues]
+
+
+async def settle(
+    env: Environment,
+    outcomes: OutcomeCollector,
+    expected: set[str],
+    *,
+    within: float = 120.0,
+) -> set[str]:
+    """Wait until every `expected` command is applied and the work and retry queues are
+    empty (twice in a row, a moment apart: late redeliveries would show duplicates). Returns
+    what is still missing when time runs out (empty when settled)."""
+    deadline = time.monotonic() + within
+    quiet_since: float | None = None
+    missing = set(expected)
+    while time.monotonic() < deadline:
+        try:
+            applied = set(await events_by_command(env)) | outcomes.rejected()
+            missing = expected - applied
+            depths = await env.queue_depths(work_queue_names(env)) if not missing else {}
+        except Exception:  # the broker may be restarting: keep waiting
+            missing, depths = missing or expected, {}
+        if not missing and not any(depths.values()):
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 1.5:
+                return set()
+        else:
+            quiet_since = None
+        await asyncio.sleep(0.5)
+    return missing
+
+
+async def compare_read_models(env: Environment) -> dict[str, int]:
+    """Per projection: how many documents differ from a fresh rebuild (missing, extra or
+    different)."""
+    store = await SqliteEventStore(env.event_store).open()
+    read_store = await SqliteReadModelStore(env.read_store).open()
+    try:
+        collections = ProjectionCollections(read_store, cache_seconds=0)
+        mismatches = {}
+        for projection in PROJECTIONS:
+            expected = await project_in_memory(projection.name, store)
+            collection = (await collections.active(projection.name)).collection
+            actual = {
+                doc.id: doc.body for doc in await read_store.find(collection, limit=10_000_000)
+            }
+            ids = expected.keys() | actual.keys()
+            mismatches[projection.name] = sum(
+                1 for doc_id in ids if expected.get(doc_id) != actual.get(doc_id)
+            )
+        return mismatches
+    finally:
+        await read_store.close()
+        await store.close()
+
+
+async def read_models_settle(
+    env: Environment, *, within: float = 90.0, target: dict[str, int] | None = None
+) -> dict[str, int]:
+    """Poll until every read model equals a rebuild (projections catch up asynchronously),
+    or until the mismatches are `target`; the last comparison when time runs out."""
+    deadline = time.monotonic() + within
+    last_error: Exception | None = None
+    while True:
+        try:
+            mismatches = await compare_read_models(env)
+        except Exception as error:  # e.g. a collection not created yet
+            mismatches = {p.name: -1 for p in PROJECTIONS}
+            last_error = error
+        else:
+            last_error = None
+            if mismatches == target if target is not None else not any(mismatches.values()):
+                return mismatches
+        if time.monotonic() > deadline:
+            if last_error is not None:
+                raise last_error
+            return mismatches
+        await asyncio.sleep(1.0)
+
+
+async def check(
+    verdict: Verdict,
+    env: Environment,
+    load: LoadRecord,
+    outcomes: OutcomeCollector,
+    *,
+    dead_letters_expected: dict[str, int] | None = None,
+    settle_within: float = 120.0,
+    also_sent: set[str] | None = None,
+) -> Verdict:
+    """Settle, then count. `dead_letters_expected`: DLQ name → messages that belong there
+    (any other dead letter is a problem); `also_sent`: ids of messages sent besides the
+    load's commands (fuzz), whose effects are not unexpected."""
+    confirmed = load.confirmed
+    missing = await settle(env, outcomes, confirmed, within=settle_within)
+    if missing:
+        verdict.notes.append(f"not settled after {settle_within:g}s: {len(missing)} missing")
+    counts = await events_by_command(env)
+    rejected = outcomes.rejected()
+    applied = {cid for cid in confirmed if counts.get(cid) or cid in rejected}
+    verdict.sent = len(load.sent)
+    verdict.confirmed = len(confirmed)
+    verdict.indeterminate = len(load.failed)
+    verdict.applied = len(applied)
+    verdict.accepted = sum(1 for cid in confirmed if counts.get(cid))
+    verdict.rejected = sum(1 for cid in confirmed if cid in rejected and not counts.get(cid))
+    lost = sorted(confirmed - applied)
+    verdict.lost, verdict.lost_ids = len(lost), lost
+    duplicated = sorted(cid for cid, n in counts.items() if n > EVENTS_PER_COMMAND)
+    verdict.duplicated, verdict.duplicated_ids = len(duplicated), duplicated
+    unexpected = set(counts) - load.sent - (also_sent or set())
+    verdict.unexpected = sum(counts[cid] for cid in unexpected)
+    if unexpected:
+        verdict.problems.append(f"events of commands never sent: {sorted(unexpected)[:5]}")
+    verdict.read_model_mismatches = await read_models_settle(env)
+    depths = await env.queue_depths(dead_letter_queue_names(env))
+    verdict.dead_letters = {name: n for name, n in depths.items() if n}
+    for name, n in depths.items():
+        wanted = (dead_letters_expected or {}).get(name, 0)
+        if n != wanted:
+            verdict.problems.append(f"{name} holds {n} dead letters, expected {wanted}")
+    crashed = env.crashed()
+    if crashed:
+        verdict.problems.append(
+            "worker processes exited by themselves: "
+            + ", ".join(f"{w.only} (exit {w.process.returncode})" for w in crashed)
+        )
+    contradictory = sorted(cid for cid in confirmed if cid in rejected and counts.get(cid))
+    if contradictory:
+        verdict.notes.append(
+            f"{len(contradictory)} commands were reported rejected and later applied (a "
+            "redelivery re-decided them: rejections leave no trace in the store); rules "
+            f"{dict(Counter(outcomes.rules.get(c) for c in contradictory))}, e.g. "
+            f"{contradictory[:2]}"
+        )
+    gaps = sum(w.log_text().count("must wait for version") for w in env.processes)
+    if gaps:
+        verdict.notes.append(f"{gaps} projection deliveries found a gap and were retried")
+    duplicates_reported = sum(s.count("duplicate") for s in outcomes.statuses.values())
+    if duplicates_reported:
+        verdict.notes.append(
+            f"{duplicates_reported} redelivered commands recognised as duplicates (no effect)"
+        )
+    return verdict

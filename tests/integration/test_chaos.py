@@ -1,0 +1,36 @@
+"""A shortened `make chaos` (chaos/): the same scenarios and checker with small loads, so a
+regression that loses or duplicates a command fails CI. The broker-restart scenario (4)
+stays out: it would stop the RabbitMQ other test runs share."""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos.scenarios import Sizes, run_scenario
+from tests.rabbit import Management
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
+
+SIZES = Sizes(commands=500, fuzz=100, concurrent=50, kills=2)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        pytest.param(1, id="1-sigkill-command-workers"),
+        pytest.param(3, id="3-sigkill-projection-worker"),
+        pytest.param(7, id="7-fuzzed-messages"),
+        pytest.param(8, id="8-concurrent-commands-on-one-order"),
+    ],
+)
+async def test_no_confirmed_command_is_lost_or_applied_twice(
+    number: int, management: Management
+) -> None:
+    verdict = await run_scenario(number, SIZES)
+    report = verdict.as_json()
+    assert verdict.confirmed > 0, report
+    assert verdict.lost == 0, report
+    assert verdict.duplicated == 0, report
+    assert verdict.unexpected == 0, report
+    assert verdict.read_models_equal_rebuild, report
+    assert verdict.problems == [], report
