@@ -7,8 +7,9 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+INSTALLED_BENCH := $(VENV)/.installed-bench
 
-.PHONY: run demo test lint check-python install rabbitmq clean
+.PHONY: run demo test lint check-python install rabbitmq clean bench chaos
 
 # The main job: show the system working end to end, then keep the workers running.
 run: $(INSTALLED) rabbitmq
@@ -26,6 +27,17 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Performance figures, each against a reference measured in the same run; results in
+# bench/results/<UTC timestamp>.json and .png. Options: BENCH_ARGS="--quick --repeat 1".
+bench: $(INSTALLED_BENCH) rabbitmq
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Fault injection under load: lost / duplicated effects per scenario, results in
+# chaos/results/<UTC timestamp>.json. Scenario 4 restarts the local RabbitMQ (stop_app/start_app).
+# Options: CHAOS_ARGS="--scenarios 1,2,3 --quick --commands 2000".
+chaos: $(INSTALLED) rabbitmq
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
 install: $(INSTALLED)
 
 check-python:
@@ -35,6 +47,10 @@ $(INSTALLED): pyproject.toml | check-python
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+$(INSTALLED_BENCH): $(INSTALLED)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $@
 
 rabbitmq:

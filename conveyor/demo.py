@@ -115,6 +115,7 @@ async def run_demo(
     give_up_after: float = 300.0,
     console: Console | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    scripts: list[OrderScript] | None = None,
 ) -> DemoReport:
     console = console or Console(stderr=True)
     report = DemoReport(orders=orders)
@@ -126,7 +127,8 @@ async def run_demo(
     read_store = await open_read_store(settings)
     connection = await aio_pika.connect(settings.amqp_url)
     try:
-        scripts = script_orders(orders)
+        if scripts is None:
+            scripts = script_orders(orders)
         by_command: dict[str, OrderScript] = {}
         channel = await connection.channel(publisher_confirms=True)
         outcomes_exchange = await channel.declare_exchange(
@@ -199,7 +201,7 @@ async def run_demo(
                     now = time.monotonic()
                     for order_id in ids:
                         script = waiting_visible[order_id]
-                        if _caught_up(script, summaries, actives, histories):
+                        if caught_up(script, summaries, actives, histories):
                             script.visible_at = now
                             del waiting_visible[order_id]
                     if on_progress:
@@ -240,7 +242,7 @@ async def run_demo(
             await host.stop()
 
 
-def _caught_up(
+def caught_up(
     script: OrderScript,
     summaries: dict[str, Any],
     actives: dict[str, Any],

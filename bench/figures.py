@@ -1,0 +1,820 @@
+"""The figures: each measures conveyor and its reference in the same run, `repeat` times.
+
+Every figure function takes the run's `BenchContext` and returns a `Figure` with one value
+and one reference sample per repetition (conveyor and reference alternate, so slow
+phases of a shared machine hit both alike) plus details worth keeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import psutil
+
+from application.commands import CommandHandler
+from bench import reference_eventsourcing
+from bench.reference_broker import Requester, pipelined_publish
+from bench.workload import (
+    COMMANDS_PER_ORDER,
+    command_bodies,
+    customer_of,
+    domain_commands,
+    envelope,
+    order_ids,
+)
+from conveyor.bootstrap import build_broker, build_gateway, declare_topology, projection_queue
+from conveyor.demo import OrderScript, caught_up, percentile, run_demo
+from conveyor.settings import Settings
+from eventstore.sqlite import SqliteEventStore
+from gateway.customers import CustomerDirectory
+from messaging.integration_events import EVENTS_EXCHANGE, encode
+from readmodels.collections import ProjectionCollections
+from readmodels.port import ReadModelStore
+from readmodels.projections import PROJECTIONS
+from readmodels.rebuild import rebuild
+from readmodels.sqlite import SqliteReadModelStore
+
+IN_FLIGHT = 200
+LATENCY_RATE = 200.0
+
+CHILDREN: set[asyncio.subprocess.Process] = set()
+"""Processes this run started and has not reaped yet: stopped on an interrupt too."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    pipeline_orders: int
+    broker_round_trips: int
+    core_orders: int
+    latency_seconds: float
+    log_orders: int  # the event log the rebuild and gateway figures read
+    memory_commands: int
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(1500, 6000, 2000, 15.0, 5000, 100_000)
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(50, 400, 100, 2.0, 200, 2000)
+
+
+@dataclass
+class BenchContext:
+    amqp_url: str
+    workdir: Path
+    repeat: int
+    sizes: Sizes
+    memory_repeat: int = 1
+    log: Callable[[str], None] = print
+    _logs: dict[int, tuple[Path, Path]] = field(default_factory=dict)
+
+    def settings(self, name: str) -> Settings:
+        """Settings of one conveyor deployment: its own queues and SQLite files."""
+        run = f"{name}-{uuid.uuid4().hex[:6]}"
+        folder = self.workdir / run
+        folder.mkdir(parents=True)
+        return Settings(
+            amqp_url=self.amqp_url,
+            event_store=str(folder / "events.db"),
+            read_store=str(folder / "readmodels.db"),
+            command_queue=f"bench.{run}.commands",
+            projection_queue_prefix=f"bench.{run}.projections",
+            http_port=0,
+            ops_port=0,
+        )
+
+
+@dataclass
+class Figure:
+    key: str
+    title: str
+    unit: str
+    reference: str
+    target: str
+    target_kind: str  # "ratio_at_least" | "value_at_most" | "memory"
+    threshold: float
+    values: list[float] = field(default_factory=list)
+    references: list[float] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# -- conveyor as a process ---------------------------------------------------------------
+
+
+def conveyor_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CONVEYOR_AMQP_URL": settings.amqp_url,
+        "CONVEYOR_EVENT_STORE": settings.event_store,
+        "CONVEYOR_READ_STORE": settings.read_store,
+        "CONVEYOR_COMMAND_QUEUE": settings.command_queue,
+        "CONVEYOR_PROJECTION_QUEUE_PREFIX": settings.projection_queue_prefix,
+        "CONVEYOR_HTTP_PORT": "0",
+        "CONVEYOR_OPS_PORT": "0",
+    }
+
+
+class ConveyorProcess:
+    """`python -m conveyor run` with every component, as an operator starts it."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings = settings
+        self.log = log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> ConveyorProcess:
+        with self.log.open("ab") as output:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "conveyor",
+                "run",
+                env=conveyor_env(self.settings),
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        CHILDREN.add(self.process)
+        try:
+            await self._until_consuming()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def exited(self) -> bool:
+        return self.process is None or self.process.returncode is not None
+
+    async def _until_consuming(self, within: float = 60.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.exited:
+                raise RuntimeError(f"conveyor run exited: {self.tail()}")
+            with contextlib.suppress(Exception):
+                if await consumers(self.settings.amqp_url, self.settings.command_queue):
+                    return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"conveyor run did not start consuming: {self.tail()}")
+
+    async def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 30)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        CHILDREN.discard(self.process)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+async def consumers(amqp_url: str, queue: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.consumer_count or 0
+
+
+class ReferenceResponder:
+    """The broker reference's responder, in its own process (see reference_broker)."""
+
+    def __init__(self, amqp_url: str, queue: str) -> None:
+        self.amqp_url = amqp_url
+        self.queue = queue
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> ReferenceResponder:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.reference_broker",
+            self.amqp_url,
+            self.queue,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        CHILDREN.add(self.process)
+        assert self.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.process.stdout.readline(), 60)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"reference responder did not start: {line!r}")
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.process is None:
+            return
+        if self.process.returncode is None:
+            self.process.terminate()
+            await asyncio.wait_for(self.process.wait(), 30)
+        CHILDREN.discard(self.process)
+
+
+# -- pipeline throughput -----------------------------------------------------------------
+
+
+def bench_scripts(count: int) -> list[OrderScript]:
+    return [
+        OrderScript(order_id, customer_of(order_id), command_bodies(order_id))
+        for order_id in order_ids(count)
+    ]
+
+
+async def pipeline_throughput(ctx: BenchContext) -> Figure:
+    figure = Figure(
+        key="pipeline",
+        title="pipeline throughput",
+        unit="commands/s",
+        reference="aio-pika round trip (consume from quorum queue, confirmed reply, ack), "
+        f"separate process, {IN_FLIGHT} in flight",
+        target="≥ 0.5 x reference",
+        target_kind="ratio_at_least",
+        threshold=0.5,
+    )
+    orders = ctx.sizes.pipeline_orders
+    round_trips = ctx.sizes.broker_round_trips
+    figure.details.update(orders=orders, commands=orders * COMMANDS_PER_ORDER, in_flight=IN_FLIGHT)
+    queue = f"bench.reference.{uuid.uuid4().hex[:6]}"
+    async with ReferenceResponder(ctx.amqp_url, queue), Requester(ctx.amqp_url, queue) as req:
+        await req.closed_loop(min(round_trips, 500), IN_FLIGHT)  # warm-up
+        for attempt in range(ctx.repeat):
+            settings = ctx.settings("pipeline")
+            async with ConveyorProcess(settings, ctx.workdir / f"pipeline-{attempt}.log"):
+                # Warm-up (imports, caches, JIT-less but cold SQLite pages), not measured.
+                await run_demo(settings, 20, in_flight=IN_FLIGHT, scripts=bench_scripts(20))
+                report = await run_demo(
+                    settings,
+                    orders,
+                    in_flight=IN_FLIGHT,
+                    scripts=bench_scripts(orders),
+                    give_up_after=max(60.0, orders / 10),
+                )
+            if report.timed_out:
+                raise RuntimeError(f"pipeline: {report.timed_out} orders did not finish")
+            commands = sum(report.outcomes.values())
+            figure.values.append(commands / report.seconds)
+            trips = await req.closed_loop(round_trips, IN_FLIGHT)
+            figure.references.append(round_trips / trips.seconds)
+            ctx.log(
+                f"  pipeline {figure.values[-1]:,.0f} commands/s, "
+                f"broker {figure.references[-1]:,.0f} round trips/s"
+            )
+    figure.details["end_condition"] = (
+        "every order's last accepted version visible in all three read models "
+        "(order_summary, active_orders, customer_history), polled every 5 ms"
+    )
+    return figure
+
+
+# -- command core ------------------------------------------------------------------------
+
+
+async def conveyor_command_core(path: Path, orders: Sequence[str], concurrency: int) -> float:
+    """Seconds for CommandHandler on SqliteEventStore to run every order's commands,
+    `concurrency` orders at a time (each order's commands in sequence)."""
+    store = await SqliteEventStore(path).open()
+    try:
+        handler = CommandHandler(store)
+        pending = list(reversed(orders))
+
+        async def worker() -> None:
+            while pending:
+                order_id = pending.pop()
+                for command in domain_commands(order_id):
+                    outcome = await handler.handle(envelope(command))
+                    if outcome.status != "accepted":
+                        raise RuntimeError(f"command core: {outcome}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started
+    finally:
+        await store.close()
+
+
+def conveyor_sqlite_settings(path: Path) -> dict[str, Any]:
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    try:
+        journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        connection.close()
+    # embedded/sqlite.py sets synchronous=FULL on its writer connection (per connection,
+    # so it cannot be read back from another one).
+    return {"journal_mode": journal, "synchronous": "FULL", "group_commit": True}
+
+
+async def command_core(ctx: BenchContext, threads: Sequence[int] = (1, 8)) -> Figure:
+    figure = Figure(
+        key="command_core",
+        title="command core (load + decide + append)",
+        unit="commands/s",
+        reference="eventsourcing 9 Application on eventsourcing.sqlite, same Order workload, "
+        f"best of {', '.join(map(str, threads))} thread(s)",
+        target="≥ 2.0 x reference",
+        target_kind="ratio_at_least",
+        threshold=2.0,
+    )
+    orders = ctx.sizes.core_orders
+    commands = orders * COMMANDS_PER_ORDER
+    figure.details.update(orders=orders, commands=commands, concurrency=IN_FLIGHT)
+    by_threads: dict[str, list[float]] = {str(t): [] for t in threads}
+    for attempt in range(ctx.repeat):
+        path = ctx.workdir / f"core-{attempt}-conveyor.db"
+        seconds = await conveyor_command_core(path, order_ids(orders), IN_FLIGHT)
+        figure.values.append(commands / seconds)
+        figure.details["conveyor_sqlite"] = conveyor_sqlite_settings(path)
+        best = 0.0
+        for count in threads:
+            es_path = ctx.workdir / f"core-{attempt}-eventsourcing-{count}.db"
+            es_seconds = await asyncio.to_thread(
+                reference_eventsourcing.command_core, es_path, order_ids(orders), count
+            )
+            by_threads[str(count)].append(commands / es_seconds)
+            best = max(best, commands / es_seconds)
+            figure.details["eventsourcing_sqlite"] = reference_eventsourcing.synchronous_setting(
+                es_path
+            )
+        figure.references.append(best)
+        ctx.log(f"  command core {figure.values[-1]:,.0f}/s, eventsourcing {best:,.0f}/s")
+    figure.details["eventsourcing_by_threads"] = by_threads
+    return figure
+
+
+# -- latency at a steady rate ------------------------------------------------------------
+
+
+@dataclass
+class _Sent:
+    order_id: str
+    customer_id: str
+    version: int
+    sent_at: float
+    visible_at: float | None = None
+
+
+async def conveyor_latencies(
+    settings: Settings, rate: float, seconds: float, spacing: float = 0.25
+) -> tuple[list[float], int]:
+    """Commands published at a steady `rate`, each timed from its publish until all three
+    read models show the version it produced. Orders start at rate/4 per second; an
+    order's four commands are `spacing` seconds apart. Returns (latencies ms, missing)."""
+    from conveyor.bootstrap import open_read_store
+
+    order_count = max(1, round(rate * seconds / COMMANDS_PER_ORDER))
+    schedule: list[tuple[float, str, dict[str, Any], int]] = []
+    for n, order_id in enumerate(order_ids(order_count)):
+        start = n * COMMANDS_PER_ORDER / rate
+        for index, body in enumerate(command_bodies(order_id)):
+            schedule.append((start + index * spacing, order_id, body, index + 1))
+    schedule.sort(key=lambda item: item[0])
+
+    read_store = await open_read_store(settings)
+    connection = await aio_pika.connect(settings.amqp_url)
+    sent: list[_Sent] = []
+    waiting: list[_Sent] = []
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        collections = ProjectionCollections(read_store, cache_seconds=0)
+        names = [(await collections.active(p.name)).collection for p in PROJECTIONS]
+        summary, histories, actives = names  # PROJECTIONS order
+        done = asyncio.Event()
+        publishing: set[asyncio.Task[Any]] = set()
+
+        async def watch() -> None:
+            while True:
+                if waiting:
+                    ids = sorted({s.order_id for s in waiting})
+                    got_summary = await read_store.get_many(summary, ids)
+                    got_active = await read_store.get_many(actives, ids)
+                    got_history = await read_store.get_many(
+                        histories, sorted({s.customer_id for s in waiting})
+                    )
+                    now = time.perf_counter()
+                    for item in list(waiting):
+                        script = OrderScript(item.order_id, item.customer_id, [])
+                        script.final_version = item.version
+                        if caught_up(script, got_summary, got_active, got_history):
+                            item.visible_at = now
+                            waiting.remove(item)
+                elif done.is_set():
+                    return
+                await asyncio.sleep(0.002)
+
+        watcher = asyncio.create_task(watch())
+        started = time.perf_counter()
+        for at, order_id, body, version in schedule:
+            delay = started + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            item = _Sent(order_id, customer_of(order_id), version, time.perf_counter())
+            sent.append(item)
+            waiting.append(item)
+            task = asyncio.create_task(
+                channel.default_exchange.publish(
+                    aio_pika.Message(
+                        _json(body),
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=settings.command_queue,
+                )
+            )
+            publishing.add(task)
+            task.add_done_callback(publishing.discard)
+        done.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watcher, 30)
+        watcher.cancel()
+    finally:
+        await connection.close()
+        await read_store.close()
+    warm = [s for s in sent if s.sent_at - sent[0].sent_at >= 1.0] or sent  # skip ramp-up
+    latencies = [(s.visible_at - s.sent_at) * 1000 for s in warm if s.visible_at is not None]
+    return latencies, sum(1 for s in sent if s.visible_at is None)
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(body).encode()
+
+
+async def latency(ctx: BenchContext) -> Figure:
+    figure = Figure(
+        key="latency",
+        title=f"command → read-model latency p99 at {LATENCY_RATE:.0f} commands/s",
+        unit="ms",
+        reference=f"aio-pika round trip p99 at {LATENCY_RATE:.0f}/s (separate process)",
+        target="p99 ≤ 50 ms",
+        target_kind="value_at_most",
+        threshold=50.0,
+    )
+    seconds = ctx.sizes.latency_seconds
+    p50s: list[float] = []
+    reference_p50s: list[float] = []
+    missing = 0
+    queue = f"bench.reference.{uuid.uuid4().hex[:6]}"
+    async with ReferenceResponder(ctx.amqp_url, queue), Requester(ctx.amqp_url, queue) as req:
+        await req.closed_loop(200, 50)  # warm-up
+        for attempt in range(ctx.repeat):
+            settings = ctx.settings("latency")
+            async with ConveyorProcess(settings, ctx.workdir / f"latency-{attempt}.log"):
+                await run_demo(settings, 20, in_flight=20, scripts=bench_scripts(20))  # warm-up
+                latencies, lost = await conveyor_latencies(settings, LATENCY_RATE, seconds)
+            missing += lost
+            figure.values.append(percentile(latencies, 0.99))
+            p50s.append(percentile(latencies, 0.5))
+            trips = await req.open_loop(LATENCY_RATE, seconds)
+            figure.references.append(percentile(trips.latencies_ms, 0.99))
+            reference_p50s.append(percentile(trips.latencies_ms, 0.5))
+            ctx.log(
+                f"  latency p50 {p50s[-1]:.1f} ms p99 {figure.values[-1]:.1f} ms; "
+                f"broker p50 {reference_p50s[-1]:.2f} ms p99 {figure.references[-1]:.2f} ms"
+            )
+    figure.details.update(
+        rate=LATENCY_RATE,
+        seconds=seconds,
+        p50_ms=p50s,
+        reference_p50_ms=reference_p50s,
+        not_visible_within_30s=missing,
+        measured="from publishing a command until all three read models show the version it "
+        "produced (polled every 2 ms); the first second of each run is ramp-up, not counted",
+    )
+    return figure
+
+
+# -- an event log for the rebuild and gateway figures ------------------------------------
+
+
+async def conveyor_log(ctx: BenchContext) -> tuple[Path, int]:
+    """A conveyor event store holding the workload's events for `log_orders` orders."""
+    path = ctx.workdir / "log-conveyor.db"
+    orders = ctx.sizes.log_orders
+    if not path.exists():
+        await conveyor_command_core(path, order_ids(orders), IN_FLIGHT)
+    return path, orders * COMMANDS_PER_ORDER
+
+
+# -- rebuild -----------------------------------------------------------------------------
+
+
+async def rebuild_all(
+    event_store_path: Path, read_store_path: Path
+) -> tuple[float, dict[str, Any]]:
+    event_store = await SqliteEventStore(event_store_path).open()
+    read_store = await SqliteReadModelStore(read_store_path).open()
+    try:
+        collections = ProjectionCollections(read_store, cache_seconds=0)
+        started = time.perf_counter()
+        reports = await asyncio.gather(
+            *(rebuild(p.name, event_store, read_store, collections) for p in PROJECTIONS)
+        )
+        seconds = time.perf_counter() - started
+        return seconds, {r.name: round(r.events_per_second) for r in reports}
+    finally:
+        await read_store.close()
+        await event_store.close()
+
+
+async def rebuild_speed(ctx: BenchContext) -> Figure:
+    figure = Figure(
+        key="rebuild",
+        title="rebuild (all three read models, fresh SQLite)",
+        unit="events/s",
+        reference="eventsourcing replay: notification log folded into in-memory aggregates",
+        target="≥ 1.0 x reference",
+        target_kind="ratio_at_least",
+        threshold=1.0,
+    )
+    log_path, events = await conveyor_log(ctx)
+    es_path = ctx.workdir / "log-eventsourcing.db"
+    es_events = await asyncio.to_thread(
+        reference_eventsourcing.populate, es_path, order_ids(ctx.sizes.log_orders)
+    )
+    per_projection: list[dict[str, Any]] = []
+    for attempt in range(ctx.repeat):
+        seconds, rates = await rebuild_all(log_path, ctx.workdir / f"rebuild-{attempt}.db")
+        figure.values.append(events / seconds)
+        per_projection.append(rates)
+        folded, es_seconds = await asyncio.to_thread(reference_eventsourcing.replay, es_path)
+        figure.references.append(folded / es_seconds)
+        ctx.log(
+            f"  rebuild {figure.values[-1]:,.0f} events/s, "
+            f"eventsourcing replay {figure.references[-1]:,.0f} events/s"
+        )
+    figure.details.update(
+        events=events,
+        reference_events=es_events,
+        measured="the three rebuilds run concurrently (asyncio.gather), each folding the "
+        "whole log; events/s = events in the log / wall time for all three",
+        per_projection_events_per_second=per_projection,
+    )
+    return figure
+
+
+# -- gateway -----------------------------------------------------------------------------
+
+
+async def _purge(amqp_url: str, queues: Sequence[str]) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in queues:
+            queue = await channel.declare_queue(name, passive=True)
+            await queue.purge()
+
+
+async def gateway_speed(ctx: BenchContext) -> Figure:
+    figure = Figure(
+        key="gateway",
+        title="gateway relay (publisher confirms)",
+        unit="events/s",
+        reference="aio-pika pipelined confirmed publish of the same bodies, same window",
+        target="≥ 0.8 x reference",
+        target_kind="ratio_at_least",
+        threshold=0.8,
+    )
+    log_path, _ = await conveyor_log(ctx)
+    settings = ctx.settings("gateway")
+    store = await SqliteEventStore(log_path).open()
+    broker = build_broker(settings)
+    try:
+        messages: list[tuple[str, bytes, str, str]] = []
+        customers = CustomerDirectory(store)
+        position = 0
+        while page := await store.read_all(after=position, limit=5000):
+            for stored in page:
+                event = await customers.integration_event(stored)
+                if event is not None:
+                    messages.append(
+                        (event.routing_key, encode(event), str(event.event_id), event.type)
+                    )
+            position = page[-1].position
+        await broker.connect()
+        await declare_topology(settings, broker, commands=False, events=True)
+        queues = [projection_queue(settings, p).name for p in PROJECTIONS]
+        window = settings.gateway_batch_size
+        for attempt in range(ctx.repeat):
+            read_store: ReadModelStore = await SqliteReadModelStore(
+                ctx.workdir / f"gateway-{attempt}.db"
+            ).open()
+            try:
+                gateway = build_gateway(settings, broker, store, read_store)
+                stop = asyncio.Event()
+                started = time.perf_counter()
+                task = asyncio.create_task(gateway.run(stop))
+                while gateway.published < len(messages):
+                    if task.done():
+                        raise RuntimeError(f"gateway stopped: {gateway.last_error}")
+                    await asyncio.sleep(0.002)
+                seconds = time.perf_counter() - started
+                stop.set()
+                await task
+            finally:
+                await read_store.close()
+            figure.values.append(len(messages) / seconds)
+            await _purge(settings.amqp_url, queues)
+            ref_seconds = await pipelined_publish(
+                settings.amqp_url, EVENTS_EXCHANGE, messages, window
+            )
+            figure.references.append(len(messages) / ref_seconds)
+            await _purge(settings.amqp_url, queues)
+            ctx.log(
+                f"  gateway {figure.values[-1]:,.0f} events/s, "
+                f"raw publish {figure.references[-1]:,.0f} events/s"
+            )
+        figure.details.update(
+            events=len(messages),
+            window=window,
+            bound_queues=len(queues),
+            measured="both publish to conveyor.events with the three projection queues bound "
+            "(each message lands in three quorum queues), persistent, mandatory=False",
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await broker.stop()
+        await store.close()
+    return figure
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+async def publish_backlog(settings: Settings, bodies: Sequence[dict[str, Any]]) -> float:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        slots = asyncio.Semaphore(1000)
+        started = time.perf_counter()
+
+        async def publish(body: dict[str, Any]) -> None:
+            try:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        _json(body),
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=settings.command_queue,
+                )
+            finally:
+                slots.release()
+
+        tasks = []
+        for body in bodies:
+            await slots.acquire()
+            tasks.append(asyncio.create_task(publish(body)))
+        await asyncio.gather(*tasks)
+        return time.perf_counter() - started
+
+
+def backlog(orders: Sequence[str], block: int = 500) -> list[dict[str, Any]]:
+    """The orders' commands in blocks: every create of a block, then every first item…,
+    so that the worker always has many distinct orders in its prefetch window."""
+    bodies: list[dict[str, Any]] = []
+    for start in range(0, len(orders), block):
+        scripts = [command_bodies(order_id) for order_id in orders[start : start + block]]
+        for index in range(COMMANDS_PER_ORDER):
+            bodies.extend(script[index] for script in scripts)
+    return bodies
+
+
+async def _drained(read_store: ReadModelStore, orders: int) -> bool:
+    collections = ProjectionCollections(read_store, cache_seconds=0)
+    for name in ("order_summary", "active_orders"):
+        collection = (await collections.active(name)).collection
+        if await read_store.count(collection, where={"status": "confirmed"}) < orders:
+            return False
+    history = (await collections.active("customer_history")).collection
+    documents = await read_store.find(history, limit=1_000_000)
+    confirmed = sum(1 for doc in documents for entry in doc.body["orders"] if entry["version"] >= 4)
+    return confirmed >= orders
+
+
+def slope_per_minute(samples: Sequence[tuple[float, float]]) -> float:
+    if len(samples) < 2:
+        return 0.0
+    fit = statistics.linear_regression([t for t, _ in samples], [m for _, m in samples])
+    return fit.slope * 60
+
+
+async def memory(ctx: BenchContext) -> Figure:
+    figure = Figure(
+        key="memory",
+        title="memory: peak RSS draining a backlog",
+        unit="MB",
+        reference="—",
+        target="peak < 250 MB, flat after warm-up",
+        target_kind="memory",
+        threshold=250.0,
+    )
+    commands = ctx.sizes.memory_commands
+    orders = max(1, commands // COMMANDS_PER_ORDER)
+    runs: list[dict[str, Any]] = []
+    for attempt in range(ctx.memory_repeat):
+        settings = ctx.settings("memory")
+        broker = build_broker(settings)
+        await broker.connect()
+        try:
+            await declare_topology(settings, broker, commands=True, events=True)
+        finally:
+            await broker.stop()
+        publish_seconds = await publish_backlog(settings, backlog(order_ids(orders)))
+        samples: list[tuple[float, float]] = []
+        from conveyor.bootstrap import open_read_store
+
+        started = time.perf_counter()
+        async with ConveyorProcess(settings, ctx.workdir / f"memory-{attempt}.log") as worker:
+            process = psutil.Process(worker.pid)
+            read_store = await open_read_store(settings)
+            try:
+                last_check = 0.0
+                while True:
+                    now = time.perf_counter() - started
+                    samples.append((now, process.memory_info().rss / 2**20))
+                    if now - last_check >= 1.0:
+                        last_check = now
+                        if await _drained(read_store, orders):
+                            break
+                    if worker.exited:
+                        raise RuntimeError(f"conveyor run died: {worker.tail()}")
+                    await asyncio.sleep(0.25)
+            finally:
+                await read_store.close()
+        seconds = samples[-1][0]
+        # Warm-up: the first fifth of the drain (imports, caches and prefetch filling up).
+        after = [(t, m) for t, m in samples if t >= seconds * 0.2]
+        slope = slope_per_minute(after)
+        last_half = slope_per_minute([(t, m) for t, m in samples if t >= seconds * 0.5])
+        peak = max(m for _, m in samples)
+        growth = slope * (after[-1][0] - after[0][0]) / 60 if len(after) > 1 else 0.0
+        flat = growth < max(0.05 * peak, 5.0)
+        figure.values.append(peak)
+        runs.append(
+            {
+                "commands": orders * COMMANDS_PER_ORDER,
+                "publish_seconds": round(publish_seconds, 2),
+                "drain_seconds": round(seconds, 2),
+                "drain_commands_per_second": round(orders * COMMANDS_PER_ORDER / seconds, 1),
+                "peak_rss_mb": round(peak, 1),
+                "rss_after_warmup_start_mb": round(after[0][1], 1) if after else None,
+                "slope_mb_per_minute_after_warmup": round(slope, 3),
+                "slope_mb_per_minute_last_half": round(last_half, 3),
+                "growth_mb_after_warmup": round(growth, 2),
+                "flat": flat,
+                "samples": [(round(t, 2), round(m, 1)) for t, m in samples],
+            }
+        )
+        ctx.log(
+            f"  memory: {orders * COMMANDS_PER_ORDER} commands in {seconds:.0f}s, peak "
+            f"{peak:.0f} MB, slope after warm-up {slope:+.2f} MB/min"
+        )
+    figure.details["runs"] = runs
+    figure.details["flat_rule"] = (
+        "least-squares slope of RSS after the first 20% of the drain, times that window, "
+        "grows by less than max(5% of peak, 5 MB)"
+    )
+    return figure
+
+
+FIGURES: dict[str, Callable[[BenchContext], Awaitable[Figure]]] = {
+    "pipeline": pipeline_throughput,
+    "command_core": command_core,
+    "latency": latency,
+    "rebuild": rebuild_speed,
+    "gateway": gateway_speed,
+    "memory": memory,
+}
