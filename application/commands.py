@@ -9,6 +9,15 @@ Idempotency is designed in two layers:
 Commands for one order are serialised within a process (a lock per stream), so conflicts
 only arise between processes. A version conflict is retried here with jittered backoff; if
 conflicts outlast that, the ConcurrencyError escapes as a transient failure.
+
+A rejection is recorded too (application/rejections.py), before its outcome is published,
+in the order's rejection stream: a command seen again is answered from that record instead
+of being decided again against newer state, so "rejected" is as final as "accepted". The
+record is consulted before deciding when the delivery may have been seen before (broker
+redelivery, retry copy, re-driven dead letter, or a reload after a conflict) or, with
+`check_rejections="always"`, for every command (one more indexed read per command; it also
+covers a client that resends a rejected command under the same command_id). A command
+that is rejected again is always checked against the record before a new one is written.
 """
 
 from __future__ import annotations
@@ -27,16 +36,24 @@ from tenacity import (
 )
 
 from application.locks import KeyedLocks
+from application.rejections import (
+    COMMAND_REJECTED,
+    COMMAND_REJECTED_SCHEMA_VERSION,
+    StoredRejection,
+    rejection_of,
+    rejection_stream,
+)
 from application.streams import fold, order_stream
 from domain.commands import Command
 from domain.errors import OrderRuleViolation
 from domain.events import CURRENT_SCHEMA_VERSION, event_to_data, event_type_name
 from domain.order import decide
-from eventstore.port import ConcurrencyError, EventStore, NewEvent, RecordedEvent
+from eventstore.port import NO_STREAM, ConcurrencyError, EventStore, NewEvent, RecordedEvent
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d7a3c-3b0e-4c8e-9a51-7f0c2f7e9b10")
 
 Status = Literal["accepted", "duplicate", "rejected"]
+RejectionChecks = Literal["suspected", "always"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +62,9 @@ class CommandEnvelope:
     command_id: str
     correlation_id: str
     causation_id: str
+    seen_before: bool = False
+    """This delivery may have been handled already (a broker redelivery, a retry copy, a
+    re-driven dead letter): look for a recorded rejection before deciding."""
 
     @property
     def order_id(self) -> str:
@@ -60,6 +80,9 @@ class CommandOutcome:
     reason: str | None = None
     rule: str | None = None
     event_ids: tuple[uuid.UUID, ...] = field(default=())
+    replayed: bool = False
+    """A rejection answered from its record (the command was seen before): the message is
+    the original one, identical in body and message_id."""
 
     def as_message(self) -> dict[str, object]:
         message: dict[str, object] = {
@@ -89,8 +112,10 @@ class CommandHandler:
         *,
         conflict_attempts: int = 10,
         clock: Callable[[], datetime] = _utcnow,
+        check_rejections: RejectionChecks = "suspected",
     ) -> None:
         self._store = store
+        self._always_check_rejections = check_rejections == "always"
         self._conflict_attempts = conflict_attempts
         self._clock = clock
         self._locks = KeyedLocks()
@@ -105,10 +130,12 @@ class CommandHandler:
         async with self._locks.hold(order_stream(envelope.order_id)):
             async for attempt in retrying:
                 with attempt:
-                    return await self._handle_once(envelope)
+                    # A reload after a conflict may be racing another copy of this command.
+                    suspect = envelope.seen_before or attempt.retry_state.attempt_number > 1
+                    return await self._handle_once(envelope, suspect)
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
-    async def _handle_once(self, envelope: CommandEnvelope) -> CommandOutcome:
+    async def _handle_once(self, envelope: CommandEnvelope, seen_before: bool) -> CommandOutcome:
         stream_id = order_stream(envelope.order_id)
         history = await self._store.read_stream(stream_id)
         earlier = _events_of_command(history, envelope.command_id)
@@ -120,24 +147,25 @@ class CommandHandler:
                 version=earlier[-1].version,
                 event_ids=tuple(e.event_id for e in earlier),
             )
+        rejections: list[RecordedEvent] | None = None
+        if seen_before or self._always_check_rejections:
+            rejections = await self._store.read_stream(rejection_stream(envelope.order_id))
+            stored = rejection_of(rejections, envelope.command_id)
+            if stored is not None:
+                return _rejected(envelope, stored, replayed=True)
         state = fold(envelope.order_id, history)
-        try:
-            decided = decide(state, envelope.command)
-        except OrderRuleViolation as violation:
-            return CommandOutcome(
-                command_id=envelope.command_id,
-                status="rejected",
-                order_id=envelope.order_id,
-                version=state.version,
-                reason=violation.message,
-                rule=violation.rule,
-            )
-        now = self._clock()
         metadata = {
             "command_id": envelope.command_id,
             "correlation_id": envelope.correlation_id,
             "causation_id": envelope.causation_id,
         }
+        try:
+            decided = decide(state, envelope.command)
+        except OrderRuleViolation as violation:
+            return await self._record_rejection(
+                envelope, state.version, violation, rejections, metadata
+            )
+        now = self._clock()
         new_events = [
             NewEvent(
                 event_id=event_id_for(stream_id, envelope.command_id, index),
@@ -157,6 +185,58 @@ class CommandHandler:
             version=result.version,
             event_ids=tuple(e.event_id for e in new_events),
         )
+
+    async def _record_rejection(
+        self,
+        envelope: CommandEnvelope,
+        order_version: int,
+        violation: OrderRuleViolation,
+        rejections: list[RecordedEvent] | None,
+        metadata: dict[str, str],
+    ) -> CommandOutcome:
+        """Append CommandRejected before the outcome can be published. A record of this
+        command already there wins (its outcome was, or may have been, published); a
+        conflict (another command of this order rejected by another process, or this very
+        record appended by a racing copy: same derived event id) escapes as
+        ConcurrencyError, and `handle` reloads both streams and tries again."""
+        stream_id = rejection_stream(envelope.order_id)
+        if rejections is None:
+            rejections = await self._store.read_stream(stream_id)
+            stored = rejection_of(rejections, envelope.command_id)
+            if stored is not None:
+                return _rejected(envelope, stored, replayed=True)
+        rejection = StoredRejection(
+            command_id=envelope.command_id,
+            rule=violation.rule,
+            reason=violation.message,
+            version=order_version,
+            event_id=event_id_for(stream_id, envelope.command_id, 0),
+        )
+        record = NewEvent(
+            event_id=rejection.event_id,
+            type=COMMAND_REJECTED,
+            data=rejection.as_data(),
+            occurred_at=self._clock(),
+            schema_version=COMMAND_REJECTED_SCHEMA_VERSION,
+            metadata=metadata,
+        )
+        expected = rejections[-1].version if rejections else NO_STREAM
+        await self._store.append(stream_id, expected, [record])
+        return _rejected(envelope, rejection, replayed=False)
+
+
+def _rejected(
+    envelope: CommandEnvelope, rejection: StoredRejection, *, replayed: bool
+) -> CommandOutcome:
+    return CommandOutcome(
+        command_id=envelope.command_id,
+        status="rejected",
+        order_id=envelope.order_id,
+        version=rejection.version,
+        reason=rejection.reason,
+        rule=rejection.rule,
+        replayed=replayed,
+    )
 
 
 def _events_of_command(history: list[RecordedEvent], command_id: str) -> list[RecordedEvent]:

@@ -4,14 +4,20 @@ in the read models — Jepsen-style counts, made precise here.
 sent        commands the load generator tried to publish
 confirmed   of those, the ones the broker confirmed (publisher confirms): these conveyor
             must not lose. A publish that failed or timed out is indeterminate.
-applied     a confirmed command whose events are in the event store (metadata `command_id`,
+applied     a confirmed command whose events are in an order stream (metadata `command_id`,
             application/commands.py) or that got a business-rejection outcome
             (`rejected` on conveyor.command-outcomes)
+rejection records
+            `CommandRejected` events in the `rejections-<order>` streams
+            (application/rejections.py): not effects, so they count neither as applied
+            nor as duplicates; a command must have at most one, every rejected outcome
+            must have one, and no command may have both one and order events (that is
+            "reported rejected, then applied": a problem)
 lost        confirmed, but neither (events nor rejection) once the system has settled
-duplicated  a command_id whose events appear more than once in the store (every conveyor
+duplicated  a command_id whose events appear more than once in the order streams (every conveyor
             command produces exactly one event, domain/order.py `decide`); a read model that
             counts an item twice shows up as a read-model mismatch instead (below)
-unexpected  events whose command_id was never sent
+unexpected  events (order events or rejection records) whose command_id was never sent
 read models each projection's documents compared, document by document, with what a fresh
             rebuild from the event store would write (readmodels/rebuild.py
             project_in_memory): equal, or the number of documents that differ
@@ -25,6 +31,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from application.rejections import COMMAND_REJECTED, is_rejection_stream
+from application.streams import STREAM_PREFIX
 from chaos.environment import Environment
 from chaos.load import LoadRecord, OutcomeCollector
 from conveyor.bootstrap import command_queue, projection_queue
@@ -99,18 +107,41 @@ class Verdict:
         }
 
 
-async def events_by_command(env: Environment) -> Counter[str]:
-    """How many stored events carry each command_id."""
+@dataclass
+class StoredCommands:
+    events: Counter[str] = field(default_factory=Counter)
+    """Order-stream events per command_id: the commands' effects."""
+    rejections: Counter[str] = field(default_factory=Counter)
+    """CommandRejected records per command_id."""
+    other: Counter[str] = field(default_factory=Counter)
+    """Any other stored event per command_id (should be none)."""
+
+
+async def stored_commands(env: Environment) -> StoredCommands:
+    """Every stored event by command_id, sorted into effects and rejection records."""
     store = await SqliteEventStore(env.event_store).open()
-    counts: Counter[str] = Counter()
+    stored = StoredCommands()
     try:
         position = 0
         while page := await store.read_all(after=position, limit=5000):
-            counts.update(str(e.metadata.get("command_id")) for e in page)
+            for event in page:
+                command_id = str(event.metadata.get("command_id"))
+                if event.stream_id.startswith(STREAM_PREFIX):
+                    stored.events[command_id] += 1
+                elif is_rejection_stream(event.stream_id) and event.type == COMMAND_REJECTED:
+                    stored.rejections[command_id] += 1
+                else:
+                    stored.other[command_id] += 1
             position = page[-1].position
     finally:
         await store.close()
-    return counts
+    return stored
+
+
+async def events_by_command(env: Environment) -> Counter[str]:
+    """How many order events (effects) carry each command_id; rejection records are not
+    counted."""
+    return (await stored_commands(env)).events
 
 
 def work_queue_names(env: Environment) -> list[str]:
@@ -221,7 +252,8 @@ async def check(
     missing = await settle(env, outcomes, confirmed, within=settle_within)
     if missing:
         verdict.notes.append(f"not settled after {settle_within:g}s: {len(missing)} missing")
-    counts = await events_by_command(env)
+    stored = await stored_commands(env)
+    counts, records = stored.events, stored.rejections
     rejected = outcomes.rejected()
     applied = {cid for cid in confirmed if counts.get(cid) or cid in rejected}
     verdict.sent = len(load.sent)
@@ -234,8 +266,9 @@ async def check(
     verdict.lost, verdict.lost_ids = len(lost), lost
     duplicated = sorted(cid for cid, n in counts.items() if n > EVENTS_PER_COMMAND)
     verdict.duplicated, verdict.duplicated_ids = len(duplicated), duplicated
-    unexpected = set(counts) - load.sent - (also_sent or set())
-    verdict.unexpected = sum(counts[cid] for cid in unexpected)
+    every = counts + records + stored.other
+    unexpected = set(every) - load.sent - (also_sent or set())
+    verdict.unexpected = sum(every[cid] for cid in unexpected)
     if unexpected:
         verdict.problems.append(f"events of commands never sent: {sorted(unexpected)[:5]}")
     verdict.read_model_mismatches = await read_models_settle(env)
@@ -251,13 +284,33 @@ async def check(
             "worker processes exited by themselves: "
             + ", ".join(f"{w.only} (exit {w.process.returncode})" for w in crashed)
         )
-    contradictory = sorted(cid for cid in confirmed if cid in rejected and counts.get(cid))
+    contradictory = sorted(cid for cid in counts if cid in rejected or records.get(cid))
     if contradictory:
-        verdict.notes.append(
-            f"{len(contradictory)} commands were reported rejected and later applied (a "
-            "redelivery re-decided them: rejections leave no trace in the store); rules "
-            f"{dict(Counter(outcomes.rules.get(c) for c in contradictory))}, e.g. "
+        verdict.problems.append(
+            f"{len(contradictory)} commands were rejected (outcome or record) and applied; "
+            f"rules {dict(Counter(outcomes.rules.get(c) for c in contradictory))}, e.g. "
             f"{contradictory[:2]}"
+        )
+    unrecorded = sorted(rejected - set(records))
+    if unrecorded:
+        verdict.problems.append(
+            f"{len(unrecorded)} rejected outcomes without a rejection record, e.g. {unrecorded[:2]}"
+        )
+    recorded_twice = sorted(cid for cid, n in records.items() if n > 1)
+    if recorded_twice:
+        verdict.problems.append(
+            f"{len(recorded_twice)} commands with more than one rejection record, e.g. "
+            f"{recorded_twice[:2]}"
+        )
+    if stored.other:
+        verdict.problems.append(
+            f"{sum(stored.other.values())} stored events outside the order and rejection streams"
+        )
+    replayed = sum(1 for cid in rejected if len(outcomes.statuses[cid]) > 1)
+    if replayed:
+        verdict.notes.append(
+            f"{replayed} rejected commands got their outcome more than once (a redelivery "
+            "answered from the rejection record)"
         )
     gaps = sum(w.log_text().count("must wait for version") for w in env.processes)
     if gaps:

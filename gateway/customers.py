@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
+from application.rejections import is_rejection_stream
 from application.streams import STREAM_PREFIX, order_id_of, order_stream
 from eventstore.port import EventStore, RecordedEvent
 from messaging.integration_events import (
@@ -60,7 +61,11 @@ class CustomerDirectory:
 
         The global log may hold other applications' streams (KurrentDB is shared) and event
         types without a contract: those are skipped, never allowed to halt the relay.
+        conveyor's own rejection records (application/rejections.py) are bookkeeping with
+        no public form: passed over silently, as they are expected.
         """
+        if is_rejection_stream(event.stream_id):
+            return None
         if not event.stream_id.startswith(STREAM_PREFIX) or event.type not in ROUTING_KEYS:
             self._skip(event, "it is not an order event with an integration contract")
             return None

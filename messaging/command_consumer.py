@@ -1,7 +1,10 @@
 """The command consumer: one RabbitMQ delivery in, exactly one settled outcome out.
 
     invalid input      → dead-letter queue at once (no retries), acked
-    business rejection → outcome "rejected" (reply + outcome exchange), acked
+    business rejection → recorded in the event store, then outcome "rejected" (reply +
+                         outcome exchange), acked; a delivery that may have been handled
+                         before (redelivered, a retry copy, a re-driven dead letter) is
+                         answered from that record rather than decided again
     anything else      → retry ladder with growing delays, then dead-letter queue, acked
 Acks are manual and come only after the copy or outcome was confirmed by the broker (see
 messaging/consumer.py).
@@ -9,6 +12,7 @@ messaging/consumer.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -18,7 +22,7 @@ from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 from application.commands import CommandHandler, CommandOutcome
 from messaging.command_messages import InvalidCommandMessage, parse_command
 from messaging.consumer import QueueConsumer
-from messaging.failures import FailureRouter
+from messaging.failures import FailureRouter, previous_attempts, was_dead_lettered
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE, WorkQueue
 from observability.logs import bind_message
 from observability.metrics import MESSAGES_HANDLED, LabelCache
@@ -64,6 +68,8 @@ class CommandConsumer(QueueConsumer):
             return
         bind_message(envelope.correlation_id, envelope.causation_id)
         try:
+            if self.seen_before(raw):
+                envelope = dataclasses.replace(envelope, seen_before=True)
             outcome = await self._handler.handle(envelope)
         except Exception as failure:
             route = await self.failures.retry_later(raw, failure)
@@ -81,17 +87,38 @@ class CommandConsumer(QueueConsumer):
         command_type = type(envelope.command).__name__
         logger.log(
             logging.DEBUG if outcome.status == "accepted" else logging.INFO,
-            "command %s %s %s: %s (version %d)%s",
+            "command %s %s %s: %s%s (version %d)%s",
             envelope.command_id,
             command_type,
             envelope.order_id,
             outcome.status,
+            " (from its record: seen before)" if outcome.replayed else "",
             outcome.version,
             f" — {outcome.reason}" if outcome.reason else "",
             extra={"correlation_id": envelope.correlation_id},
         )
         await self._publish_outcome(raw, outcome, envelope.correlation_id)
         self._handled(command_type, outcome.status).inc()
+
+    def seen_before(self, raw: AbstractIncomingMessage) -> bool:
+        """May this command have been handled (and its outcome published) already?
+
+        * `redelivered`: the broker delivered it before and got no ack — the worker died or
+          its channel closed, possibly after publishing the outcome;
+        * a retry copy (our attempts header): an earlier attempt failed, possibly after
+          recording a rejection (say, the store's answer to the append timed out);
+        * a re-driven dead letter: an earlier attempt could not settle it, e.g. the outcome
+          publish failed after the rejection was recorded.
+        A first delivery carries none of these and cannot have been decided yet — unless a
+        client resent the command under the same command_id: the handler's
+        `check_rejections="always"` covers that, at one more read per command.
+        """
+        headers = raw.headers or {}
+        return bool(
+            raw.redelivered
+            or previous_attempts(headers, self.queue.name) > 0
+            or was_dead_lettered(headers, self.queue.name)
+        )
 
     async def _publish_outcome(
         self, raw: AbstractIncomingMessage, outcome: CommandOutcome, correlation_id: str

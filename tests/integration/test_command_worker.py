@@ -407,3 +407,73 @@ async def _ready(found: list[dict[str, Any]], count: int) -> list[dict[str, Any]
     # channel_details is an empty list until the management stats have caught up
     known = [c for c in found if isinstance(c.get("channel_details"), dict)]
     return known if len(known) >= count else None
+
+
+async def test_a_rejected_command_redelivered_after_the_order_changed_keeps_its_rejection(
+    settings: Settings, start_worker: StartWorker, reader: SqliteEventStore, amqp_url: str
+) -> None:
+    """The chaos suite's "rejected, then applied": a worker publishes the rejection and dies
+    before the ack, the order changes, the broker redelivers. Here the redelivery is real:
+    with no worker consuming, a raw consumer takes the command and closes its channel
+    without acking, so RabbitMQ requeues it with `redelivered` set; a new worker then gets
+    exactly what a dead worker's successor would."""
+    from application.rejections import COMMAND_REJECTED, rejection_stream
+
+    host = await start_worker(settings)
+    add = command("AddItem", "o-late", sku="SKU-1", quantity=1, unit_price="1.00")
+    create = command("CreateOrder", "o-late", customer_id="c")
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue(exclusive=True)
+
+        async def send(body: dict[str, Any], **properties: Any) -> dict[str, Any]:
+            await channel.default_exchange.publish(
+                aio_pika.Message(json.dumps(body).encode(), reply_to=replies.name, **properties),
+                routing_key=settings.command_queue,
+            )
+            return await _next_reply(replies)
+
+        first = await send(add)
+        assert (first["status"], first["rule"], first["version"]) == (
+            "rejected",
+            "order_not_found",
+            0,
+        )
+        assert (await send(create))["status"] == "accepted"
+        await host.stop()
+
+        # The same delivery again, now flagged redelivered by the broker.
+        await channel.default_exchange.publish(
+            aio_pika.Message(json.dumps(add).encode(), reply_to=replies.name),
+            routing_key=settings.command_queue,
+        )
+        for delivered_before in (False, True):
+            taker = await connection.channel()
+            work = await taker.get_queue(settings.command_queue, ensure=False)
+            taken = await eventually(
+                lambda: work.get(fail=False, no_ack=False),  # noqa: B023 (awaited at once)
+                what="the command",
+            )
+            assert taken.redelivered is delivered_before
+            await taker.close()  # unacked: RabbitMQ requeues it, flagged redelivered
+
+        await start_worker(settings)
+        again = await _next_reply(replies)
+        assert again == first  # the original rejection, not a new decision
+        # A retry copy (our attempts header, not `redelivered`) is answered from it too.
+        retried = await send(add, headers={failures.ATTEMPTS: 1})
+        assert retried == first
+        # …while a new AddItem for the order is accepted: the order really has changed.
+        assert (
+            await send(command("AddItem", "o-late", sku="SKU-2", quantity=1, unit_price="2.00"))
+        )["status"] == "accepted"
+
+    events = await stream_of(reader, "o-late")
+    assert [(e.type, e.data.get("sku")) for e in events] == [
+        ("OrderCreated", None),
+        ("ItemAdded", "SKU-2"),
+    ]
+    [record] = await reader.read_stream(rejection_stream("o-late"))
+    assert record.type == COMMAND_REJECTED
+    assert record.data["command_id"] == add["command_id"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,6 +12,8 @@ import pytest
 
 from application.commands import CommandEnvelope, CommandHandler, event_id_for
 from application.history import order_history
+from application.rejections import COMMAND_REJECTED, rejection_stream
+from application.streams import STREAM_PREFIX, order_stream
 from domain.commands import AddItem, CancelOrder, ConfirmOrder, CreateOrder
 from eventstore.memory import InMemoryEventStore
 from eventstore.port import AppendResult, ConcurrencyError, NewEvent
@@ -157,3 +160,144 @@ async def test_history_as_of_version_and_time(
     now = await order_history(store, "o")
     assert str(now.state.status) == "cancelled"
     assert (await order_history(store, "o", as_of=NOW.replace(hour=8))).state.exists is False
+
+
+# --- durable rejections (application/rejections.py) ---------------------------------------
+
+
+async def test_a_rejection_is_recorded_in_the_rejection_stream_before_it_is_reported(
+    store: InMemoryEventStore, handler: CommandHandler
+) -> None:
+    add = envelope(AddItem("o-1", "SKU", 1, Decimal("1.00")), "add", "corr-7")
+    outcome = await handler.handle(add)
+    assert (outcome.status, outcome.rule, outcome.replayed) == (
+        "rejected",
+        "order_not_found",
+        False,
+    )
+    [record] = await store.read_stream(rejection_stream("o-1"))
+    assert record.type == COMMAND_REJECTED
+    assert record.event_id == event_id_for(rejection_stream("o-1"), "add", 0)
+    assert record.data == {
+        "command_id": "add",
+        "rule": "order_not_found",
+        "reason": outcome.reason,
+        "order_version": 0,
+    }
+    assert record.metadata["command_id"] == "add"
+    assert record.metadata["correlation_id"] == "corr-7"
+    assert await store.read_stream("order-o-1") == []
+
+
+async def test_a_redelivered_rejected_command_gets_its_original_rejection_after_the_order_changed(
+    store: InMemoryEventStore, handler: CommandHandler
+) -> None:
+    add = envelope(AddItem("o-1", "SKU", 1, Decimal("1.00")), "add")
+    first = await handler.handle(add)
+    assert (first.status, first.rule) == ("rejected", "order_not_found")
+    # the CreateOrder arrives; decided again now, the AddItem would be accepted
+    await handler.handle(envelope(CreateOrder("o-1", "c"), "create"))
+
+    again = await handler.handle(dataclasses.replace(add, seen_before=True))
+
+    assert again.replayed
+    assert again.as_message() == first.as_message()  # the same outcome, byte for byte
+    assert [e.type for e in await store.read_stream("order-o-1")] == ["OrderCreated"]
+    assert len(await store.read_stream(rejection_stream("o-1"))) == 1
+    # a different AddItem is accepted: the order really did change
+    other = await handler.handle(envelope(AddItem("o-1", "SKU", 1, Decimal("1.00")), "add-2"))
+    assert other.status == "accepted"
+
+
+async def test_a_first_delivery_is_decided_without_reading_the_rejection_stream(
+    store: InMemoryEventStore,
+) -> None:
+    reads: list[str] = []
+    original = store.read_stream
+
+    async def counting(stream_id: str, **kwargs: object) -> list:  # type: ignore[type-arg]
+        reads.append(stream_id)
+        return await original(stream_id, **kwargs)  # type: ignore[arg-type]
+
+    store.read_stream = counting  # type: ignore[method-assign]
+    handler = CommandHandler(store)
+    await handler.handle(envelope(CreateOrder("o-1", "c"), "create"))
+    await handler.handle(envelope(AddItem("o-1", "SKU", 1, Decimal("1.00")), "add"))
+    assert reads == ["order-o-1", "order-o-1"]  # the hot path: one read per command
+    reads.clear()
+    await handler.handle(
+        dataclasses.replace(envelope(ConfirmOrder("o-1"), "confirm"), seen_before=True)
+    )
+    assert reads == ["order-o-1", rejection_stream("o-1")]
+
+
+async def test_a_fresh_copy_is_answered_from_the_record_when_rejections_are_always_checked(
+    store: InMemoryEventStore,
+) -> None:
+    handler = CommandHandler(store, check_rejections="always")
+    add = envelope(AddItem("o-1", "SKU", 1, Decimal("1.00")), "add")
+    first = await handler.handle(add)
+    await handler.handle(envelope(CreateOrder("o-1", "c"), "create"))
+    again = await handler.handle(add)  # a client resend: not flagged as seen before
+    assert again.replayed
+    assert again.as_message() == first.as_message()
+    assert len(await store.read_stream("order-o-1")) == 1
+
+
+async def test_a_command_rejected_twice_is_recorded_once(
+    store: InMemoryEventStore, handler: CommandHandler
+) -> None:
+    confirm = envelope(ConfirmOrder("o-1"), "confirm")
+    first = await handler.handle(confirm)
+    again = await handler.handle(confirm)  # not flagged, still rejected: the record answers
+    assert (first.replayed, again.replayed) == (False, True)
+    assert again.as_message() == first.as_message()
+    assert len(await store.read_stream(rejection_stream("o-1"))) == 1
+
+
+async def test_rejections_of_one_order_racing_in_two_processes_are_all_recorded() -> None:
+    store = LoadBarrierStore(parties=2)
+    workers = [CommandHandler(store), CommandHandler(store)]
+    store.racing = True
+    outcomes = await asyncio.gather(
+        workers[0].handle(envelope(ConfirmOrder("o-1"), "a")),
+        workers[1].handle(envelope(CancelOrder("o-1", "why"), "b")),
+    )
+    assert [o.status for o in outcomes] == ["rejected", "rejected"]
+    records = await store.read_stream(rejection_stream("o-1"))
+    assert sorted(r.data["command_id"] for r in records) == ["a", "b"]
+    assert [r.version for r in records] == [1, 2]
+
+
+async def test_one_rejected_command_racing_in_two_processes_is_recorded_once() -> None:
+    store = LoadBarrierStore(parties=2)
+    workers = [CommandHandler(store), CommandHandler(store)]
+    store.racing = True
+    confirm = envelope(ConfirmOrder("o-1"), "confirm")
+    outcomes = await asyncio.gather(*(w.handle(confirm) for w in workers))
+    assert [o.as_message() for o in outcomes] == [outcomes[0].as_message()] * 2
+    assert sorted(o.replayed for o in outcomes) == [False, True]
+    assert len(await store.read_stream(rejection_stream("o-1"))) == 1
+
+
+def test_the_rejection_stream_is_not_an_order_stream() -> None:
+    # order ids are free-form: "order-rejections-x" would be the stream of order "rejections-x"
+    assert not rejection_stream("x").startswith(STREAM_PREFIX)
+    assert rejection_stream("x") != order_stream("rejections-x")
+
+
+async def test_rejection_records_are_skipped_quietly_by_the_gateway_and_lag(
+    store: InMemoryEventStore, handler: CommandHandler, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.customers import CustomerDirectory
+    from operations.status import LogEntry
+
+    await handler.handle(envelope(ConfirmOrder("o-1"), "confirm"))
+    [record] = await store.read_all()
+    directory = CustomerDirectory(store)
+    with caplog.at_level("DEBUG", logger="conveyor.gateway"):
+        assert await directory.integration_event(record) is None
+    assert directory.skipped == 0
+    assert caplog.records == []
+    assert not LogEntry.of(record).integration  # projections are never sent it
+    assert (await order_history(store, "o-1")).events == []
