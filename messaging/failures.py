@@ -38,6 +38,9 @@ ORIGINAL_QUEUE = "x-conveyor-original-queue"
 DEAD_LETTERED_AT = "x-conveyor-dead-lettered-at"
 ORIGINAL_USER_ID = "x-conveyor-original-user-id"
 ORIGINAL_APP_ID = "x-conveyor-original-app-id"
+NO_MESSAGE_ID = "x-conveyor-no-message-id"
+"""On a copy of a message that had no message_id: the publishing client invents one, which
+must not become the command id of a command that never had one."""
 
 # Headers the broker adds when it dead-letters or redelivers: stale on a copy we publish.
 _BROKER_HEADERS = (
@@ -157,6 +160,8 @@ class FailureRouter:
                 ORIGINAL_QUEUE: self._queue.name,
             }
         )
+        if not message.message_id:
+            headers[NO_MESSAGE_ID] = True
         if message.user_id:
             # Republishing with another user's user_id is refused by the broker.
             headers[ORIGINAL_USER_ID] = message.user_id

@@ -20,6 +20,8 @@ from application.streams import order_stream
 from conveyor.settings import Settings
 from eventstore.sqlite import SqliteEventStore
 from messaging import failures
+from operations import dead_letters
+from operations.management import ManagementApi
 from tests.rabbit import Management, eventually, publish, publish_many, queue_depth
 from workers.host import WorkerHost
 
@@ -477,3 +479,38 @@ async def test_a_rejected_command_redelivered_after_the_order_changed_keeps_its_
     [record] = await reader.read_stream(rejection_stream("o-late"))
     assert record.type == COMMAND_REJECTED
     assert record.data["command_id"] == add["command_id"]
+
+
+async def test_a_command_without_an_id_stays_invalid_when_moved_back(
+    settings: Settings,
+    start_worker: StartWorker,
+    management: Management,
+    test_vhost: str,
+    reader: SqliteEventStore,
+) -> None:
+    """Published without command_id or message_id (as the console does), a command is
+    invalid. Its dead-letter copy gets a message_id from the publishing client; moved
+    back, that invented id must not make it valid and applied."""
+    await start_worker(settings)
+    body = json.dumps({"type": "CreateOrder", "order_id": "o-noid", "customer_id": "c"})
+    management.publish(test_vhost, settings.command_queue, body.encode())
+    first = await eventually(lambda: dlq_messages(management, test_vhost, settings))
+    assert first[0]["properties"]["headers"][failures.ERROR_TYPE] == "MissingCommandId"
+    assert first[0]["properties"]["headers"][failures.NO_MESSAGE_ID] is True
+
+    first_failure = first[0]["properties"]["headers"][failures.FIRST_FAILURE_AT]
+    async with ManagementApi.from_settings(settings) as api:
+        moved = await dead_letters.redrive(settings, api, f"{settings.command_queue}.dlq")
+    assert moved.moved == 1
+
+    def dead_again() -> list[dict[str, Any]] | None:
+        dead = dlq_messages(management, test_vhost, settings)
+        later = [
+            m for m in dead if m["properties"]["headers"][failures.FIRST_FAILURE_AT] > first_failure
+        ]
+        return later or None
+
+    # Each look at the DLQ returns its message to the queue: look slowly.
+    dead = await eventually(dead_again, interval=0.5, what="the message dead-lettered again")
+    assert dead[0]["properties"]["headers"][failures.ERROR_TYPE] == "MissingCommandId"
+    assert await stream_of(reader, "o-noid") == []
