@@ -7,31 +7,43 @@ the switch happened. Live updates that reach the new collection early are duplic
 catch-up, and events the catch-up has not reached yet are gaps to live updates, retried by
 their ladder: either way, every event lands exactly once.
 
-The fold is batched: a page of events is applied in memory to the documents it touches
-(loaded in one request) and written back with one bulk upsert.
+Several projections rebuild together in one pass over the log (`rebuild_many`,
+`rebuild_all`). The fold runs in memory: `LogFold` folds each stored event once into its
+order's state, for all three projections, and every final document is written once, in
+large bulk upserts, its indexes built after. An event `LogFold` does not handle (or too
+many orders for memory) hands the rest of the log over to the projections themselves:
+page by page, each event mapped once to its integration event and applied to the
+documents it touches (loaded in one request per projection), written back in bulk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventstore.port import EventStore
+from application.streams import STREAM_PREFIX
+from eventstore.port import EventStore, RecordedEvent
 from gateway.customers import CustomerDirectory
+from messaging.integration_events import ROUTING_KEYS
 from readmodels.applier import ProjectionApplier
 from readmodels.checkpoints import LeasedCheckpoint, LeaseLost
-from readmodels.collections import ProjectionCollections, collection_name
+from readmodels.collections import ActiveCollection, ProjectionCollections, collection_name
 from readmodels.port import ReadModelStore, RevisionConflict
 from readmodels.projections import (
+    PROJECTIONS,
     PROJECTIONS_BY_NAME,
+    LogFold,
+    Projection,
     UnexpectedGap,
     Updated,
     apply_in_memory,
+    documents_json,
 )
 
 Progress = Callable[[int, int], None]
@@ -63,95 +75,341 @@ async def rebuild(
     read_store: ReadModelStore,
     collections: ProjectionCollections,
     *,
-    page_size: int = 5000,
+    page_size: int = 5_000,
     cache_documents: int = 200_000,
     progress: Progress | None = None,
 ) -> RebuildReport:
-    projection = PROJECTIONS_BY_NAME.get(name)
-    if projection is None:
-        raise RebuildError(
-            f"unknown projection {name!r}; choose from {', '.join(sorted(PROJECTIONS_BY_NAME))}"
-        )
-    lease = LeasedCheckpoint(read_store, f"rebuild-{name}", f"rebuild-{uuid.uuid4().hex[:8]}")
-    if not await lease.try_acquire():
-        raise RebuildError(f"a rebuild of {name} is already running")
-    started = time.monotonic()
-    try:
-        current = await collections.read(name)
-        version = current.version + 1
-        target = collection_name(name, version)
-        await read_store.drop_collection(target)  # leftovers of an interrupted rebuild
-        await read_store.ensure_collection(target, projection.indexes)
+    """Rebuild one projection (see `rebuild_many`)."""
+    (report,) = await rebuild_many(
+        [name],
+        event_store,
+        read_store,
+        collections,
+        page_size=page_size,
+        cache_documents=cache_documents,
+        progress=progress,
+    )
+    return report
 
-        customers = CustomerDirectory(event_store)
-        documents: dict[str, dict[str, Any]] = {}
-        position, folded, written = 0, 0, set[str]()
-        head = await event_store.head_position()
-        while page := await event_store.read_all(after=position, limit=page_size):
-            mapped = [await customers.integration_event(event) for event in page]
-            events = [event for event in mapped if event is not None]
-            missing = {projection.document_id(e) for e in events} - documents.keys()
-            if missing:
-                stored = await read_store.get_many(target, sorted(missing))
-                documents.update({doc_id: doc.body for doc_id, doc in stored.items()})
-            touched: set[str] = set()
-            for event in events:
-                # The log is read in commit order: a gap here is a bug (UnexpectedGap).
-                if isinstance(apply_in_memory(projection, documents, event), Updated):
-                    touched.add(projection.document_id(event))
-            await read_store.put_many(target, {doc_id: documents[doc_id] for doc_id in touched})
-            written |= touched
-            if len(documents) > cache_documents:  # bounded memory: reload on demand
-                documents.clear()
+
+async def rebuild_all(
+    event_store: EventStore,
+    read_store: ReadModelStore,
+    collections: ProjectionCollections,
+    *,
+    progress: Progress | None = None,
+) -> list[RebuildReport]:
+    """Rebuild every projection in one pass over the log."""
+    return await rebuild_many(
+        [p.name for p in PROJECTIONS], event_store, read_store, collections, progress=progress
+    )
+
+
+async def rebuild_many(
+    names: Sequence[str],
+    event_store: EventStore,
+    read_store: ReadModelStore,
+    collections: ProjectionCollections,
+    *,
+    page_size: int = 5_000,
+    cache_documents: int = 200_000,
+    fold_orders: int = 500_000,
+    progress: Progress | None = None,
+) -> list[RebuildReport]:
+    """Rebuild the named projections together: one pass over the log feeds them all.
+
+    The log is folded in memory (`LogFold`: one state per order) and every final document
+    is written once, in bulk. When the fast fold meets an event it does not handle, or holds
+    `fold_orders` orders, it writes what it has and the projections themselves fold the
+    rest, page by page, keeping at most `cache_documents` documents per projection."""
+    projections: list[Projection] = []
+    for name in dict.fromkeys(names):
+        projection = PROJECTIONS_BY_NAME.get(name)
+        if projection is None:
+            raise RebuildError(
+                f"unknown projection {name!r}; choose from {', '.join(sorted(PROJECTIONS_BY_NAME))}"
+            )
+        projections.append(projection)
+    if not projections:
+        raise RebuildError("no projection to rebuild")
+    owner = f"rebuild-{uuid.uuid4().hex[:8]}"
+    # Concurrent requests: the store can carry them in one transaction.
+    leases = [LeasedCheckpoint(read_store, f"rebuild-{p.name}", owner) for p in projections]
+    try:
+        acquired = await asyncio.gather(*(lease.try_acquire() for lease in leases))
+        for projection, held in zip(projections, acquired, strict=True):
+            if not held:
+                raise RebuildError(f"a rebuild of {projection.name} is already running")
+        return await _rebuild_held(
+            projections,
+            leases,
+            event_store,
+            read_store,
+            collections,
+            page_size=page_size,
+            cache_documents=cache_documents,
+            fold_orders=fold_orders,
+            progress=progress,
+        )
+    except (UnexpectedGap, LeaseLost, RevisionConflict) as problem:
+        which = (
+            problem.projection
+            if isinstance(problem, UnexpectedGap)
+            else ", ".join(p.name for p in projections)
+        )
+        raise RebuildError(f"{which}: {problem}") from problem
+    finally:
+        await asyncio.gather(*(lease.release() for lease in leases))
+
+
+class _Renewal:
+    """Renews the leases when a quarter of their time has passed (not on every page: each
+    renewal is a durable write)."""
+
+    def __init__(self, leases: Sequence[LeasedCheckpoint]) -> None:
+        self._leases = leases
+        self._every = min(lease.ttl for lease in leases) / 4
+        self._last = time.monotonic()
+
+    async def __call__(self, *, force: bool = False) -> None:
+        if force or time.monotonic() - self._last >= self._every:
+            await asyncio.gather(*(lease.renew() for lease in self._leases))
+            self._last = time.monotonic()
+
+
+async def _rebuild_held(
+    projections: Sequence[Projection],
+    leases: Sequence[LeasedCheckpoint],
+    event_store: EventStore,
+    read_store: ReadModelStore,
+    collections: ProjectionCollections,
+    *,
+    page_size: int,
+    cache_documents: int,
+    fold_orders: int,
+    progress: Progress | None,
+) -> list[RebuildReport]:
+    started = time.monotonic()
+    renew = _Renewal(leases)
+    currents = await asyncio.gather(*(collections.read(p.name) for p in projections))
+    targets = [
+        collection_name(p.name, c.version + 1) for p, c in zip(projections, currents, strict=True)
+    ]
+    # Leftovers of an interrupted rebuild go; the indexes come once the collections are
+    # filled (faster in bulk).
+    await asyncio.gather(*(read_store.drop_collection(target) for target in targets))
+    await asyncio.gather(*(read_store.ensure_collection(target) for target in targets))
+
+    customers = CustomerDirectory(event_store)
+    written: list[set[str]] = [set() for _ in projections]
+    position, folded = 0, 0
+    head = await event_store.head_position()
+    fast: LogFold | None = LogFold()
+    documents: list[dict[str, dict[str, Any]]] = [{} for _ in projections]
+    # Read ahead: the store fetches the next page while this one is folded.
+    ahead = asyncio.ensure_future(event_store.read_all(after=position, limit=page_size))
+    try:
+        while page := await ahead:
+            ahead = asyncio.ensure_future(
+                event_store.read_all(after=page[-1].position, limit=page_size)
+            )
+            start = 0
+            if fast is not None:
+                with paused_gc():
+                    start, foreign = _fast_fold(fast, page)
+                for stored_event in foreign:  # no contract: skipped (and logged) as always
+                    await customers.integration_event(stored_event)
+                if start < len(page) or len(fast.orders) >= fold_orders:
+                    await _write_fold(
+                        fast, projections, targets, read_store, written, customers, renew
+                    )
+                    fast = None
+            if fast is None and start < len(page):
+                await _fold_page(
+                    page[start:], projections, targets, read_store, customers, documents, written
+                )
+                for cache in documents:
+                    if len(cache) > cache_documents:  # bounded memory: reload on demand
+                        cache.clear()
             position = page[-1].position
             folded += len(page)
             head = max(head, position)
-            await lease.renew()
+            await renew()
             if progress is not None:
-                progress(folded, max(head, position))
+                progress(folded, head)
+    finally:
+        if not ahead.done():
+            ahead.cancel()
+        with contextlib.suppress(BaseException):
+            await ahead
+    if fast is not None:
+        await _write_fold(fast, projections, targets, read_store, written, customers, renew)
+        fast = None  # the states can go before the catch-up
+    await asyncio.gather(
+        *(
+            read_store.ensure_collection(target, projection.indexes)
+            for projection, target in zip(projections, targets, strict=True)
+        )
+    )
+    await renew(force=True)
 
-        switched = await collections.switch(current, version)
-        # Workers may still write to the old collection for as long as they cache the
+    switched: list[ActiveCollection] = []
+    caught_up = 0
+    try:
+        for current in currents:
+            switched.append(await collections.switch(current, current.version + 1))
+        # Workers may still write to the old collections for as long as they cache the
         # pointer; catch up after that, from where the fold stopped. The fold read the
         # log to its end moments ago, so this is a short tail.
-        try:
-            await asyncio.sleep(collections.cache_seconds * 2)
-            applier = ProjectionApplier(read_store, collections, projection)
-            caught_up = 0
-            while page := await event_store.read_all(after=position, limit=page_size):
-                for stored_event in page:
-                    live_event = await customers.integration_event(stored_event)
-                    if live_event is not None:
+        await asyncio.sleep(collections.cache_seconds * 2)
+        appliers = [ProjectionApplier(read_store, collections, p) for p in projections]
+        while page := await event_store.read_all(after=position, limit=page_size):
+            for stored_event in page:
+                live_event = await customers.integration_event(stored_event)
+                if live_event is not None:
+                    for applier, target in zip(appliers, targets, strict=True):
                         await applier.apply(live_event, collection=target)
-                position = page[-1].position
-                caught_up += len(page)
-                await lease.renew()
-        except BaseException as failure:
-            # Readers must not stay on a collection that misses events: point them back.
+            position = page[-1].position
+            caught_up += len(page)
+            await renew(force=True)
+    except BaseException as failure:
+        # Readers must not stay on a collection that misses events: point them back.
+        for current, done in zip(currents, switched, strict=False):
             with contextlib.suppress(Exception):
-                await collections.switch(switched, current.version)
-            if isinstance(failure, Exception):
-                raise RebuildError(
-                    f"{name}: catching up after the switch failed ({failure}); readers are "
-                    f"back on {current.collection}"
-                ) from failure
-            raise
+                await collections.switch(done, current.version)
+        if isinstance(failure, Exception):
+            names = ", ".join(p.name for p in projections)
+            back = ", ".join(c.collection for c in currents)
+            raise RebuildError(
+                f"{names}: catching up after the switch failed ({failure}); readers are "
+                f"back on {back}"
+            ) from failure
+        raise
 
+    for projection, current in zip(projections, currents, strict=True):
         for older in range(1, current.version):  # keep the previous version for a while
-            await read_store.drop_collection(collection_name(name, older))
-        return RebuildReport(
-            name=name,
+            await read_store.drop_collection(collection_name(projection.name, older))
+    seconds = time.monotonic() - started
+    return [
+        RebuildReport(
+            name=projection.name,
             collection=target,
             previous_collection=current.collection,
             events=folded,
-            documents=len(written),
+            documents=len(ids),
             caught_up_events=caught_up,
-            seconds=time.monotonic() - started,
+            seconds=seconds,
         )
-    except (UnexpectedGap, LeaseLost, RevisionConflict) as problem:
-        raise RebuildError(f"{name}: {problem}") from problem
+        for projection, target, current, ids in zip(
+            projections, targets, currents, written, strict=True
+        )
+    ]
+
+
+def _fast_fold(fast: LogFold, page: Sequence[RecordedEvent]) -> tuple[int, list[RecordedEvent]]:
+    """Fold `page` into `fast`: (the index of the first event left to the projections,
+    len(page) for none; the events before it that have no integration contract)."""
+    foreign: list[RecordedEvent] = []
+    for index, stored_event in enumerate(page):
+        if (
+            not stored_event.stream_id.startswith(STREAM_PREFIX)
+            or stored_event.type not in ROUTING_KEYS
+        ):
+            foreign.append(stored_event)
+        elif not fast.add(stored_event):
+            return index, foreign
+    return len(page), foreign
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection during a synchronous stretch that allocates many
+    objects and frees none (a fold, a render): collections would only rescan them again and
+    again. Never held across an await, so no other task runs meanwhile."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
-        await lease.release()
+        if enabled:
+            gc.enable()
+
+
+_WRITE_BATCH = 5_000
+_WRITES_IN_FLIGHT = 4
+
+
+async def _write_fold(
+    fast: LogFold,
+    projections: Sequence[Projection],
+    targets: Sequence[str],
+    read_store: ReadModelStore,
+    written: Sequence[set[str]],
+    customers: CustomerDirectory,
+    renew: _Renewal,
+) -> None:
+    """Write the fast fold's documents in large batches, a few in flight at a time (the
+    store writes one while the next is rendered), renewing the leases as it goes; then
+    tell the directory the customers the fold saw."""
+    writes: list[asyncio.Future[None]] = []
+    try:
+        # A store that takes JSON text gets it built directly (documents_json).
+        put_json = getattr(read_store, "put_many_json", None)
+        for projection, target, ids in zip(projections, targets, written, strict=True):
+            with paused_gc():
+                if put_json is not None:
+                    bodies: list[tuple[str, Any]] = list(
+                        documents_json(fast, projection.name).items()
+                    )
+                else:
+                    bodies = list(fast.documents(projection.name).items())
+            ids.update(doc_id for doc_id, _ in bodies)
+            for offset in range(0, len(bodies), _WRITE_BATCH):
+                batch = dict(bodies[offset : offset + _WRITE_BATCH])
+                put = put_json if put_json is not None else read_store.put_many
+                writes.append(asyncio.ensure_future(put(target, batch)))
+                # Let the store start writing this batch while the next one is rendered.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                if len(writes) > _WRITES_IN_FLIGHT:
+                    await writes[-1 - _WRITES_IN_FLIGHT]
+                await renew()
+        await asyncio.gather(*writes)
+    finally:
+        for write in writes:  # a failed batch: the others must not outlive the rebuild
+            if not write.done():
+                write.cancel()
+    for order_id, customer in fast.customers().items():
+        customers.remember(order_id, customer)
+
+
+async def _fold_page(
+    page: Sequence[RecordedEvent],
+    projections: Sequence[Projection],
+    targets: Sequence[str],
+    read_store: ReadModelStore,
+    customers: CustomerDirectory,
+    documents: Sequence[dict[str, dict[str, Any]]],
+    written: Sequence[set[str]],
+) -> None:
+    """The projections themselves fold a page: each event mapped once, applied to the
+    documents it touches (loaded in one request per projection), written back in bulk."""
+    mapped = [await customers.integration_event(event) for event in page]
+    events = [event for event in mapped if event is not None]
+    for projection, target, cache, ids in zip(
+        projections, targets, documents, written, strict=True
+    ):
+        missing = {projection.document_id(e) for e in events} - cache.keys()
+        if missing:
+            stored = await read_store.get_many(target, sorted(missing))
+            cache.update({doc_id: doc.body for doc_id, doc in stored.items()})
+        touched: set[str] = set()
+        for event in events:
+            # The log is read in commit order: a gap here is a bug (UnexpectedGap).
+            if isinstance(apply_in_memory(projection, cache, event), Updated):
+                touched.add(projection.document_id(event))
+        await read_store.put_many(target, {doc_id: cache[doc_id] for doc_id in touched})
+        ids |= touched
 
 
 async def project_in_memory(

@@ -14,6 +14,7 @@ bound parameters), so every one is checked against a strict pattern first.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import sqlite3
@@ -200,12 +201,29 @@ class SqliteReadModelStore(SqliteAdapter):
         return await self._database.write(create if expected_rev == 0 else update)
 
     async def put_many(self, collection: str, documents: Mapping[str, Body]) -> None:
-        table = _table(collection)
+        _table(collection)
         if not documents:
             return
         # Encoded here rather than in the writer thread: a body that is not JSON fails
         # this caller alone, before it holds up the write transaction of everyone else.
-        rows = [(doc_id, _encode(body)) for doc_id, body in documents.items()]
+        gc_enabled = gc.isenabled()
+        gc.disable()  # encoding a batch only allocates: collections would rescan it all
+        try:
+            rows = [(doc_id, _encode(body)) for doc_id, body in documents.items()]
+        finally:
+            if gc_enabled:
+                gc.enable()
+        await self._upsert(collection, rows)
+
+    async def put_many_json(self, collection: str, documents: Mapping[str, str]) -> None:
+        """put_many for bodies already encoded as _encode would (a rebuild's fast path
+        builds the text directly); the caller vouches for that."""
+        _table(collection)
+        if documents:
+            await self._upsert(collection, list(documents.items()))
+
+    async def _upsert(self, collection: str, rows: list[tuple[str, str]]) -> None:
+        table = _table(collection)
 
         def upsert(connection: sqlite3.Connection) -> None:
             _creating_if_missing(
@@ -365,7 +383,12 @@ def _encode(body: Body) -> str:
         raise ValueError(f"document body fields {sorted(reserved)} are reserved")
     # NaN and Infinity are not JSON: SQLite's JSON functions would reject the stored text
     # at query time, failing every later query of the collection instead of this write.
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODE(body)
+
+
+# json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False), without
+# building an encoder per call (bulk writes encode thousands of documents).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _document(row: tuple[Any, ...]) -> Document:
