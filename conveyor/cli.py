@@ -517,9 +517,15 @@ app.add_typer(projections_app, name="projections")
 
 @projections_app.command("rebuild")
 def projections_rebuild(
-    name: Annotated[str, typer.Argument(help="order_summary, customer_history or active_orders.")],
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            help="order_summary, customer_history, active_orders (several: one pass over the "
+            "log feeds them all), or all.",
+        ),
+    ],
 ) -> None:
-    """Rebuild a read model from the event store into a new version, then switch readers."""
+    """Rebuild read models from the event store into new versions, then switch readers."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -530,12 +536,14 @@ def projections_rebuild(
     )
 
     from readmodels.projections import PROJECTIONS_BY_NAME
-    from readmodels.rebuild import RebuildError, rebuild
+    from readmodels.rebuild import RebuildError, rebuild_many
 
-    if name not in PROJECTIONS_BY_NAME:
-        fail(
-            f"unknown projection {name!r}; choose from {', '.join(sorted(PROJECTIONS_BY_NAME))}", 2
-        )
+    if "all" in names:
+        names = list(PROJECTIONS_BY_NAME)
+    for name in names:
+        if name not in PROJECTIONS_BY_NAME:
+            choices = ", ".join(sorted(PROJECTIONS_BY_NAME))
+            fail(f"unknown projection {name!r}; choose from {choices} (or all)", 2)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -550,7 +558,7 @@ def projections_rebuild(
     async def main(settings: Settings) -> Any:
         event_store = await open_event_store(settings)
         read_store = await open_read_store(settings)
-        task = progress.add_task(f"rebuilding {name}", total=None, rate="-")
+        task = progress.add_task(f"rebuilding {', '.join(names)}", total=None, rate="-")
         started = time.monotonic()
 
         def report(done: int, total: int) -> None:
@@ -560,8 +568,8 @@ def projections_rebuild(
 
         try:
             with progress:
-                return await rebuild(
-                    name,
+                return await rebuild_many(
+                    names,
                     event_store,
                     read_store,
                     ProjectionCollections(read_store),
@@ -573,13 +581,13 @@ def projections_rebuild(
             await read_store.close()
             await event_store.close()
 
-    result = run_async(main)
-    console.print(
-        f"rebuilt {result.name}: {result.events:,} events into {result.documents:,} documents "
-        f"in {result.seconds:.1f}s ({result.events_per_second:,.0f} events/s); readers now use "
-        f"{result.collection} (was {result.previous_collection}); "
-        f"{result.caught_up_events} event(s) caught up after the switch"
-    )
+    for result in run_async(main):
+        console.print(
+            f"rebuilt {result.name}: {result.events:,} events into {result.documents:,} "
+            f"documents in {result.seconds:.1f}s ({result.events_per_second:,.0f} events/s); "
+            f"readers now use {result.collection} (was {result.previous_collection}); "
+            f"{result.caught_up_events} event(s) caught up after the switch"
+        )
 
 
 dlq_app = typer.Typer(
