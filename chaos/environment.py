@@ -25,9 +25,9 @@ from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
-import httpx
 
 from conveyor.settings import Settings
+from operations.management import VHOST_TIMEOUT, ManagementApi
 
 REPO = Path(__file__).resolve().parents[1]
 AMQP_URL = os.environ.get("CONVEYOR_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -46,111 +46,6 @@ BASE_ENV = {
     "CONVEYOR_SQLITE_BUSY_TIMEOUT": "1",
     "CONVEYOR_SHUTDOWN_TIMEOUT": "5",
 }
-
-
-class ManagementClient:
-    """The few management-API calls the harness needs (async: it runs beside the load)."""
-
-    def __init__(self, url: str = MANAGEMENT_URL) -> None:
-        parts = urlsplit(url)
-        base = urlunsplit(parts._replace(netloc=f"{parts.hostname}:{parts.port or 15672}"))
-        self.client = httpx.AsyncClient(
-            base_url=base.rstrip("/") + "/api",
-            auth=(parts.username or "guest", parts.password or "guest"),
-            timeout=120,  # deleting a vhost full of quorum queues takes a while
-        )
-
-    async def close(self) -> None:
-        await self.client.aclose()
-
-    async def get(self, path: str) -> Any:
-        response = await self.client.get(path)
-        response.raise_for_status()
-        return response.json()
-
-    async def put(self, path: str, body: dict[str, Any] | None = None) -> None:
-        (await self.client.put(path, json=body or {})).raise_for_status()
-
-    async def create_vhost(self, user: str) -> str:
-        vhost = f"conveyor-chaos-{uuid.uuid4().hex[:10]}"
-        await self.put(f"/vhosts/{quote(vhost, safe='')}")
-        await self.put(
-            f"/permissions/{quote(vhost, safe='')}/{quote(user, safe='')}",
-            {"configure": ".*", "write": ".*", "read": ".*"},
-        )
-        return vhost
-
-    async def delete_vhost(self, vhost: str) -> None:
-        assert vhost.startswith("conveyor-chaos-"), "only ever delete our own vhosts"
-        response = await self.client.delete(f"/vhosts/{quote(vhost, safe='')}")
-        if response.status_code != 404:
-            response.raise_for_status()
-
-    async def peek(self, vhost: str, queue: str, count: int) -> list[dict[str, Any]]:
-        """Messages of a queue, requeued afterwards (the console's "Get messages")."""
-        response = await self.client.post(
-            f"/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}/get",
-            json={
-                "count": count,
-                "ackmode": "ack_requeue_true",
-                "encoding": "auto",
-                "truncate": 200,
-            },
-        )
-        response.raise_for_status()
-        result: list[dict[str, Any]] = response.json()
-        return result
-
-    async def publish(
-        self,
-        vhost: str,
-        queue: str,
-        body: bytes,
-        headers: dict[str, Any],
-        content_type: str | None,
-    ) -> None:
-        """The console's "Publish message" on a queue: only the properties given (no
-        generated message_id); `routed` is as close to a confirm as HTTP gets."""
-        properties: dict[str, Any] = {"delivery_mode": 2, "headers": headers}
-        if content_type:
-            properties["content_type"] = content_type
-        response = await self.client.post(
-            f"/exchanges/{quote(vhost, safe='')}/amq.default/publish",
-            json={
-                "properties": properties,
-                "routing_key": queue,
-                "payload": base64.b64encode(body).decode(),
-                "payload_encoding": "base64",
-            },
-        )
-        response.raise_for_status()
-        if not response.json()["routed"]:
-            raise RuntimeError(f"message to {queue} was not routed")
-
-    async def move_messages(self, vhost: str, source: str, destination: str) -> None:
-        """What the console's "Move messages" does: a dynamic shovel that deletes itself once
-        it has moved the queue's current length."""
-        name = f"move-{uuid.uuid4().hex[:8]}"
-        await self.put(
-            f"/parameters/shovel/{quote(vhost, safe='')}/{name}",
-            {
-                "component": "shovel",
-                "vhost": vhost,
-                "name": name,
-                "value": {
-                    "src-uri": "amqp:///" + quote(vhost, safe=""),
-                    "src-queue": source,
-                    "src-protocol": "amqp091",
-                    "src-prefetch-count": 1000,
-                    "src-delete-after": "queue-length",
-                    "dest-protocol": "amqp091",
-                    "dest-uri": "amqp:///" + quote(vhost, safe=""),
-                    "dest-add-forward-headers": False,
-                    "ack-mode": "on-confirm",
-                    "dest-queue": destination,
-                },
-            },
-        )
 
 
 def vhost_url(vhost: str, base: str = AMQP_URL) -> str:
@@ -190,8 +85,9 @@ class Environment:
     def __init__(self, name: str, *, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.extra_env = dict(env or {})
-        self.management = ManagementClient()
-        self.vhost = ""
+        self.vhost = f"conveyor-chaos-{uuid.uuid4().hex[:10]}"
+        # The harness's calls all get the long timeout vhost deletion needs.
+        self.management = ManagementApi(MANAGEMENT_URL, self.vhost, timeout=VHOST_TIMEOUT)
         self.amqp_url = ""
         self.directory = Path()
         self.processes: list[WorkerProcess] = []
@@ -201,7 +97,7 @@ class Environment:
 
     async def __aenter__(self) -> Environment:
         user = urlsplit(AMQP_URL).username or "guest"
-        self.vhost = await self.management.create_vhost(user)
+        await self.management.create_vhost(self.vhost, user)
         self.amqp_url = vhost_url(self.vhost)
         self.directory = Path(tempfile.mkdtemp(prefix=f"conveyor-chaos-{self.name}-"))
         return self
@@ -209,6 +105,7 @@ class Environment:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop_all()
         with contextlib.suppress(Exception):
+            assert self.vhost.startswith("conveyor-chaos-"), "only ever delete our own vhosts"
             await self.management.delete_vhost(self.vhost)
         await self.management.close()
         if not self.keep_directory:
@@ -322,21 +219,50 @@ class Environment:
         ]
 
     async def console_publish(self, message: Any) -> None:
-        """Publish an Outgoing as the management console does (see Outgoing)."""
-        await self.management.publish(
-            self.vhost, "orders.commands", message.body, message.headers, message.content_type
+        """Publish an Outgoing as the management console's "Publish message" on a queue does
+        (see Outgoing): only the properties given (no generated message_id); `routed` is as
+        close to a confirm as HTTP gets."""
+        properties: dict[str, Any] = {"delivery_mode": 2, "headers": message.headers}
+        if message.content_type:
+            properties["content_type"] = message.content_type
+        queue = "orders.commands"
+        result = await self.management.request(
+            "POST",
+            f"/exchanges/{quote(self.vhost, safe='')}/amq.default/publish",
+            json={
+                "properties": properties,
+                "routing_key": queue,
+                "payload": base64.b64encode(message.body).decode(),
+                "payload_encoding": "base64",
+            },
         )
+        if not result["routed"]:
+            raise RuntimeError(f"message to {queue} was not routed")
 
     # -- broker state --------------------------------------------------------------------
 
     async def consumer_prefetch(self) -> dict[str, set[int]]:
         """Per queue, the prefetch limits its consumers have (0 = unlimited)."""
-        consumers = await self.management.get(f"/consumers/{quote(self.vhost, safe='')}")
+        consumers = await self.management.request("GET", f"/consumers/{quote(self.vhost, safe='')}")
         limits: dict[str, set[int]] = {}
         for consumer in consumers:
             queue = consumer.get("queue", {}).get("name", "?")
             limits.setdefault(queue, set()).add(int(consumer.get("prefetch_count") or 0))
         return limits
+
+    async def peek(self, queue: str, count: int) -> list[dict[str, Any]]:
+        """Messages of a queue, requeued afterwards (the console's "Get messages")."""
+        result: list[dict[str, Any]] = await self.management.request(
+            "POST",
+            f"/queues/{quote(self.vhost, safe='')}/{quote(queue, safe='')}/get",
+            json={
+                "count": count,
+                "ackmode": "ack_requeue_true",
+                "encoding": "auto",
+                "truncate": 200,
+            },
+        )
+        return result
 
     async def queue_depths(self, names: list[str]) -> dict[str, int]:
         """Ready messages per queue, straight from the broker (the management API's numbers

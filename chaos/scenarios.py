@@ -403,7 +403,7 @@ async def redrive(env: Environment, queue: str, destination: str) -> str:
         fallback = f"shovel (conveyor dlq redrive exited {process.returncode}: {env_note[0]})"
     else:
         fallback = "shovel (no `conveyor dlq redrive` yet)"
-    await env.management.move_messages(env.vhost, queue, destination)
+    await env.management.move_messages(queue, destination)
     return fallback
 
 
@@ -412,7 +412,7 @@ def _header(message: dict[str, Any], name: str) -> Any:
 
 
 async def dead_letters(env: Environment, queue: str, count: int) -> list[dict[str, Any]]:
-    return await env.management.peek(env.vhost, queue, count)
+    return await env.peek(queue, count)
 
 
 def check_dead_letter_headers(

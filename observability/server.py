@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from conveyor.embedded_http import serve_embedded
 from observability.health import Readiness
 
 
@@ -42,14 +42,6 @@ def create_ops_app(readiness: Callable[[], Awaitable[Readiness]]) -> Starlette:
     )
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside a worker process: the host owns SIGINT/SIGTERM, not uvicorn."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class OpsServer:
     def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], port: int) -> None:
         self._server = server
@@ -60,34 +52,16 @@ class OpsServer:
     async def start(
         cls, host: str, port: int, readiness: Callable[[], Awaitable[Readiness]]
     ) -> OpsServer:
-        config = uvicorn.Config(
+        server, bound, task = await serve_embedded(
             create_ops_app(readiness),
-            log_config=None,  # uvicorn's lines go through the process's own handlers
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
+            host,
+            port,
+            what="metrics and health",
+            port_variable="CONVEYOR_OPS_PORT",
+            task_name="ops-http",
+            backlog=64,
         )
-        server = _EmbeddedServer(config)
-        # Bind here rather than in uvicorn: uvicorn answers a taken port with sys.exit().
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(
-                f"cannot serve metrics and health on {host}:{port}: {exc.strerror} "
-                "(set CONVEYOR_OPS_PORT, or 0 for any free port)"
-            ) from None
-        sock.listen(64)
-        sock.setblocking(False)
-        task = asyncio.create_task(server.serve(sockets=[sock]), name="ops-http")
-        while not server.started:
-            if task.done():
-                await task
-                raise OSError(f"the metrics and health server on {host}:{port} did not start")
-            await asyncio.sleep(0.01)
-        return cls(server, task, int(sock.getsockname()[1]))
+        return cls(server, task, bound)
 
     async def stop(self, within: float = 5.0) -> None:
         self._server.should_exit = True

@@ -1,12 +1,15 @@
 """The RabbitMQ management HTTP API, as conveyor's operator tools read it.
 
-One small async client: queue statistics and connections of conveyor's vhost. The URL and
-credentials come from settings (`CONVEYOR_MANAGEMENT_URL`, or the AMQP URL's host and
-credentials on the management port); errors name the URL with its password redacted.
+One small async client: queue statistics and connections of conveyor's vhost, and the few
+administrative calls the chaos and bench harnesses make (creating and deleting a vhost, the
+console's "Move messages"). The URL and credentials come from settings
+(`CONVEYOR_MANAGEMENT_URL`, or the AMQP URL's host and credentials on the management port);
+errors name the URL with its password redacted.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Self
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -17,6 +20,7 @@ from eventstore.serialization import redact_url
 
 DEFAULT_PORT = 15672
 DEFAULT_TLS_PORT = 15671
+VHOST_TIMEOUT = 120.0  # deleting a vhost full of quorum queues takes a while
 
 
 class ManagementApiError(RuntimeError):
@@ -42,6 +46,30 @@ def amqp_vhost(settings: Settings) -> str:
     """The vhost of the AMQP URL ("/" when the URL names none)."""
     path = urlsplit(settings.amqp_url).path
     return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def move_messages_request(vhost: str, source: str, destination: str) -> tuple[str, dict[str, Any]]:
+    """The PUT path and body of what the console's "Move messages" does: a dynamic shovel,
+    named `move-…`, that deletes itself once it has moved the queue's current length."""
+    name = f"move-{uuid.uuid4().hex[:8]}"
+    quoted = quote(vhost, safe="")
+    return f"/parameters/shovel/{quoted}/{name}", {
+        "component": "shovel",
+        "vhost": vhost,
+        "name": name,
+        "value": {
+            "src-uri": "amqp:///" + quoted,
+            "src-queue": source,
+            "src-protocol": "amqp091",
+            "src-prefetch-count": 1000,
+            "src-delete-after": "queue-length",
+            "dest-protocol": "amqp091",
+            "dest-uri": "amqp:///" + quoted,
+            "dest-add-forward-headers": False,
+            "ack-mode": "on-confirm",
+            "dest-queue": destination,
+        },
+    }
 
 
 class ManagementApi:
@@ -139,3 +167,28 @@ class ManagementApi:
             f"/connections/{quote(name, safe='')}",
             headers={"X-Reason": reason},
         )
+
+    async def create_vhost(self, name: str, user: str) -> None:
+        """Create vhost `name` and give `user` every permission on it."""
+        quoted = quote(name, safe="")
+        await self.request("PUT", f"/vhosts/{quoted}", json={}, timeout=VHOST_TIMEOUT)
+        await self.request(
+            "PUT",
+            f"/permissions/{quoted}/{quote(user, safe='')}",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+            timeout=VHOST_TIMEOUT,
+        )
+
+    async def delete_vhost(self, name: str) -> None:
+        """Delete vhost `name` with its queues; one that does not exist is no error."""
+        try:
+            await self.request("DELETE", f"/vhosts/{quote(name, safe='')}", timeout=VHOST_TIMEOUT)
+        except ManagementApiError as exc:
+            if "HTTP 404" not in str(exc):
+                raise
+
+    async def move_messages(self, source: str, destination: str) -> None:
+        """The console's "Move messages" from queue `source` to `destination` of the vhost
+        (needs the rabbitmq_shovel plugin); returns once the shovel is declared."""
+        path, body = move_messages_request(self.vhost, source, destination)
+        await self.request("PUT", path, json=body)

@@ -12,15 +12,13 @@ Errors are JSON: {"detail": …}; bad parameters are 422.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query
 
+from conveyor.embedded_http import serve_embedded
 from conveyor.settings import Settings
 from eventstore.port import EventStore
 from eventstore.serialization import to_utc
@@ -87,14 +85,6 @@ def create_app(queries: OrderQueries) -> FastAPI:
     return app
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside a worker process: the host owns SIGINT/SIGTERM, not uvicorn."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve(
     settings: Settings,
     event_store: EventStore,
@@ -103,33 +93,11 @@ async def serve(
 ) -> tuple[uvicorn.Server, int, asyncio.Task[None]]:
     """Start serving; returns the server, the bound port and the serving task."""
     app = create_app(OrderQueries(read_store, collections, event_store))
-    config = uvicorn.Config(
+    return await serve_embedded(
         app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
+        settings.http_host,
+        settings.http_port,
+        what="HTTP",
+        port_variable="CONVEYOR_HTTP_PORT",
+        task_name="http",
     )
-    server = _EmbeddedServer(config)
-    # Bind here rather than in uvicorn: uvicorn answers a taken port with sys.exit().
-    family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((settings.http_host, settings.http_port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(
-            f"cannot serve HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror} "
-            "(set CONVEYOR_HTTP_PORT, or 0 for any free port)"
-        ) from None
-    sock.listen(128)
-    sock.setblocking(False)
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
-    while not server.started:
-        if task.done():
-            await task
-            raise OSError(f"the HTTP server on {settings.http_host} stopped at start-up")
-        await asyncio.sleep(0.01)
-    return server, int(sock.getsockname()[1]), task

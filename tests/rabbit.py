@@ -16,6 +16,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aio_pika
 import httpx
 
+from operations.management import move_messages_request
+
 AMQP_URL = os.environ.get("CONVEYOR_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MANAGEMENT_URL = os.environ.get(
     "CONVEYOR_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/"
@@ -87,27 +89,7 @@ class Management:
     def move_messages(self, vhost: str, source: str, destination: str) -> None:
         """What the console's "Move messages" does: a dynamic shovel that deletes itself
         once it has moved the queue's current length."""
-        name = f"move-{uuid.uuid4().hex[:8]}"
-        self.put(
-            f"/parameters/shovel/{quote(vhost, safe='')}/{name}",
-            {
-                "component": "shovel",
-                "vhost": vhost,
-                "name": name,
-                "value": {
-                    "src-uri": "amqp:///" + quote(vhost, safe=""),
-                    "src-queue": source,
-                    "src-protocol": "amqp091",
-                    "src-prefetch-count": 1000,
-                    "src-delete-after": "queue-length",
-                    "dest-protocol": "amqp091",
-                    "dest-uri": "amqp:///" + quote(vhost, safe=""),
-                    "dest-add-forward-headers": False,
-                    "ack-mode": "on-confirm",
-                    "dest-queue": destination,
-                },
-            },
-        )
+        self.put(*move_messages_request(vhost, source, destination))
 
 
 def vhost_url(vhost: str, base: str = AMQP_URL) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from operations.management import ManagementApi
 from operations.status import StatusReport, collect_status
 from readmodels.progress import ProgressWriter, read_progress
 from tests.integration.test_gateway import store_orders
+from tests.processes import conveyor_env
 from tests.rabbit import eventually, publish
 from workers.host import WorkerHost
 
@@ -34,18 +34,16 @@ StartWorker = Callable[..., Awaitable[WorkerHost]]
 
 
 def environment(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CONVEYOR_AMQP_URL": settings.amqp_url,
-        "CONVEYOR_EVENT_STORE": settings.event_store,
-        "CONVEYOR_READ_STORE": settings.read_store,
-        "CONVEYOR_COMMAND_QUEUE": settings.command_queue,
-        "CONVEYOR_PROJECTION_QUEUE_PREFIX": settings.projection_queue_prefix,
-        "CONVEYOR_RETRY_DELAYS": ",".join(str(delay) for delay in settings.retry_delays),
-        "CONVEYOR_STATUS_MAX_LAG_EVENTS": str(settings.status_max_lag_events),
-        "CONVEYOR_STATUS_MAX_LAG_SECONDS": str(settings.status_max_lag_seconds),
-        **extra,
-    }
+    """conveyor_env plus the settings `conveyor status` and the lag tests change."""
+    return conveyor_env(
+        settings,
+        **{
+            "CONVEYOR_RETRY_DELAYS": ",".join(str(delay) for delay in settings.retry_delays),
+            "CONVEYOR_STATUS_MAX_LAG_EVENTS": str(settings.status_max_lag_events),
+            "CONVEYOR_STATUS_MAX_LAG_SECONDS": str(settings.status_max_lag_seconds),
+            **extra,
+        },
+    )
 
 
 async def conveyor_status(

@@ -1,0 +1,66 @@
+"""An ASGI app served by uvicorn inside a worker process (the query API, the operations
+endpoint): on a socket bound here, with uvicorn's log lines going through the process's own
+logging configuration and its signals left to the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a worker process: the host owns SIGINT/SIGTERM, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_embedded(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    what: str,
+    port_variable: str,
+    task_name: str,
+    backlog: int = 128,
+) -> tuple[uvicorn.Server, int, asyncio.Task[None]]:
+    """Serve `app` on host:port; returns once it is serving, with the server (set its
+    `should_exit` to stop it), the bound port (port 0: any free one) and the serving task.
+
+    `what` names the server and `port_variable` the setting that moves it, in the OSError
+    raised when the port cannot be bound."""
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # uvicorn's lines go through the process's own handlers
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    server = _EmbeddedServer(config)
+    # Bind here rather than in uvicorn: uvicorn answers a taken port with sys.exit().
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            f"cannot serve {what} on {host}:{port}: {exc.strerror} "
+            f"(set {port_variable}, or 0 for any free port)"
+        ) from None
+    sock.listen(backlog)
+    sock.setblocking(False)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=task_name)
+    while not server.started:
+        if task.done():
+            await task
+            raise OSError(f"the {what} server on {host}:{port} did not start")
+        await asyncio.sleep(0.01)
+    return server, int(sock.getsockname()[1]), task
