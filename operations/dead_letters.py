@@ -64,7 +64,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import ssl
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +74,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from conveyor.settings import Settings
+from conveyor.tls import amqp_ssl_context
 from messaging import failures
 from operations.management import ManagementApi, ManagementApiError
 
@@ -264,22 +264,11 @@ def describe(message: AbstractIncomingMessage, dead_letter_queue: str) -> DeadLe
 # --- connections and queue names -------------------------------------------------------
 
 
-def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    if not settings.amqp_url.startswith("amqps"):
-        return None
-    context = ssl.create_default_context(
-        cafile=str(settings.amqp_ca_file) if settings.amqp_ca_file else None
-    )
-    if settings.amqp_cert_file:
-        context.load_cert_chain(settings.amqp_cert_file, settings.amqp_key_file)
-    return context
-
-
 async def connect(settings: Settings, purpose: str) -> aio_pika.abc.AbstractConnection:
     """A plain (not robust) connection: a transaction must never be replayed on a new one."""
     return await aio_pika.connect(
         settings.amqp_url,
-        ssl_context=_ssl_context(settings),
+        ssl_context=amqp_ssl_context(settings),
         client_properties={"connection_name": f"conveyor dlq {purpose}"},
     )
 
