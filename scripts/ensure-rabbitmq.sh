@@ -47,7 +47,14 @@ else
   fi
   echo "Starting the local rabbitmq-server…"
   # The package's service may have started it already; -detached fails harmlessly then.
-  rabbitmq-server -detached 2>/dev/null || true
+  # Debian's wrapper starts the node through `su rabbitmq`, which resets the open-files
+  # limit to 1024; with a few hundred quorum queues RabbitMQ's file handle cache runs out
+  # and vhost creation hangs. Start it with the hard limit instead.
+  if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1 && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    su rabbitmq -s /bin/sh -c 'ulimit -n "$(ulimit -Hn)"; cd /var/lib/rabbitmq && /usr/lib/rabbitmq/bin/rabbitmq-server -detached' 2>/dev/null || true
+  else
+    rabbitmq-server -detached 2>/dev/null || true
+  fi
   # await_startup can exit 69 before the node has registered: retry it.
   for _ in $(seq 1 60); do
     if rabbitmqctl -q await_startup >/dev/null 2>&1; then break; fi
