@@ -295,7 +295,10 @@ def print_report(report: DemoReport, console: Console) -> None:
             "rejected by rule", ", ".join(f"{k}: {v}" for k, v in report.rejected_rules.items())
         )
     if report.started_workers:
-        table.add_row("events stored", str(report.events_stored))
+        table.add_row(
+            "events stored",
+            f"{report.events_stored} (incl. {report.outcomes['rejected']} rejection records)",
+        )
         table.add_row("events published", str(report.events_published))
     table.add_row(
         "read models", ", ".join(f"{name}: {count}" for name, count in report.read_models.items())

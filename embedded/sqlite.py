@@ -24,9 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
 T = TypeVar("T")
 
 Operation = Callable[[sqlite3.Connection], T]
+
+
+def _is_busy(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in str(error) or "busy" in str(error)
+    )
 
 
 @dataclass(slots=True)
@@ -128,9 +136,19 @@ class SqliteDatabase:
         except (FileExistsError, NotADirectoryError):
             raise OSError(f"{self.path.parent} exists and is not a directory") from None
         connection = self._connect()
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
-        connection.executescript(self._schema)
+        # Several processes opening a new file at once contend for the lock that switching
+        # to WAL and creating the schema take, and the journal-mode switch does not always
+        # wait on the busy handler: retry the set-up for a while rather than refuse to start.
+        for attempt in Retrying(
+            retry=retry_if_exception(_is_busy),
+            stop=stop_after_delay(max(30.0, self._busy_timeout)),
+            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+                connection.executescript(self._schema)
         return connection
 
     def _reader(self) -> sqlite3.Connection:

@@ -240,8 +240,11 @@ async def _rebuild_held(
     finally:
         if not ahead.done():
             ahead.cancel()
-        with contextlib.suppress(BaseException):
-            await ahead
+        # Wait for the read-ahead without taking on its outcome; a cancellation of this
+        # task itself must still propagate (suppressing BaseException here swallowed it).
+        await asyncio.wait([ahead])
+        if not ahead.cancelled():
+            ahead.exception()  # retrieved: a failed read-ahead is not logged as unhandled
     if fast is not None:
         await _write_fold(fast, projections, targets, read_store, written, customers, renew)
         fast = None  # the states can go before the catch-up

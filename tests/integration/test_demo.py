@@ -21,7 +21,9 @@ async def test_the_demo_drives_orders_into_every_read_model(settings: Settings) 
     assert report.read_models["active_orders"] == 30
     assert 1 <= report.read_models["customer_history"] <= 30
     assert len(report.latencies_ms) == 30
-    assert report.events_published == report.events_stored == report.outcomes["accepted"]
+    assert report.events_published == report.outcomes["accepted"]
+    # every rejection is recorded too (CommandRejected), but never published
+    assert report.events_stored == report.outcomes["accepted"] + report.outcomes["rejected"]
     store = await SqliteEventStore(settings.event_store).open()
     try:
         assert await store.head_position() == report.events_stored

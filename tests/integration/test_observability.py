@@ -148,9 +148,10 @@ async def test_metrics_count_every_outcome_of_the_command_worker(
     # every delivery is timed: 4 outcomes, 1 dead letter, each failed attempt of AddItem
     assert value(samples, "conveyor_message_handling_seconds_count", queue=queue) == 5 + retries
     assert value(samples, "conveyor_messages_unsettled_total", queue=queue) == 0
-    # appends: CreateOrder, each attempt of AddItem (the failed ones too)
+    # appends: CreateOrder, the record of the RemoveItem rejection, each attempt of AddItem
+    # (the failed ones too)
     appends = value(samples, "conveyor_event_store_append_seconds_count") - appends_before
-    assert appends == 2 + retries
+    assert appends == 3 + retries
 
 
 async def test_ready_and_live_while_up_and_not_ready_while_the_broker_connection_is_down(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,3 +162,23 @@ async def test_writes_queued_while_closing_are_failed_not_left_waiting(tmp_path:
     results = await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), 5)
     for result in results:  # each either committed or was told it was not
         assert not isinstance(result, BaseException) or isinstance(result, EventStoreUnavailable)
+
+
+def test_processes_opening_a_new_file_at_once_all_start(tmp_path: Path) -> None:
+    """Worker processes started together race to switch a new file to WAL and create the
+    schema; the loser must wait its turn, not exit with 'database is locked'."""
+    path = tmp_path / "events.db"
+    script = (
+        "import asyncio, sys\n"
+        "from eventstore.sqlite import SqliteEventStore\n"
+        "async def main():\n"
+        "    store = await SqliteEventStore(sys.argv[1], busy_timeout=0.001).open()\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    starters = [
+        subprocess.Popen([sys.executable, "-c", script, str(path)], stderr=subprocess.PIPE)
+        for _ in range(16)
+    ]
+    outcomes = [(p.wait(timeout=60), p.communicate()[1].decode()) for p in starters]
+    assert [error for code, error in outcomes if code != 0] == []
