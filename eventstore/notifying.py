@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from datetime import datetime
 
-from eventstore.port import AppendResult, EventStore, NewEvent, RecordedEvent
+from eventstore.decorator import EventStoreDecorator
+from eventstore.port import AppendResult, EventStore, NewEvent
 
 
-class NotifyingEventStore:
+class NotifyingEventStore(EventStoreDecorator):
     def __init__(self, inner: EventStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._appended = asyncio.Event()
 
     async def wait_for_append(self, within: float) -> None:
@@ -31,20 +31,3 @@ class NotifyingEventStore:
         result = await self.inner.append(stream_id, expected_version, events)
         self._appended.set()
         return result
-
-    async def read_stream(
-        self, stream_id: str, *, to_version: int | None = None, as_of: datetime | None = None
-    ) -> list[RecordedEvent]:
-        return await self.inner.read_stream(stream_id, to_version=to_version, as_of=as_of)
-
-    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        return await self.inner.read_all(after=after, limit=limit)
-
-    async def head_position(self) -> int:
-        return await self.inner.head_position()
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def close(self) -> None:
-        await self.inner.close()

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-from eventstore.port import AppendResult, EventStore, NewEvent, RecordedEvent
+from eventstore.decorator import EventStoreDecorator
+from eventstore.port import AppendResult, NewEvent
 
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -91,11 +91,8 @@ class LabelCache(Generic[M]):
         return child
 
 
-class TimedAppends:
+class TimedAppends(EventStoreDecorator):
     """An event store whose appends are timed into APPEND_SECONDS; the rest is delegated."""
-
-    def __init__(self, inner: EventStore) -> None:
-        self.inner = inner
 
     async def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
@@ -105,20 +102,3 @@ class TimedAppends:
             return await self.inner.append(stream_id, expected_version, events)
         finally:
             APPEND_SECONDS.observe(time.perf_counter() - started)
-
-    async def read_stream(
-        self, stream_id: str, *, to_version: int | None = None, as_of: datetime | None = None
-    ) -> list[RecordedEvent]:
-        return await self.inner.read_stream(stream_id, to_version=to_version, as_of=as_of)
-
-    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        return await self.inner.read_all(after=after, limit=limit)
-
-    async def head_position(self) -> int:
-        return await self.inner.head_position()
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def close(self) -> None:
-        await self.inner.close()
