@@ -47,6 +47,7 @@ from messaging.failures import (
     ERROR_MESSAGE,
     ERROR_TYPE,
     FAILURE_CLASS,
+    NO_MESSAGE_ID,
     ORIGINAL_QUEUE,
 )
 from readmodels.projections import PROJECTIONS
@@ -635,7 +636,8 @@ def _account_for_fuzz(
             reason = f"no reason header (broker dead-lettered: {deaths[0].get('reason')})"
             problems.append(f"fuzz-{number} dead-lettered without a reason")
         reasons[str(reason)] += 1
-        if reason == "MissingCommandId" and letter.get("properties", {}).get("message_id"):
+        # Every copy has a message_id of its own; the command id comes from the original's.
+        if reason == "MissingCommandId" and not _header(letter, NO_MESSAGE_ID):
             stamped += 1
     if stamped:
         verdict.notes.append(

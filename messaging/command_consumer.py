@@ -22,7 +22,12 @@ from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 from application.commands import CommandHandler, CommandOutcome
 from messaging.command_messages import InvalidCommandMessage, parse_command
 from messaging.consumer import QueueConsumer
-from messaging.failures import NO_MESSAGE_ID, FailureRouter, previous_attempts, was_dead_lettered
+from messaging.failures import (
+    FailureRouter,
+    original_message_id,
+    previous_attempts,
+    was_dead_lettered,
+)
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE, WorkQueue
 from observability.logs import bind_message
 from observability.metrics import MESSAGES_HANDLED, LabelCache
@@ -53,8 +58,8 @@ class CommandConsumer(QueueConsumer):
         try:
             envelope = parse_command(
                 raw.body,
-                # a copy of a message published without an id carries an invented one
-                message_id=None if (raw.headers or {}).get(NO_MESSAGE_ID) else raw.message_id,
+                # a retry or dead-letter copy carries the original id in a header
+                message_id=original_message_id(raw),
                 correlation_id=raw.correlation_id,
                 max_bytes=self._max_message_bytes,
             )

@@ -15,6 +15,7 @@ Retry copies never carry either: they are published without the broker's headers
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,11 @@ ORIGINAL_QUEUE = "x-conveyor-original-queue"
 DEAD_LETTERED_AT = "x-conveyor-dead-lettered-at"
 ORIGINAL_USER_ID = "x-conveyor-original-user-id"
 ORIGINAL_APP_ID = "x-conveyor-original-app-id"
+ORIGINAL_MESSAGE_ID = "x-conveyor-original-message-id"
+"""On a copy we publish: the message_id of the message it copies. Every copy gets an id of
+its own, because aiormq matches a `basic.return` to its publish by message_id: two
+publishes with one id in flight on one channel (three projections routing copies of one
+event at once) can have their returns swapped, acking an original whose copy was lost."""
 NO_MESSAGE_ID = "x-conveyor-no-message-id"
 """On a copy of a message that had no message_id: the publishing client invents one, which
 must not become the command id of a command that never had one."""
@@ -77,6 +83,19 @@ def was_dead_lettered(headers: Mapping[str, Any], work_queue: str) -> bool:
         if queue == work_queue and reason in ("rejected", "delivery_limit"):
             return True
     return False
+
+
+def original_message_id(message: AbstractIncomingMessage) -> str | None:
+    """The id the message was first published with: a copy carries it in a header."""
+    headers = message.headers or {}
+    if headers.get(NO_MESSAGE_ID):
+        return None
+    original = headers.get(ORIGINAL_MESSAGE_ID)
+    if isinstance(original, bytes):
+        original = original.decode(errors="replace")
+    if isinstance(original, str) and original:
+        return original
+    return message.message_id
 
 
 def previous_attempts(headers: Mapping[str, Any] | None, work_queue: str = "") -> int:
@@ -160,8 +179,11 @@ class FailureRouter:
                 ORIGINAL_QUEUE: self._queue.name,
             }
         )
-        if not message.message_id:
+        original_id = original_message_id(message)
+        if original_id is None:
             headers[NO_MESSAGE_ID] = True
+        else:
+            headers[ORIGINAL_MESSAGE_ID] = original_id
         if message.user_id:
             # Republishing with another user's user_id is refused by the broker.
             headers[ORIGINAL_USER_ID] = message.user_id
@@ -179,7 +201,7 @@ class FailureRouter:
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             correlation_id=message.correlation_id,
-            message_id=message.message_id,
+            message_id=uuid.uuid4().hex,  # unique per copy: see ORIGINAL_MESSAGE_ID
             reply_to=message.reply_to,
             message_type=message.type,
             timestamp=message.timestamp,
