@@ -23,6 +23,7 @@ from observability.metrics import TimedAppends
 from readmodels.applier import ProjectionApplier
 from readmodels.checkpoints import LeasedCheckpoint
 from readmodels.collections import ProjectionCollections
+from readmodels.healing import RECONCILER_CHECKPOINT, GapFiller, ProjectionReconciler
 from readmodels.port import ReadModelStore
 from readmodels.progress import ProgressWriter
 from readmodels.projections import PROJECTIONS, Projection
@@ -158,7 +159,10 @@ def build_projection_consumers(
     read_store: ReadModelStore,
     collections: ProjectionCollections,
     progress: ProgressWriter | None = None,
+    event_store: EventStore | None = None,
 ) -> list[ProjectionConsumer]:
+    """With `event_store`, a projection fills a gap from the store (readmodels/healing.py)."""
+    gaps = GapFiller(event_store) if event_store is not None else None
     consumers = []
     for projection in PROJECTIONS:
         queue = projection_queue(settings, projection)
@@ -168,10 +172,31 @@ def build_projection_consumers(
             ProjectionApplier(read_store, collections, projection),
             FailureRouter(broker, queue, max_attempts=settings.max_attempts),
             progress.tracker(projection.name) if progress is not None else None,
+            gaps,
         )
         consumer.register(prefetch=settings.prefetch, exchange=EVENTS)
         consumers.append(consumer)
     return consumers
+
+
+def build_reconciler(
+    settings: Settings,
+    store: EventStore,
+    read_store: ReadModelStore,
+    consumers: list[ProjectionConsumer],
+) -> ProjectionReconciler:
+    def lease(name: str, owner: str) -> LeasedCheckpoint:
+        return LeasedCheckpoint(read_store, name, owner, ttl=settings.gateway_lease_seconds)
+
+    owner = EventGateway.new_owner().replace("gateway", "reconciler")
+    return ProjectionReconciler(
+        store,
+        [consumer.applier for consumer in consumers],
+        lease(RECONCILER_CHECKPOINT, owner),
+        lease(GATEWAY_CHECKPOINT, owner),  # only read: how far the gateway has confirmed
+        settle=settings.reconcile_settle_seconds,
+        page_size=settings.gateway_batch_size,
+    )
 
 
 def build_gateway(

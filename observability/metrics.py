@@ -64,6 +64,12 @@ GATEWAY_LAG = Gauge(
     "conveyor_gateway_lag_events",
     "Events in the global log after the gateway's checkpoint, when last measured.",
 )
+PROJECTION_HEALED = Counter(
+    "conveyor_projection_healed_total",
+    "Events applied to a read model from the event store because the broker never delivered "
+    "them (a gap filled, or found by the reconciler), by projection.",
+    ["projection"],
+)
 PROJECTION_LAG = Gauge(
     "conveyor_projection_lag_seconds",
     "Seconds between the last applied event's occurred_at and its application, by projection.",

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
 
 import aio_pika
 import pytest
 
+from application.commands import CommandEnvelope, CommandHandler
 from conveyor.bootstrap import build_broker
 from conveyor.settings import Settings
+from domain.commands import AddItem, ConfirmOrder, CreateOrder
+from eventstore.sqlite import SqliteEventStore
 from messaging import failures
 from messaging.failures import FailureRouter
 from messaging.topology import WorkQueue
 from operations.dead_letters import describe, error_type_of
+from readmodels.projections import PROJECTIONS
+from tests.integration.test_projections import read_models_settle
+from tests.rabbit import eventually, queue_depth
+from workers.host import WorkerHost
 
 
 @pytest.fixture
@@ -94,3 +103,60 @@ def test_a_retry_copy_the_broker_dead_lettered_shows_the_brokers_reason_not_a_st
     assert error_type_of(stale) == "delivery_limit"
     ours = {failures.ERROR_TYPE: "ProjectionGap", failures.DEAD_LETTERED_AT: "2026-12-01T00:00"}
     assert error_type_of(ours) == "ProjectionGap"
+
+
+async def _store_commands(settings: Settings, commands: list[Any]) -> None:
+    store = await SqliteEventStore(settings.event_store).open()
+    try:
+        handler = CommandHandler(store)
+        for command in commands:
+            command_id = str(uuid.uuid4())
+            outcome = await handler.handle(CommandEnvelope(command, command_id, "c", command_id))
+            assert outcome.status == "accepted", outcome
+    finally:
+        await store.close()
+
+
+async def test_events_a_deleted_projection_queue_lost_are_healed_from_the_event_store(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    amqp_url: str,
+    channel: aio_pika.abc.AbstractChannel,
+) -> None:
+    """An operator deletes a projection queue while the gateway publishes: the broker confirms
+    the events (the other queues got them) and the checkpoint moves on, so the deleted
+    queue's projection never gets them from the broker. Once the queue is back, a later
+    event of such an order shows a gap, filled from the event store at once; an order with
+    no later event (its last or even its first event lost: no gap ever) is healed by the
+    reconciler. The read models end equal to a rebuild, with nothing dead-lettered."""
+    settings = settings.model_copy(update={"reconcile_settle_seconds": 0.3})
+    gateway = await start_worker(settings, ("gateway",))
+    summary = f"{settings.projection_queue_prefix}.order_summary"
+    await channel.queue_delete(summary, if_unused=False, if_empty=False)
+    orders = [f"lost-{n}" for n in range(12)]
+    await _store_commands(
+        settings,
+        [CreateOrder(o, f"customer-{n % 3}") for n, o in enumerate(orders)]
+        + [AddItem(o, "SKU-1", 2, Decimal("1.25")) for o in orders[:8]],
+    )
+    reader = await SqliteEventStore(settings.event_store).open()
+    try:
+        head = await reader.head_position()
+    finally:
+        await reader.close()
+    assert gateway.gateway is not None
+    checkpoint = gateway.gateway._checkpoint
+    await eventually(lambda: checkpoint.position >= head, what="the gateway past the loss")
+
+    await start_worker(settings, ("projections",))  # declares the queue again
+    # Half the orders get later events (a gap: filled at once); the others never do.
+    await _store_commands(
+        settings,
+        [AddItem(o, "SKU-2", 1, Decimal("3.00")) for o in orders[:4]]
+        + [ConfirmOrder(o) for o in orders[:2]]
+        + [CreateOrder("after-1", "customer-9")],
+    )
+    await read_models_settle(settings, within=30)
+    for projection in PROJECTIONS:
+        queue = f"{settings.projection_queue_prefix}.{projection.name}"
+        assert await queue_depth(amqp_url, f"{queue}.dlq") == 0
