@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     unknown = [n for n in numbers if n not in SCENARIOS]
     if unknown:
-        print(f"--scenarios: no scenario {unknown}; choose from 1-8", file=sys.stderr)
+        print(
+            f"--scenarios: no scenario {unknown}; choose from {min(SCENARIOS)}-{max(SCENARIOS)}",
+            file=sys.stderr,
+        )
         return 2
     sizes = Sizes.quick(args.commands) if args.quick else Sizes(commands=args.commands or 5000)
     logging.basicConfig(level=logging.WARNING)

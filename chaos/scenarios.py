@@ -1,4 +1,4 @@
-"""The eight chaos scenarios. Each runs in its own Environment (vhost, SQLite files, worker
+"""The chaos scenarios. Each runs in its own Environment (vhost, SQLite files, worker
 processes), drives a load, injects its fault while the load is in flight, then hands what
 it saw to the checker.
 
@@ -11,6 +11,8 @@ it saw to the checker.
       cannot apply) → DLQs with headers; after the fix, a re-drive applies them once
     7 fuzzed messages on the command queue beside valid traffic
     8 concurrent commands on one order
+    9 a projection queue deleted (as from the console) during the load; the worker
+      recreates it by itself, and the events it lost are healed from the event store
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import aio_pika
 
 from chaos.checker import Verdict, check, events_by_command, read_models_settle, settle
 from chaos.environment import REPO, Environment, WorkerProcess, eventually
@@ -159,6 +163,7 @@ def run_standard_load(
     env_overrides: dict[str, str] | None = None,
     rate: Callable[[Sizes], float | None] = lambda sizes: None,
     settle_within: float = 180.0,
+    after_check: Callable[[Environment, Verdict], None] | None = None,
 ) -> Callable[[Sizes], Awaitable[Verdict]]:
     """Start `kinds`, apply the setup, then run the load and `fault` side by side and check.
     `fault(env, outcomes, total, baseline, sizes)` returns a description of what it did."""
@@ -182,6 +187,8 @@ def run_standard_load(
                     )
                     await check(verdict, env, load.record, outcomes, settle_within=settle_within)
                     await _note_unbounded_consumers(env, verdict)
+                    if after_check is not None:
+                        after_check(env, verdict)
             finally:
                 verdict.seconds = time.monotonic() - started
                 _keep_logs_on_failure(env, verdict)
@@ -692,6 +699,52 @@ async def scenario_8(sizes: Sizes) -> Verdict:
     return verdict
 
 
+# -- 9: a projection queue deleted during the load ----------------------------------------------
+
+DELETED_PROJECTION = "order_summary"
+
+
+async def _delete_projection_queue(
+    env: Environment, outcomes: OutcomeCollector, total: int, baseline: int, sizes: Sizes
+) -> str:
+    """Delete the queue as an operator would from the console (its backlog goes with it),
+    twice during the load; nobody recreates it but the projection worker itself."""
+    queue = f"projections.{DELETED_PROJECTION}"
+    moments = []
+    for share in (0.3, 0.6):
+        reached = await progress_reaches(outcomes, baseline + total * share, within=180)
+        connection = await aio_pika.connect(env.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            declared = await channel.declare_queue(queue, passive=True)
+            backlog = declared.declaration_result.message_count or 0
+            await channel.queue_delete(queue, if_unused=False, if_empty=False)
+        moments.append(f"at {reached - baseline}/{total} with {backlog} queued")
+        await eventually(lambda: _exists(env, queue), within=60, interval=0.1)
+    return f"{queue} deleted {', '.join(moments)}; recreated by the worker each time"
+
+
+async def _exists(env: Environment, queue: str) -> bool:
+    return await env.management.queue(queue) is not None
+
+
+def _count_healed(env: Environment, verdict: Verdict) -> None:
+    healed = log_lines(env.processes, "from the event store")
+    verdict.notes.append(f"{healed} log lines of events healed from the event store")
+
+
+scenario_9 = run_standard_load(
+    "a projection queue deleted during the load",
+    9,
+    kinds=KINDS,
+    workload=lambda s: order_workload(s.scaled(0.3), prefix="s9"),
+    fault=_delete_projection_queue,
+    env_overrides={"CONVEYOR_RECONCILE_SETTLE_SECONDS": "1"},
+    rate=lambda s: s.scaled(0.3) / 15,  # spread over ~15 s: both deletions hit a busy relay
+    after_check=_count_healed,
+)
+
+
 SCENARIOS: dict[int, Scenario] = {
     s.number: s
     for s in (
@@ -703,6 +756,7 @@ SCENARIOS: dict[int, Scenario] = {
         Scenario(6, "poison messages and re-drive", scenario_6),
         Scenario(7, "fuzzed messages", scenario_7),
         Scenario(8, "concurrent commands on one order", scenario_8),
+        Scenario(9, "a projection queue deleted", scenario_9),
     )
 }
 
