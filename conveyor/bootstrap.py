@@ -146,8 +146,14 @@ def build_command_consumer(
         broker,
         queue,
         CommandHandler(TimedAppends(store), conflict_attempts=settings.conflict_attempts),
-        FailureRouter(broker, queue, max_attempts=settings.max_attempts),
+        FailureRouter(
+            broker,
+            queue,
+            max_attempts=settings.max_attempts,
+            publish_timeout=settings.publish_timeout,
+        ),
         max_message_bytes=settings.max_message_bytes,
+        publish_timeout=settings.publish_timeout,
     )
     consumer.register(prefetch=settings.prefetch)
     return consumer
@@ -170,7 +176,12 @@ def build_projection_consumers(
             broker,
             queue,
             ProjectionApplier(read_store, collections, projection),
-            FailureRouter(broker, queue, max_attempts=settings.max_attempts),
+            FailureRouter(
+                broker,
+                queue,
+                max_attempts=settings.max_attempts,
+                publish_timeout=settings.publish_timeout,
+            ),
             progress.tracker(projection.name) if progress is not None else None,
             gaps,
         )
@@ -220,4 +231,5 @@ def build_gateway(
         batch_size=settings.gateway_batch_size,
         idle_poll=settings.gateway_poll_interval,
         wait_for_append=wait_for_append,
+        publish_timeout=settings.publish_timeout,
     )

@@ -48,10 +48,12 @@ class CommandConsumer(QueueConsumer):
         failures: FailureRouter,
         *,
         max_message_bytes: int,
+        publish_timeout: float | None = None,
     ) -> None:
         super().__init__(broker, queue, failures)
         self._handler = handler
         self._max_message_bytes = max_message_bytes
+        self._publish_timeout = publish_timeout
         self._handled = LabelCache(MESSAGES_HANDLED, queue.name)
 
     async def process(self, raw: AbstractIncomingMessage) -> None:
@@ -74,7 +76,8 @@ class CommandConsumer(QueueConsumer):
             return
         bind_message(envelope.correlation_id, envelope.causation_id)
         try:
-            if self.seen_before(raw):
+            seen_before = self.seen_before(raw)
+            if seen_before:
                 envelope = dataclasses.replace(envelope, seen_before=True)
             outcome = await self._handler.handle(envelope)
         except Exception as failure:
@@ -103,7 +106,7 @@ class CommandConsumer(QueueConsumer):
             f" — {outcome.reason}" if outcome.reason else "",
             extra={"correlation_id": envelope.correlation_id},
         )
-        await self._publish_outcome(raw, outcome, envelope.correlation_id)
+        await self._publish_outcome(raw, outcome, envelope.correlation_id, seen_before)
         self._handled(command_type, outcome.status).inc()
 
     def seen_before(self, raw: AbstractIncomingMessage) -> bool:
@@ -127,9 +130,39 @@ class CommandConsumer(QueueConsumer):
         )
 
     async def _publish_outcome(
-        self, raw: AbstractIncomingMessage, outcome: CommandOutcome, correlation_id: str
+        self,
+        raw: AbstractIncomingMessage,
+        outcome: CommandOutcome,
+        correlation_id: str,
+        seen_before: bool,
     ) -> None:
+        if outcome.status == "duplicate" and seen_before:
+            # This very delivery was accepted before; if the worker died between the append
+            # and the outcome, nobody heard so. Publish that original outcome again (same
+            # body and message_id: a consumer that did hear it dedupes), as for a rejection.
+            accepted = dataclasses.replace(outcome, status="accepted")
+            await self._publish_to_exchange(
+                json.dumps(accepted.as_message()).encode(), accepted, correlation_id
+            )
         body = json.dumps(outcome.as_message()).encode()
+        await self._publish_to_exchange(body, outcome, correlation_id)
+        if raw.reply_to:
+            try:
+                await self.broker.publish(
+                    body,
+                    queue=raw.reply_to,
+                    content_type="application/json",
+                    correlation_id=raw.correlation_id or correlation_id,
+                    message_type="CommandOutcome",
+                    mandatory=False,
+                    timeout=self._publish_timeout,
+                )
+            except Exception:  # the caller may have gone away; the outcome is published anyway
+                logger.warning("could not reply to %s for %s", raw.reply_to, outcome.command_id)
+
+    async def _publish_to_exchange(
+        self, body: bytes, outcome: CommandOutcome, correlation_id: str
+    ) -> None:
         await self.broker.publish(
             body,
             exchange=OUTCOMES_EXCHANGE,
@@ -140,16 +173,5 @@ class CommandConsumer(QueueConsumer):
             message_type="CommandOutcome",
             persist=True,
             mandatory=False,
+            timeout=self._publish_timeout,
         )
-        if raw.reply_to:
-            try:
-                await self.broker.publish(
-                    body,
-                    queue=raw.reply_to,
-                    content_type="application/json",
-                    correlation_id=raw.correlation_id or correlation_id,
-                    message_type="CommandOutcome",
-                    mandatory=False,
-                )
-            except Exception:  # the caller may have gone away; the outcome is published anyway
-                logger.warning("could not reply to %s for %s", raw.reply_to, outcome.command_id)

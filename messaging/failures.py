@@ -123,11 +123,13 @@ class FailureRouter:
         queue: WorkQueue,
         *,
         max_attempts: int,
+        publish_timeout: float | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self._broker = broker
         self._queue = queue
         self._max_attempts = max_attempts
+        self._publish_timeout = publish_timeout
         self._clock = clock
         self._retried = LabelCache(MESSAGES_RETRIED, queue.name)
         self._dead_lettered = LabelCache(MESSAGES_DEAD_LETTERED, queue.name)
@@ -208,6 +210,7 @@ class FailureRouter:
             priority=message.priority,
             persist=True,
             mandatory=True,
+            timeout=self._publish_timeout,
         )
         (self._dead_lettered if route.dead_lettered else self._retried)(error_type).inc()
         return route

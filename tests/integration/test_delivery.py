@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
@@ -12,7 +13,7 @@ import aio_pika
 import pytest
 
 from application.commands import CommandEnvelope, CommandHandler
-from conveyor.bootstrap import build_broker
+from conveyor.bootstrap import build_broker, command_queue
 from conveyor.settings import Settings
 from domain.commands import AddItem, ConfirmOrder, CreateOrder
 from eventstore.sqlite import SqliteEventStore
@@ -160,3 +161,43 @@ async def test_events_a_deleted_projection_queue_lost_are_healed_from_the_event_
     for projection in PROJECTIONS:
         queue = f"{settings.projection_queue_prefix}.{projection.name}"
         assert await queue_depth(amqp_url, f"{queue}.dlq") == 0
+
+
+async def test_a_command_redelivered_after_its_append_publishes_its_accepted_outcome(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    channel: aio_pika.abc.AbstractChannel,
+) -> None:
+    """A worker appended the command's events and died before publishing the outcome: the
+    redelivery finds them (a duplicate) and must still tell orders.command.accepted."""
+    for queue in command_queue(settings).all_queues():
+        await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
+    outcomes_exchange = await channel.declare_exchange(
+        "conveyor.command-outcomes", aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    accepted = await channel.declare_queue(exclusive=True)
+    await accepted.bind(outcomes_exchange, routing_key="orders.command.accepted")
+    body = {"type": "CreateOrder", "command_id": "k-1", "order_id": "o-died", "customer_id": "c"}
+    await channel.default_exchange.publish(
+        aio_pika.Message(json.dumps(body).encode(), message_id="k-1"),
+        routing_key=settings.command_queue,
+    )
+    # The dying worker: takes the delivery, appends, and goes away without an outcome or ack.
+    connection = await aio_pika.connect(settings.amqp_url)
+    taken = await (await connection.channel()).declare_queue(settings.command_queue, passive=True)
+    delivery = await taken.get(no_ack=False, timeout=5)
+    assert delivery is not None
+    store = await SqliteEventStore(settings.event_store).open()
+    try:
+        envelope = CommandEnvelope(CreateOrder("o-died", "c"), "k-1", "k-1", "k-1")
+        assert (await CommandHandler(store).handle(envelope)).status == "accepted"
+    finally:
+        await store.close()
+    await connection.close()  # the broker redelivers, flagged redelivered
+
+    await start_worker(settings)
+    outcome = await eventually(
+        lambda: accepted.get(fail=False, no_ack=True), what="an accepted outcome"
+    )
+    assert json.loads(outcome.body)["command_id"] == "k-1"
+    assert outcome.message_id == "k-1:accepted"
