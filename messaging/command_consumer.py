@@ -118,9 +118,9 @@ class CommandConsumer(QueueConsumer):
           recording a rejection (say, the store's answer to the append timed out);
         * a re-driven dead letter: an earlier attempt could not settle it, e.g. the outcome
           publish failed after the rejection was recorded.
-        A first delivery carries none of these and cannot have been decided yet — unless a
-        client resent the command under the same command_id: the handler's
-        `check_rejections="always"` covers that, at one more read per command.
+        A first delivery carries none of these, but a client may have resent the command
+        under the same command_id: the handler reads the command's own rejection record
+        every time; "seen before" adds only the records kept by earlier versions.
         """
         headers = raw.headers or {}
         return bool(

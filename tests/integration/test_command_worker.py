@@ -476,7 +476,7 @@ async def test_a_rejected_command_redelivered_after_the_order_changed_keeps_its_
         ("OrderCreated", None),
         ("ItemAdded", "SKU-2"),
     ]
-    [record] = await reader.read_stream(rejection_stream("o-late"))
+    [record] = await reader.read_stream(rejection_stream("o-late", add["command_id"]))
     assert record.type == COMMAND_REJECTED
     assert record.data["command_id"] == add["command_id"]
 

@@ -201,3 +201,47 @@ async def test_a_command_redelivered_after_its_append_publishes_its_accepted_out
     )
     assert json.loads(outcome.body)["command_id"] == "k-1"
     assert outcome.message_id == "k-1:accepted"
+
+
+async def test_a_rejected_command_resent_as_a_fresh_message_stays_rejected(
+    settings: Settings, start_worker: Callable[..., Awaitable[WorkerHost]], amqp_url: str
+) -> None:
+    """A client whose confirm was lost resends its command under the same command_id: a new
+    message, not flagged as seen before. Rejected once, it must never be accepted later."""
+    await start_worker(settings)
+    add = {
+        "type": "AddItem",
+        "command_id": "resent-1",
+        "order_id": "o-resent",
+        "sku": "SKU",
+        "quantity": 1,
+        "unit_price": "1.00",
+    }
+    create = {
+        "type": "CreateOrder",
+        "command_id": "c-1",
+        "order_id": "o-resent",
+        "customer_id": "c",
+    }
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue(exclusive=True)
+
+        async def send(body: dict[str, Any]) -> dict[str, Any]:
+            await channel.default_exchange.publish(
+                aio_pika.Message(json.dumps(body).encode(), reply_to=replies.name),
+                routing_key=settings.command_queue,
+            )
+            reply = await eventually(lambda: replies.get(fail=False, no_ack=True), what="reply")
+            return dict(json.loads(reply.body))
+
+        first = await send(add)
+        assert first["status"] == "rejected"
+        assert (await send(create))["status"] == "accepted"
+        assert await send(add) == first  # the resend: the same rejection, not an acceptance
+    store = await SqliteEventStore(settings.event_store).open()
+    try:
+        assert [e.type for e in await store.read_stream("order-o-resent")] == ["OrderCreated"]
+    finally:
+        await store.close()
