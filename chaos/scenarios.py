@@ -13,6 +13,9 @@ it saw to the checker.
     8 concurrent commands on one order
     9 a projection queue deleted (as from the console) during the load; the worker
       recreates it by itself, and the events it lost are healed from the event store
+   10 a memory alarm during the load (set_vm_memory_high_watermark, then back): publishes
+      block; they time out and are retried, readiness says "blocked". Only against a node
+      of your own: CONVEYOR_CHAOS_ALARM_NODE names it (never a shared broker)
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import httpx
 
 from chaos.checker import Verdict, check, events_by_command, read_models_settle, settle
 from chaos.environment import REPO, Environment, WorkerProcess, eventually
@@ -745,6 +751,67 @@ scenario_9 = run_standard_load(
 )
 
 
+# -- 10: a memory alarm during the load ------------------------------------------------------------
+
+ALARM_SECONDS = 20.0
+ALARM_NODE = "CONVEYOR_CHAOS_ALARM_NODE"
+
+
+async def _readiness(worker: WorkerProcess) -> str:
+    """The worker's /health/ready answer (its ops port is in its log)."""
+    found = re.search(r"metrics and health on (http://\S+?)/", worker.log_text())
+    if found is None:
+        return "no ops address in the log"
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"{found.group(1)}/health/ready")
+    return f"{response.status_code} {response.text}"
+
+
+async def _memory_alarm(
+    env: Environment, outcomes: OutcomeCollector, total: int, baseline: int, sizes: Sizes
+) -> str:
+    node = os.environ.get(ALARM_NODE)
+    if not node:
+        raise RuntimeError(f"scenario 10 alarms a broker: set {ALARM_NODE} to a node of your own")
+    reached = await progress_reaches(outcomes, baseline + total * 0.1, within=180)
+    if await rabbitmqctl("-n", node, "set_vm_memory_high_watermark", "0.000001") != 0:
+        raise RuntimeError("rabbitmqctl set_vm_memory_high_watermark failed")
+    try:
+        await asyncio.sleep(ALARM_SECONDS / 2)
+        ready = await _readiness(env.running("commands")[0])
+        await asyncio.sleep(ALARM_SECONDS / 2)
+    finally:
+        await rabbitmqctl("-n", node, "set_vm_memory_high_watermark", "0.4")
+    blocked = "blocked" in ready
+    return (
+        f"memory alarm on {node} for {ALARM_SECONDS:g}s at {reached - baseline}/{total}; "
+        f"a command worker's readiness meanwhile: {ready[:120]!r}"
+        + ("" if blocked else " (NOT reported as blocked)")
+    )
+
+
+def _note_timeouts(env: Environment, verdict: Verdict) -> None:
+    requeued = log_lines(env.processes, "returning it to the queue")
+    verdict.notes.append(f"{requeued} deliveries returned to their queue after a publish failed")
+    if "NOT reported as blocked" in verdict.faults:
+        verdict.problems.append("readiness did not report the blocked connection")
+
+
+scenario_10 = run_standard_load(
+    "a memory alarm during the load",
+    10,
+    kinds=KINDS,
+    # All at once: a backlog the workers are still working through when the alarm blocks
+    # their publishes (the broker blocks a connection only when it publishes; the load
+    # generator is blocked too, so nothing new could arrive during the alarm).
+    workload=lambda s: order_workload(s.scaled(1.0), prefix="s10"),
+    fault=_memory_alarm,
+    env_overrides={"CONVEYOR_PUBLISH_TIMEOUT": "3"},
+    settle_within=240,
+    after_check=_note_timeouts,
+)
+
+
 SCENARIOS: dict[int, Scenario] = {
     s.number: s
     for s in (
@@ -757,6 +824,7 @@ SCENARIOS: dict[int, Scenario] = {
         Scenario(7, "fuzzed messages", scenario_7),
         Scenario(8, "concurrent commands on one order", scenario_8),
         Scenario(9, "a projection queue deleted", scenario_9),
+        Scenario(10, "a memory alarm (own node only)", scenario_10),
     )
 }
 

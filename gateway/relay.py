@@ -124,6 +124,12 @@ class EventGateway:
             GATEWAY_LAG.set(await self._store.head_position() - position if full else 0)
 
     async def _publish(self, event: IntegrationEvent, position: int) -> None:
+        # aio-pika waits for a blocked connection *before* its own publish timeout starts:
+        # only a deadline around the whole call bounds it.
+        async with asyncio.timeout(self._publish_timeout):
+            await self._publish_now(event, position)
+
+    async def _publish_now(self, event: IntegrationEvent, position: int) -> None:
         await self._broker.publish(
             encode(event),
             exchange=EVENTS,

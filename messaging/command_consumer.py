@@ -12,6 +12,7 @@ messaging/consumer.py).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -148,19 +149,28 @@ class CommandConsumer(QueueConsumer):
         await self._publish_to_exchange(body, outcome, correlation_id)
         if raw.reply_to:
             try:
-                await self.broker.publish(
-                    body,
-                    queue=raw.reply_to,
-                    content_type="application/json",
-                    correlation_id=raw.correlation_id or correlation_id,
-                    message_type="CommandOutcome",
-                    mandatory=False,
-                    timeout=self._publish_timeout,
-                )
+                async with asyncio.timeout(self._publish_timeout):  # see _publish_to_exchange
+                    await self.broker.publish(
+                        body,
+                        queue=raw.reply_to,
+                        content_type="application/json",
+                        correlation_id=raw.correlation_id or correlation_id,
+                        message_type="CommandOutcome",
+                        mandatory=False,
+                        timeout=self._publish_timeout,
+                    )
             except Exception:  # the caller may have gone away; the outcome is published anyway
                 logger.warning("could not reply to %s for %s", raw.reply_to, outcome.command_id)
 
     async def _publish_to_exchange(
+        self, body: bytes, outcome: CommandOutcome, correlation_id: str
+    ) -> None:
+        # aio-pika waits for a blocked connection *before* its own publish timeout starts:
+        # only a deadline around the whole call bounds it.
+        async with asyncio.timeout(self._publish_timeout):
+            await self._publish_outcome_now(body, outcome, correlation_id)
+
+    async def _publish_outcome_now(
         self, body: bytes, outcome: CommandOutcome, correlation_id: str
     ) -> None:
         await self.broker.publish(

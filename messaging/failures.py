@@ -14,6 +14,7 @@ Retry copies never carry either: they are published without the broker's headers
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -196,6 +197,16 @@ class FailureRouter:
         else:
             headers[DEAD_LETTERED_AT] = now
             route = FailureRoute(self._queue.dead_letter_queue, attempts, True)
+        # aio-pika waits for a blocked connection *before* its own publish timeout starts:
+        # only a deadline around the whole call bounds it.
+        async with asyncio.timeout(self._publish_timeout):
+            await self._publish(message, route, headers)
+        (self._dead_lettered if route.dead_lettered else self._retried)(error_type).inc()
+        return route
+
+    async def _publish(
+        self, message: AbstractIncomingMessage, route: FailureRoute, headers: dict[str, Any]
+    ) -> None:
         await self._broker.publish(
             message.body,
             queue=route.destination,
@@ -212,5 +223,3 @@ class FailureRouter:
             mandatory=True,
             timeout=self._publish_timeout,
         )
-        (self._dead_lettered if route.dead_lettered else self._retried)(error_type).inc()
-        return route

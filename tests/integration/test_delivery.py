@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
@@ -20,6 +24,7 @@ from eventstore.sqlite import SqliteEventStore
 from messaging import failures
 from messaging.failures import FailureRouter
 from messaging.topology import WorkQueue
+from observability.health import broker_connection
 from operations.dead_letters import describe, error_type_of
 from readmodels.projections import PROJECTIONS
 from tests.integration.test_projections import read_models_settle
@@ -245,3 +250,54 @@ async def test_a_rejected_command_resent_as_a_fresh_message_stays_rejected(
         assert [e.type for e in await store.read_stream("order-o-resent")] == ["OrderCreated"]
     finally:
         await store.close()
+
+
+ALARM_NODE = os.environ.get("CONVEYOR_TEST_ALARM_NODE")
+ALARM_AMQP_URL = os.environ.get("CONVEYOR_TEST_ALARM_AMQP_URL")
+
+
+@pytest.mark.skipif(
+    not (ALARM_NODE and ALARM_AMQP_URL),
+    reason="raises a memory alarm: needs a RabbitMQ node of its own "
+    "(CONVEYOR_TEST_ALARM_NODE, CONVEYOR_TEST_ALARM_AMQP_URL), never a shared broker",
+)
+async def test_under_a_memory_alarm_publishes_time_out_and_readiness_says_blocked() -> None:
+    """A resource alarm blocks every publishing connection: a publish must give up after
+    publish_timeout (aio-pika waits for the unblock before its own timeout starts), and
+    /health/ready must say so instead of staying green."""
+    assert ALARM_NODE
+    assert ALARM_AMQP_URL
+    settings = Settings(amqp_url=ALARM_AMQP_URL)
+    queue = WorkQueue(f"alarm.{uuid.uuid4().hex[:8]}", (0.2,), 5)
+    broker = build_broker(settings)
+    await broker.connect()
+    connection = await aio_pika.connect(ALARM_AMQP_URL)
+    alarm = ("rabbitmqctl", "-q", "-n", ALARM_NODE, "set_vm_memory_high_watermark")
+    try:
+        channel = await connection.channel()
+        for declared in queue.retries():
+            await channel.declare_queue(declared.name, durable=True, arguments=declared.arguments)
+        [delivery] = await _deliveries(channel, 1, "m-1")
+        router = FailureRouter(broker, queue, max_attempts=3, publish_timeout=1.0)
+        check = broker_connection(broker)
+        assert await check() is None
+        subprocess.run([*alarm, "0.000001"], check=True)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await router.retry_later(delivery, RuntimeError("x"))
+            assert time.monotonic() - started < 5
+            assert await check() == "connection blocked by the broker (resource alarm)"
+        finally:
+            subprocess.run([*alarm, "0.4"], check=True)
+        await eventually(lambda: _is_none(check()), what="the connection unblocked")
+    finally:
+        for declared in queue.retries():
+            with contextlib.suppress(Exception):
+                await (await connection.channel()).queue_delete(declared.name)
+        await connection.close()
+        await broker.stop()
+
+
+async def _is_none(value: Awaitable[Any]) -> bool:
+    return await value is None
