@@ -804,7 +804,8 @@ scenario_10 = run_standard_load(
     # All at once: a backlog the workers are still working through when the alarm blocks
     # their publishes (the broker blocks a connection only when it publishes; the load
     # generator is blocked too, so nothing new could arrive during the alarm).
-    workload=lambda s: order_workload(s.scaled(1.0), prefix="s10"),
+    # (2,000 at least: fewer are all handled before rabbitmqctl has even raised the alarm)
+    workload=lambda s: order_workload(max(2000, s.scaled(0.4)), prefix="s10"),
     fault=_memory_alarm,
     env_overrides={"CONVEYOR_PUBLISH_TIMEOUT": "3"},
     settle_within=240,

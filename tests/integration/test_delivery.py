@@ -17,15 +17,23 @@ import aio_pika
 import pytest
 
 from application.commands import CommandEnvelope, CommandHandler
-from conveyor.bootstrap import build_broker, command_queue
+from conveyor.bootstrap import (
+    build_broker,
+    build_gateway,
+    command_queue,
+    declare_topology,
+    open_read_store,
+)
 from conveyor.settings import Settings
 from domain.commands import AddItem, ConfirmOrder, CreateOrder
 from eventstore.sqlite import SqliteEventStore
+from gateway.relay import GATEWAY_CHECKPOINT, EventGateway
 from messaging import failures
 from messaging.failures import FailureRouter
 from messaging.topology import WorkQueue
 from observability.health import broker_connection
 from operations.dead_letters import describe, error_type_of
+from readmodels.checkpoints import LeasedCheckpoint
 from readmodels.projections import PROJECTIONS
 from tests.integration.test_projections import read_models_settle
 from tests.rabbit import eventually, queue_depth
@@ -301,3 +309,48 @@ async def test_under_a_memory_alarm_publishes_time_out_and_readiness_says_blocke
 
 async def _is_none(value: Awaitable[Any]) -> bool:
     return await value is None
+
+
+class SlowPublishingGateway(EventGateway):
+    """The real gateway, each publish held up as a blocked broker would hold it."""
+
+    delay = 1.5
+
+    async def _publish(self, event: Any, position: int) -> None:
+        await asyncio.sleep(self.delay)
+        await super()._publish(event, position)
+
+
+async def test_a_page_in_flight_longer_than_the_lease_keeps_the_lease(
+    settings: Settings,
+) -> None:
+    """A page held up past the lease (a blocked broker) must not let a standby take over
+    and publish the same page meanwhile: the lease is renewed while the page is in flight."""
+    await _store_commands(settings, [CreateOrder("o-slow", "c")])
+    settings = settings.model_copy(update={"gateway_lease_seconds": 0.5})
+    event_store = await SqliteEventStore(settings.event_store).open()
+    read_store = await open_read_store(settings)
+    broker = build_broker(settings)
+    await broker.connect()
+    await declare_topology(settings, broker, commands=False, events=True)
+    active = build_gateway(settings, broker, event_store, read_store)
+    gateway = SlowPublishingGateway(
+        event_store, broker, active._checkpoint, publish_timeout=settings.publish_timeout
+    )
+    standby = LeasedCheckpoint(read_store, GATEWAY_CHECKPOINT, "standby", ttl=0.5)
+    stop = asyncio.Event()
+    running = asyncio.create_task(gateway.run(stop))
+    taken_over = []
+    try:
+        await eventually(lambda: gateway.active, what="the gateway active")
+        while gateway.published == 0:
+            taken_over.append(await standby.try_acquire())
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        await broker.stop()
+        await read_store.close()
+        await event_store.close()
+    assert len(taken_over) >= 10  # the page was in flight for three lease periods...
+    assert not any(taken_over)  # ...and the standby never got the lease
