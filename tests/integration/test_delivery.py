@@ -36,7 +36,7 @@ from operations.dead_letters import describe, error_type_of
 from readmodels.checkpoints import LeasedCheckpoint
 from readmodels.projections import PROJECTIONS
 from tests.integration.test_projections import read_models_settle
-from tests.rabbit import eventually, queue_depth
+from tests.rabbit import eventually, publish_many, queue_depth
 from workers.host import WorkerHost
 
 
@@ -354,3 +354,37 @@ async def test_a_page_in_flight_longer_than_the_lease_keeps_the_lease(
         await event_store.close()
     assert not any(taken_over)  # the standby never got the lease...
     assert 10 <= len(taken_over) < 50  # ...while the page was in flight for 3 lease periods
+
+
+async def test_a_channel_error_on_the_publishing_channel_sends_nothing_to_the_dlq(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    amqp_url: str,
+) -> None:
+    """Every publish of a process shares one channel: a channel-level error (here a publish
+    to an exchange that does not exist) closes it under every outcome in flight. Those
+    commands are applied; returned to their queue, they are answered as duplicates, never
+    dead-lettered."""
+    host = await start_worker(settings)
+    assert host.broker is not None
+    commands = [
+        {"type": "CreateOrder", "command_id": f"ch-{n}", "order_id": f"ch-{n}", "customer_id": "c"}
+        for n in range(300)
+    ]
+    reader = await SqliteEventStore(settings.event_store).open()
+    try:
+        sending = asyncio.create_task(publish_many(amqp_url, settings.command_queue, commands))
+        await eventually(lambda: _at_least(reader, 20), what="the first commands applied")
+        for _ in range(5):
+            with contextlib.suppress(Exception):
+                await host.broker.publish(b"x", exchange="conveyor.no-such-exchange", timeout=5)
+            await asyncio.sleep(0.05)
+        await sending
+        await eventually(lambda: _at_least(reader, 300), within=60, what="every command")
+    finally:
+        await reader.close()
+    assert await queue_depth(amqp_url, f"{settings.command_queue}.dlq") == 0
+
+
+async def _at_least(store: SqliteEventStore, events: int) -> bool:
+    return await store.head_position() >= events
