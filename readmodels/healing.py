@@ -37,6 +37,7 @@ from messaging.integration_events import to_integration_event as public_form
 from observability.metrics import PROJECTION_HEALED
 from readmodels.applier import ProjectionApplier, ProjectionGap
 from readmodels.checkpoints import LeasedCheckpoint, LeaseLost
+from readmodels.projections import ContractViolation
 
 logger = logging.getLogger("conveyor.projections")
 
@@ -172,4 +173,25 @@ class ProjectionReconciler:
                             event.order_id,
                         )
                 except ProjectionGap:
-                    self.healed += await self._filler.fill(applier, event)
+                    try:
+                        self.healed += await self._filler.fill(applier, event)
+                    except ContractViolation as violation:
+                        self._cannot_apply(applier, event, violation)
+                except ContractViolation as violation:
+                    self._cannot_apply(applier, event, violation)
+
+    @staticmethod
+    def _cannot_apply(
+        applier: ProjectionApplier, event: IntegrationEvent, violation: ContractViolation
+    ) -> None:
+        """An event the projection refuses (a bug upstream): its broker delivery is in the
+        dead-letter queue, where an operator sees it; holding the reconciler on this page
+        for ever would stop it healing anything else."""
+        logger.warning(
+            "%s: reconciler passes over %s v%d of order %s: %s",
+            applier.projection.name,
+            event.type,
+            event.version,
+            event.order_id,
+            violation,
+        )
