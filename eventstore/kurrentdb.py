@@ -69,9 +69,12 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 # says what to fix.
 _ACCESS_ERRORS: tuple[type[Exception], ...] = (AccessDeniedError, UnauthenticatedError)
 _ACCESS_HINT = (
-    "conveyor's KurrentDB user needs to read $all and read/write its streams "
-    "(README: KurrentDB permissions)"
+    "conveyor's KurrentDB user must authenticate, read and write the order-* and "
+    "rejections-* streams, and (gateway, rebuilds, status) read $all: see the README, "
+    "KurrentDB permissions"
 )
+
+_PROBE_STREAM = "conveyor-readiness-probe"
 
 # Marks, in a decoded event's metadata, an event from the global log whose data is not a
 # JSON object (another application's bytes): it is passed on with empty data, so that a
@@ -356,17 +359,16 @@ class KurrentDBEventStore:
         return self._kurrent
 
     async def _probe(self, client: AsyncKurrentDBClient) -> None:
-        # One record from the end of the unfiltered log: the cheapest call that still goes
-        # through the streams service (and its authentication and $all ACL) of a live node.
+        # A read of one stream nobody writes: it goes through the streams service and its
+        # authentication on a live node, but needs no more permission than any user has.
+        # (Reading $all would do too, but only $admins may by default, and only the gateway,
+        # rebuilds and `conveyor status` need it.) NotFound is the expected answer.
         try:
             await _read_whole(
-                client,
-                None,
-                backwards=True,
-                filter_exclude=(),
-                limit=1,
-                timeout=self._probe_timeout,
+                client, _PROBE_STREAM, backwards=True, limit=1, timeout=self._probe_timeout
             )
+        except (NotFoundError, StreamIsDeletedError):
+            pass
         except (*_UNAVAILABLE_ERRORS, *_ACCESS_ERRORS) as exc:
             raise self._failure(exc) from exc
 

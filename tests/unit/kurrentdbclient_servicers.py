@@ -62,6 +62,8 @@ class ScriptedStreams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
     event_delay: float = 0.0
     reads: int = 0
     appends: int = 0
+    # What each Read asked for: a stream name, or "$all".
+    read_targets: list[str] = field(default_factory=list)
 
     # ---------------------------------------------------------------- the log
 
@@ -82,6 +84,11 @@ class ScriptedStreams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
         if self.read_failures:
             await _abort(context, self.read_failures.pop(0))
         options = request.options
+        self.read_targets.append(
+            options.stream.stream_identifier.stream_name.decode()
+            if options.WhichOneof("stream_option") == "stream"
+            else "$all"
+        )
         backwards = options.read_direction == streams_pb2.ReadReq.Options.Backwards
         count = options.count
         if options.WhichOneof("stream_option") == "stream":

@@ -211,7 +211,7 @@ async def test_refused_access_is_one_clear_error_and_open_closes_the_client(
     monkeypatch.setattr(AsyncKurrentDBClient, "close", recording_close)
     node.streams.read_failures.append((code, "Access denied", ()))
     store = KurrentDBEventStore(node.uri, timeout=10)
-    with pytest.raises(EventStoreUnavailable, match=r"refused access.*needs to read \$all"):
+    with pytest.raises(EventStoreUnavailable, match=r"refused access.*read \$all"):
         await store.open()
     assert len(closed) == 1
 
@@ -222,6 +222,19 @@ async def test_refused_access_is_one_clear_error_and_open_closes_the_client(
             await store.read_all()
     finally:
         await store.close()
+
+
+async def test_the_readiness_probe_needs_no_permission_to_read_all(node: ScriptedNode) -> None:
+    # Only $admins may read $all by default: command workers and the query API, which never
+    # read it, must start with a user that may not either.
+    store = KurrentDBEventStore(node.uri, timeout=10)
+    await store.open()
+    try:
+        await store.ping()
+    finally:
+        await store.close()
+    assert node.streams.read_targets
+    assert "$all" not in node.streams.read_targets
 
 
 async def test_open_gives_up_within_the_probe_timeout_when_discovery_hangs(
