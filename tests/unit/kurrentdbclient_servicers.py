@@ -60,6 +60,8 @@ class ScriptedStreams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
     lost_append_answers: int = 0
     # Pause between the events of one read answer, so that tests can act mid-read.
     event_delay: float = 0.0
+    # Pause before answering each Read, so that concurrent readers all see the same state.
+    read_delay: float = 0.0
     reads: int = 0
     appends: int = 0
     # What each Read asked for: a stream name, or "$all".
@@ -83,6 +85,8 @@ class ScriptedStreams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
         self.reads += 1
         if self.read_failures:
             await _abort(context, self.read_failures.pop(0))
+        if self.read_delay:
+            await asyncio.sleep(self.read_delay)
         options = request.options
         self.read_targets.append(
             options.stream.stream_identifier.stream_name.decode()

@@ -19,6 +19,8 @@ import grpc
 import pytest
 from kurrentdbclient import AsyncKurrentDBClient
 
+from application.commands import CommandEnvelope, CommandHandler
+from domain.commands import CreateOrder
 from eventstore.kurrentdb import UNDECODABLE_DATA, KurrentDBEventStore
 from eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
 from gateway.customers import CustomerDirectory
@@ -279,3 +281,17 @@ async def test_the_second_identical_append_at_one_version_is_a_conflict_not_a_su
     retried = await store.append("order-dup", 2, [order_event(3)])
     assert retried.version == 3
     assert len(node.streams.stream("order-dup")) == 3
+
+
+async def test_two_racing_copies_of_one_command_answer_accepted_then_duplicate(
+    node: ScriptedNode, store: KurrentDBEventStore
+) -> None:
+    # Two worker processes (two handlers, no shared lock) load the order before either
+    # appends, decide the same events (same derived ids) and append at the same version.
+    node.streams.read_delay = 0.2
+    envelope = CommandEnvelope(CreateOrder("o-race", "alice"), "cmd-race", "corr", "cmd-race")
+    outcomes = await asyncio.gather(
+        CommandHandler(store).handle(envelope), CommandHandler(store).handle(envelope)
+    )
+    assert sorted(o.status for o in outcomes) == ["accepted", "duplicate"]
+    assert len(node.streams.stream("order-o-race")) == 1
