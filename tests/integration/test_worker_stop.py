@@ -73,15 +73,18 @@ class FreezableProxy:
             self._server.close()
 
 
-async def silent_listener() -> tuple[asyncio.Server, int]:
-    """Accepts connections and never says a word, like a broker out of file handles."""
+@pytest.fixture
+async def silent_amqp_url(settings: Settings) -> AsyncIterator[str]:
+    """The URL of a listener that accepts connections and never says a word, like a broker
+    out of file handles."""
     held: list[asyncio.StreamWriter] = []
 
     async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)
 
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    return server, int(server.sockets[0].getsockname()[1])
+    yield with_port(settings.amqp_url, int(server.sockets[0].getsockname()[1]))
+    server.close()
 
 
 def with_port(url: str, port: int) -> str:
@@ -128,12 +131,9 @@ async def test_stop_is_bounded_when_the_broker_stops_answering(
 
 
 async def test_a_start_cancelled_during_a_handshake_that_never_ends_leaves_nothing_behind(
-    settings: Settings,
+    settings: Settings, silent_amqp_url: str
 ) -> None:
-    server, port = await silent_listener()
-    settings = settings.model_copy(
-        update={"amqp_url": with_port(settings.amqp_url, port), "amqp_connect_timeout": 60}
-    )
+    settings = settings.model_copy(update={"amqp_url": silent_amqp_url, "amqp_connect_timeout": 60})
     host = WorkerHost(settings, ("commands",))
     starting = asyncio.create_task(host.start())
     await asyncio.sleep(0.5)  # inside the AMQP handshake the listener never answers
@@ -141,34 +141,30 @@ async def test_a_start_cancelled_during_a_handshake_that_never_ends_leaves_nothi
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(starting, settings.shutdown_timeout + STOP_MARGIN + 1)
     await assert_nothing_ignores_cancellation()
-    server.close()
 
 
 async def test_a_broker_that_never_answers_fails_the_start_within_the_connect_timeout(
-    settings: Settings,
+    settings: Settings, silent_amqp_url: str
 ) -> None:
-    server, port = await silent_listener()
     settings = settings.model_copy(
-        update={"amqp_url": with_port(settings.amqp_url, port), "amqp_connect_timeout": 1.0}
+        update={"amqp_url": silent_amqp_url, "amqp_connect_timeout": 1.0}
     )
     host = WorkerHost(settings, ("commands",))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(host.start(), 10)
     await assert_nothing_ignores_cancellation()
-    server.close()
 
 
 async def test_sigterm_while_the_broker_never_answers_stops_the_process(
-    settings: Settings, tmp_path: Path
+    settings: Settings, silent_amqp_url: str, tmp_path: Path
 ) -> None:
-    server, port = await silent_listener()
     log = tmp_path / "worker.log"
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "conveyor", "run", "--only", "commands"),
             env=conveyor_env(
                 settings,
-                CONVEYOR_AMQP_URL=with_port(settings.amqp_url, port),
+                CONVEYOR_AMQP_URL=silent_amqp_url,
                 CONVEYOR_AMQP_CONNECT_TIMEOUT="120",
                 CONVEYOR_SHUTDOWN_TIMEOUT="2",
             ),
@@ -189,4 +185,3 @@ async def test_sigterm_while_the_broker_never_answers_stops_the_process(
         if process.returncode is None:
             process.kill()
             await process.wait()
-        server.close()
