@@ -428,9 +428,13 @@ class KurrentDBEventStore:
         schema_version = metadata.pop(_SCHEMA_VERSION, 1)
         metadata.pop(_APPEND_ID, None)
         metadata.pop(UNDECODABLE_DATA, None)
+        occurred_at: datetime | None = None
         if isinstance(occurred_at_text, str):
-            occurred_at = parse_time(occurred_at_text)
-        else:
+            # Another application's metadata may use the key its own way: like foreign
+            # data, a time we cannot read must not stop whoever follows the log.
+            with contextlib.suppress(ValueError, OverflowError):
+                occurred_at = parse_time(occurred_at_text)
+        if occurred_at is None:
             # Not written by us: the server's own timestamp is the best stand-in.
             occurred_at = to_utc(event.recorded_at or datetime.fromtimestamp(0, tz=UTC))
         kept = {k: v for k, v in metadata.items() if isinstance(v, str)}

@@ -295,3 +295,33 @@ async def test_two_racing_copies_of_one_command_answer_accepted_then_duplicate(
     )
     assert sorted(o.status for o in outcomes) == ["accepted", "duplicate"]
     assert len(node.streams.stream("order-o-race")) == 1
+
+
+# ------------------------------------- review: foreign metadata never halts the relay either
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        '"yesterday"',
+        '"Tue, 01 Dec 2026 10:00:00 GMT"',
+        '"2026-13-45T99:00:00"',
+        '"0001-01-01T00:00:00+01:00"',  # parses, but lies before the first UTC instant
+    ],
+)
+async def test_foreign_events_whose_metadata_time_is_not_iso_are_passed_on_with_the_server_time(
+    node: ScriptedNode, store: KurrentDBEventStore, occurred_at: str
+) -> None:
+    # Served by the library's own servicers: this shows what the adapter does with what the
+    # client library hands it. Another application's metadata may use our key its own way;
+    # like its data, that must not stop whoever follows the log (the gateway retried the
+    # same position forever, a rebuild failed).
+    node.streams.add("order-o-1", "OrderCreated", b'{"customer_id": "alice"}')
+    node.streams.add("billing-1", "Invoiced", b"{}", f'{{"occurred_at": {occurred_at}}}'.encode())
+    node.streams.add("order-o-1", "OrderConfirmed", b"{}")
+
+    page = await store.read_all()
+
+    assert [e.stream_id for e in page] == ["order-o-1", "billing-1", "order-o-1"]
+    assert page[1].occurred_at == datetime.fromtimestamp(0, tz=UTC)  # the fake's "created"
+    assert await CustomerDirectory(store).integration_event(page[1]) is None
