@@ -416,6 +416,8 @@ class KurrentDBEventStore:
             data = json.loads(event.data) if event.data else {}
         except ValueError as exc:  # not UTF-8 (UnicodeDecodeError) or not JSON
             data, undecodable = {}, f"not JSON: {exc}"
+        except RecursionError:  # "[[[[…" nested deeper than the decoder's stack allows
+            data, undecodable = {}, "JSON nested too deep to decode"
         if not isinstance(data, dict):
             data, undecodable = {}, f"JSON {type(data).__name__}, not an object"
         if undecodable is not None and not foreign_data_ok:
@@ -499,7 +501,7 @@ def _load_metadata(raw: bytes) -> dict[str, Any]:
         return {}
     try:
         loaded = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return dict(loaded) if isinstance(loaded, Mapping) else {}
 

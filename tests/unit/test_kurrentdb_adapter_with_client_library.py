@@ -325,3 +325,23 @@ async def test_foreign_events_whose_metadata_time_is_not_iso_are_passed_on_with_
     assert [e.stream_id for e in page] == ["order-o-1", "billing-1", "order-o-1"]
     assert page[1].occurred_at == datetime.fromtimestamp(0, tz=UTC)  # the fake's "created"
     assert await CustomerDirectory(store).integration_event(page[1]) is None
+
+
+async def test_a_foreign_event_nested_too_deep_to_decode_is_passed_on_empty(
+    node: ScriptedNode, store: KurrentDBEventStore
+) -> None:
+    # Served by the library's own servicers (adapter handling only). Any user may write an
+    # ordinary stream by default: JSON nested deeper than the decoder's stack (RecursionError,
+    # not ValueError) in another application's data or metadata must not stop the relay.
+    nested = b"[" * 100_000 + b"]" * 100_000
+    node.streams.add("billing-1", "Invoiced", nested)
+    node.streams.add("billing-2", "Invoiced", b"{}", nested)
+    node.streams.add("order-o-1", "OrderCreated", b'{"customer_id": "alice"}')
+
+    page = await store.read_all()
+
+    assert [e.stream_id for e in page] == ["billing-1", "billing-2", "order-o-1"]
+    assert page[0].data == {}
+    assert UNDECODABLE_DATA in page[0].metadata
+    assert page[1].data == {}
+    assert page[1].metadata == {}
