@@ -26,7 +26,7 @@ from kurrentdbclient import AsyncKurrentDBClient, StreamState
 from kurrentdbclient import NewEvent as KurrentNewEvent
 from kurrentdbclient import RecordedEvent as KurrentRecordedEvent
 from kurrentdbclient.asyncio_client import autoreconnect, retrygrpc
-from kurrentdbclient.connection_spec import ConnectionSpec
+from kurrentdbclient.connection_spec import NODE_PREFERENCE_LEADER, ConnectionSpec
 from kurrentdbclient.exceptions import (
     AccessDeniedError,
     DeadlineExceededError,
@@ -131,10 +131,18 @@ class KurrentDBEventStore:
         try:
             # Pure parsing, no I/O: a bad URI is a configuration error worth failing on at
             # construction rather than at the first open().
-            ConnectionSpec(uri)
+            spec = ConnectionSpec(uri)
         except ValueError as exc:
             # The client's messages quote the whole URI, password included.
             raise ValueError(str(exc).replace(uri, self._redacted_uri)) from None
+        if spec.options.node_preference != NODE_PREFERENCE_LEADER:
+            # The client follows a "not leader" answer to an append only when it prefers
+            # the leader, and a follower's reads may lag the log (the gateway would miss
+            # an order it is relaying and skip the event).
+            raise ValueError(
+                f"{self._redacted_uri}: conveyor reads and writes on the leader only; "
+                f"remove nodePreference={spec.options.node_preference}"
+            )
         self._timeout = timeout
         self._probe_timeout = probe_timeout
         self._kurrent: AsyncKurrentDBClient | None = None

@@ -188,9 +188,11 @@ class ScriptedStreams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
 
 @dataclass
 class ScriptedGossip(gossip_pb2_grpc.GossipServicer):  # type: ignore[misc]
-    """Gossip answering that the node at `leader_port` is the one leader; or never."""
+    """Gossip answering that the node at `leader_port` is the one leader (and the one at
+    `follower_port`, if any, a follower); or never."""
 
     leader_port: int = 0
+    follower_port: int = 0
     hang: bool = False
 
     async def Read(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -201,7 +203,18 @@ class ScriptedGossip(gossip_pb2_grpc.GossipServicer):  # type: ignore[misc]
             is_alive=True,
             http_end_point=gossip_pb2.EndPoint(address="127.0.0.1", port=self.leader_port),
         )
-        return gossip_pb2.ClusterInfo(members=[member])
+        members = [member]
+        if self.follower_port:
+            members.append(
+                gossip_pb2.MemberInfo(
+                    state=gossip_pb2.MemberInfo.VNodeState.Follower,
+                    is_alive=True,
+                    http_end_point=gossip_pb2.EndPoint(
+                        address="127.0.0.1", port=self.follower_port
+                    ),
+                )
+            )
+        return gossip_pb2.ClusterInfo(members=members)
 
 
 class ScriptedNode:

@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from kurrentdbclient import AsyncKurrentDBClient
+from kurrentdbclient import AsyncKurrentDBClient, StreamState
+from kurrentdbclient import NewEvent as KurrentNewEvent
+from kurrentdbclient.exceptions import NodeIsNotLeaderError
 
 from application.commands import CommandEnvelope, CommandHandler
 from domain.commands import CreateOrder
@@ -345,3 +347,41 @@ async def test_a_foreign_event_nested_too_deep_to_decode_is_passed_on_empty(
     assert UNDECODABLE_DATA in page[0].metadata
     assert page[1].data == {}
     assert page[1].metadata == {}
+
+
+# ------------------------------------------ review: only the leader serves conveyor's calls
+
+
+async def test_library_follows_not_leader_on_append_only_when_preferring_the_leader() -> None:
+    # The library's own behaviour, shown with its own servicers: appends always ask for the
+    # leader, but autoreconnect follows the "not leader" answer only when the URI prefers
+    # the leader. With any other nodePreference every append on a follower fails for good.
+    async with ScriptedNode() as follower, ScriptedNode() as leader:
+        follower.gossip.leader_port = leader.port
+        follower.gossip.follower_port = follower.port
+        follower.streams.append_failures.append(not_leader(leader))
+        client = AsyncKurrentDBClient(
+            f"kurrentdb://127.0.0.1:{follower.port},127.0.0.1:{leader.port}"
+            "?tls=false&nodePreference=follower"
+        )
+        await client.connect()
+        try:
+            with pytest.raises(NodeIsNotLeaderError):
+                await client.append_to_stream(
+                    "order-1",
+                    events=[KurrentNewEvent("T", b"{}")],
+                    current_version=StreamState.NO_STREAM,
+                )
+        finally:
+            await client.close()
+        assert leader.streams.appends == 0
+
+
+@pytest.mark.parametrize("preference", ["follower", "random", "readonlyreplica"])
+def test_a_store_refuses_a_node_preference_other_than_the_leader(preference: str) -> None:
+    # Appends could never follow the leader (above), and reads from a follower may lag
+    # behind the log: the gateway's customer lookup would find no order and skip its event.
+    with pytest.raises(ValueError, match="nodePreference"):
+        KurrentDBEventStore(
+            f"kurrentdb://u:secret@n1:2113,n2:2113?tlsCaFile=/ca.pem&nodePreference={preference}"
+        )
