@@ -488,6 +488,11 @@ async def _read_whole(
         response = await client.read_stream(stream_name, **options)
     async with response:
         events = [event async for event in response]
+    if _connection_id(client) is None:
+        # Closed under the read, which stopped without an error: not a reason to
+        # reconnect (the library's retry would fail on the closed client's missing
+        # connection), and the same error as a call made after close().
+        raise RuntimeError("KurrentDBEventStore was closed during a read")
     if _connection_id(client) != connection_id:
         raise ServiceUnavailableError(
             "the connection was replaced during a read, which may have ended early"

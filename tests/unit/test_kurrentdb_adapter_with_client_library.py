@@ -385,3 +385,49 @@ def test_a_store_refuses_a_node_preference_other_than_the_leader(preference: str
         KurrentDBEventStore(
             f"kurrentdb://u:secret@n1:2113,n2:2113?tlsCaFile=/ca.pem&nodePreference={preference}"
         )
+
+
+# ------------------------------------------------ review: a leader change and a close mid-call
+
+
+async def test_an_append_written_by_the_old_leader_whose_answer_was_lost_is_accepted_once() -> None:
+    # Served by the library's own servicers (the library's retry, not a server's election):
+    # the old leader writes, its answer is lost, gossip now names the new leader, and the
+    # library re-sends there. The handler must answer accepted, and the event exist once.
+    async with ScriptedNode() as old, ScriptedNode() as new:
+        new.streams.log = old.streams.log  # one log, as a cluster's nodes hold
+        store = KurrentDBEventStore(
+            f"kurrentdb://127.0.0.1:{old.port},127.0.0.1:{new.port}?tls=false", timeout=10
+        )
+        await store.open()
+        try:
+            old.streams.lost_append_answers = 1
+            for gossip in (old.gossip, new.gossip):
+                gossip.leader_port, gossip.follower_port = new.port, old.port
+            handler = CommandHandler(store)
+            envelope = CommandEnvelope(CreateOrder("o-1", "alice"), "cmd-1", "corr", "cmd-1")
+            first = await handler.handle(envelope)
+            again = await handler.handle(envelope)
+        finally:
+            await store.close()
+        assert (old.streams.appends, new.streams.appends) == (1, 1)
+        assert (first.status, first.version) == ("accepted", 1)
+        assert (again.status, again.version) == ("duplicate", 1)
+        assert len(old.streams.stream("order-o-1")) == 1
+
+
+async def test_a_read_the_store_is_closed_under_says_so(
+    node: ScriptedNode, store: KurrentDBEventStore
+) -> None:
+    # Served by the library's own servicers (adapter handling only). Closing the client
+    # stops its reads without an error; the adapter's retry then met the library's
+    # AttributeError ("no attribute '_connection'") instead of a message that says why.
+    fill(node.streams, "order-1", 50)
+    node.streams.event_delay = 0.02
+
+    async def close_midway() -> None:
+        await asyncio.sleep(0.2)
+        await store.close()
+
+    with pytest.raises(RuntimeError, match="closed during"):
+        await asyncio.gather(store.read_stream("order-1"), close_midway())
