@@ -431,3 +431,33 @@ async def test_a_read_the_store_is_closed_under_says_so(
 
     with pytest.raises(RuntimeError, match="closed during"):
         await asyncio.gather(store.read_stream("order-1"), close_midway())
+
+
+async def test_a_leader_change_between_the_reads_of_one_log_page_leaves_the_page_whole() -> None:
+    # Served by the library's own servicers (the library's leader following, not a server's
+    # election). Every other event is system-typed, dropped on our side, so one page of the
+    # gateway takes several reads; the leader moves while the first is being served.
+    async with ScriptedNode() as first, ScriptedNode() as second:
+        second.streams.log = first.streams.log
+        for n in range(200):
+            if n % 2:
+                first.streams.add("other-1", "$>", b"0@order-1")
+            else:
+                first.streams.add("order-1", "ItemAdded", json.dumps({"n": n}).encode())
+        for gossip in (first.gossip, second.gossip):
+            gossip.leader_port, gossip.follower_port = first.port, second.port
+        store = KurrentDBEventStore(
+            f"kurrentdb://127.0.0.1:{first.port},127.0.0.1:{second.port}?tls=false", timeout=10
+        )
+        await store.open()
+        try:
+            first.streams.event_delay = 0.005
+            page = asyncio.ensure_future(store.read_all(limit=80))
+            await asyncio.sleep(0.1)  # the first read takes about 0.4 s
+            for gossip in (first.gossip, second.gossip):
+                gossip.leader_port, gossip.follower_port = second.port, first.port
+            first.streams.read_failures.append(not_leader(second))
+            assert [e.version for e in await page] == list(range(1, 81))
+        finally:
+            await store.close()
+        assert second.streams.reads >= 1
