@@ -28,6 +28,7 @@ from kurrentdbclient import RecordedEvent as KurrentRecordedEvent
 from kurrentdbclient.asyncio_client import autoreconnect, retrygrpc
 from kurrentdbclient.connection_spec import NODE_PREFERENCE_LEADER, ConnectionSpec
 from kurrentdbclient.exceptions import (
+    AbortedByServerError,
     AccessDeniedError,
     DeadlineExceededError,
     DiscoveryFailedError,
@@ -39,6 +40,7 @@ from kurrentdbclient.exceptions import (
     ServiceUnavailableError,
     StreamIsDeletedError,
     UnauthenticatedError,
+    UnknownError,
     WrongCurrentVersionError,
 )
 
@@ -55,12 +57,17 @@ from eventstore.serialization import dumps, format_time, parse_time, redact_url,
 # Failures that say "the store is not answering right now", as opposed to "you asked for
 # something wrong": callers retry these later. GrpcError covers UNAVAILABLE, gRPC deadlines,
 # cancellations and internal errors; DeadlineExceededError adds the server-side append
-# timeout; a leader change and failed cluster discovery are transient too.
+# timeout; a leader change and failed cluster discovery are transient too. So are the
+# server's UNKNOWN answers (UnknownError: "No leader info available" while a cluster has no
+# leader yet, or a read that failed inside the server) and ABORTED ones (a write that timed
+# out), which the library neither retries nor counts as GrpcErrors.
 _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     GrpcError,
     DeadlineExceededError,
     DiscoveryFailedError,
     NodeIsNotLeaderError,
+    UnknownError,
+    AbortedByServerError,
 )
 
 # The server refuses this user: a missing role or $all ACL, or a wrong password. Not

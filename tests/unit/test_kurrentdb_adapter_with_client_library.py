@@ -461,3 +461,30 @@ async def test_a_leader_change_between_the_reads_of_one_log_page_leaves_the_page
         finally:
             await store.close()
         assert second.streams.reads >= 1
+
+
+# ----------------------------------- review: a node mid-election is unavailable, not a crash
+
+NO_LEADER_YET = (grpc.StatusCode.UNKNOWN, "No leader info available in response", ())
+WRITE_TIMED_OUT = (grpc.StatusCode.ABORTED, "Operation timed out: CommitTimeout", ())
+
+
+@pytest.mark.parametrize("failure", [NO_LEADER_YET, WRITE_TIMED_OUT], ids=["no-leader", "timeout"])
+async def test_answers_of_a_node_between_leaders_or_overloaded_are_unavailable(
+    node: ScriptedNode, store: KurrentDBEventStore, failure: tuple[grpc.StatusCode, str, tuple[()]]
+) -> None:
+    # Served by the library's own servicers, answering with the statuses KurrentDB's
+    # RpcExceptions use: NoLeaderInfo (UNKNOWN) while a cluster has no leader yet, Timeout
+    # (ABORTED) for a write that timed out. The library raises UnknownError and
+    # AbortedByServerError, which are neither retried nor GrpcErrors: they escaped raw,
+    # where every other transient failure is EventStoreUnavailable.
+    fill(node.streams, "order-1", 1)
+    for _ in range(4):  # more than the library's own retries
+        node.streams.read_failures.append(failure)
+    with pytest.raises(EventStoreUnavailable, match=failure[1]):
+        await store.read_stream("order-1")
+    node.streams.read_failures.clear()
+    node.streams.append_failures.extend([failure] * 4)
+    with pytest.raises(EventStoreUnavailable, match=failure[1]):
+        await store.append("order-1", 1, [order_event(1)])
+    assert len(node.streams.stream("order-1")) == 1
