@@ -34,6 +34,7 @@ from kurrentdbclient.exceptions import (
     DiscoveryFailedError,
     GrpcError,
     InvalidCommitPositionError,
+    KurrentDBClientError,
     NodeIsNotLeaderError,
     NotFoundError,
     ProgrammingError,
@@ -224,6 +225,17 @@ class KurrentDBEventStore:
             raise self._deleted(stream_id) from exc
         except (*_UNAVAILABLE_ERRORS, *_ACCESS_ERRORS) as exc:
             raise self._failure(exc) from exc
+        except KurrentDBClientError as exc:
+            # The library's catch-all for a batch-append error it cannot name, which is how
+            # KurrentDB answers a write it did not handle (Streams.BatchAppend, NotHandled:
+            # not ready, too busy, no leader yet): nothing was written, and the node takes
+            # writes again once it has caught up.
+            if type(exc) is not KurrentDBClientError:
+                raise
+            reason = getattr(exc.args[0], "message", "") if exc.args else ""
+            raise EventStoreUnavailable(
+                f"KurrentDB at {self._redacted_uri} did not take the write: {reason or exc}"
+            ) from exc
 
         new_version = expected_version + len(events)
         # The server answers an append of event ids it already holds at those versions

@@ -488,3 +488,21 @@ async def test_answers_of_a_node_between_leaders_or_overloaded_are_unavailable(
     with pytest.raises(EventStoreUnavailable, match=failure[1]):
         await store.append("order-1", 1, [order_event(1)])
     assert len(node.streams.stream("order-1")) == 1
+
+
+@pytest.mark.parametrize(
+    "reason", ["Server Is Not Ready", "Server Is Busy", "No leader info available in response"]
+)
+async def test_a_write_the_node_did_not_handle_is_unavailable(
+    node: ScriptedNode, store: KurrentDBEventStore, reason: str
+) -> None:
+    # Served by the library's own servicers, answering as KurrentDB's BatchAppend answers a
+    # write it did not handle (Streams.BatchAppend.cs, NotHandled): an error inside the
+    # response, message only. The library cannot name it and raises its base
+    # KurrentDBClientError, which escaped the adapter raw, though nothing was written and
+    # the node will take the write later (after an election, once it has caught up).
+    node.streams.append_not_handled.append(reason)
+    with pytest.raises(EventStoreUnavailable, match=reason):
+        await store.append("order-1", NO_STREAM, [order_event(1)])
+    assert node.streams.stream("order-1") == []
+    assert (await store.append("order-1", NO_STREAM, [order_event(1)])).version == 1
