@@ -305,6 +305,13 @@ class SqliteDatabase:
                         stopping = True
                         break
                     group.append(item)  # type: ignore[arg-type]
+                # A caller that gave up before its write started must not find it made
+                # later (a failed rebuild's cancelled batches, after its leases were let go).
+                group = [write for write in group if not write.future.done()]
+                if not group:
+                    if stopping:
+                        return
+                    continue
                 try:
                     outcomes = await loop.run_in_executor(self._writer, self._write_group, group)
                 except Exception as exc:  # the loop must outlive any single failure

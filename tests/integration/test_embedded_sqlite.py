@@ -113,6 +113,26 @@ async def test_a_cancelled_close_leaves_no_write_waiting(tmp_path: Path) -> None
     await asyncio.wait_for(db.close(), 5)  # closing again finishes the job
 
 
+async def test_a_write_cancelled_before_it_started_is_not_made(db: SqliteDatabase) -> None:
+    release = threading.Event()
+
+    def slow(connection: sqlite3.Connection) -> str:
+        release.wait(5)
+        return "slow"
+
+    slow_write = asyncio.ensure_future(db.write(slow))
+    await asyncio.sleep(0.1)  # the writer is inside `slow`
+    given_up = asyncio.ensure_future(db.write(insert("given up")))
+    await asyncio.sleep(0)  # queued
+    given_up.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await given_up
+    release.set()
+    assert await slow_write == "slow"
+    await db.write(insert("after"))
+    assert await stored(db) == ["after"]
+
+
 # -- item 3: one bad write fails alone -----------------------------------------------------
 
 
