@@ -250,12 +250,13 @@ async def _rebuild_held(
     if fast is not None:
         await _write_fold(fast, projections, targets, read_store, written, customers, renew)
         fast = None  # the states can go before the catch-up
-    await asyncio.gather(
-        *(
-            read_store.ensure_collection(target, projection.indexes)
-            for projection, target in zip(projections, targets, strict=True)
-        )
-    )
+    # One index per transaction, one after the other: an index build holds SQLite's write
+    # lock while it runs, so other processes' writes go in between, and the leases are
+    # renewed before each (a build on a large collection can take a while).
+    for projection, target in zip(projections, targets, strict=True):
+        for fields in projection.indexes:
+            await renew(force=True)
+            await read_store.ensure_collection(target, (fields,))
     await renew(force=True)
 
     switched: list[ActiveCollection] = []

@@ -14,7 +14,7 @@ from eventstore.sqlite import SqliteEventStore
 from readmodels import rebuild as rebuild_module
 from readmodels.collections import ProjectionCollections
 from readmodels.port import ReadStoreUnavailable
-from readmodels.rebuild import rebuild
+from readmodels.rebuild import rebuild, rebuild_many
 from readmodels.sqlite import SqliteReadModelStore
 from tests.integration.test_rebuild import store_log
 from tests.unit.test_rebuild_fold import random_log
@@ -146,3 +146,56 @@ async def test_a_cancelled_rebuild_returns_only_after_its_batches_are_done(
     finally:
         await asyncio.gather(*store.sent, return_exceptions=True)
         await event_store.close()
+
+
+class WriteOrder:
+    """The store, noting the order of the writes that matter here: index builds and lease
+    renewals."""
+
+    def __init__(self, store: SqliteReadModelStore) -> None:
+        self._store = store
+        self.writes: list[tuple[str, Any]] = []
+
+    async def ensure_collection(self, collection: str, indexes: Any = ()) -> None:
+        if indexes:
+            self.writes.append(("index", (collection, tuple(indexes))))
+        await self._store.ensure_collection(collection, indexes)
+
+    async def put(self, collection: str, doc_id: str, body: Any, *, expected_rev: int) -> int:
+        if doc_id.startswith("rebuild-") and body.get("owner"):
+            self.writes.append(("lease", doc_id))
+        return await self._store.put(collection, doc_id, body, expected_rev=expected_rev)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_indexes_are_built_one_per_transaction_with_the_lease_renewed_before_each(
+    tmp_path: Path, read_store: SqliteReadModelStore
+) -> None:
+    await store_log(tmp_path / "events.db", random_log(7, orders=60))
+    event_store = await SqliteEventStore(tmp_path / "events.db").open()
+    store = WriteOrder(read_store)
+    try:
+        await rebuild_many(
+            ["order_summary", "active_orders"],
+            event_store,
+            store,  # type: ignore[arg-type]
+            ProjectionCollections(read_store, cache_seconds=0),
+        )
+    finally:
+        await event_store.close()
+    builds = [at for at, (kind, _) in enumerate(store.writes) if kind == "index"]
+    # Each build holds SQLite's write lock alone, so other processes' writes go between
+    # them, and the lease is fresh when each starts.
+    assert [store.writes[at][1] for at in builds] == [
+        ("order_summary_v2", (("customer_id",),)),
+        ("active_orders_v2", (("status", "customer_id"),)),
+        ("active_orders_v2", (("status", "created_at"),)),
+    ]
+    for at in builds:
+        assert {doc for kind, doc in store.writes[at - 2 : at] if kind == "lease"} == {
+            "rebuild-order_summary",
+            "rebuild-active_orders",
+        }
+    assert store.writes[builds[-1] + 1][0] == "lease"  # and after the last one
