@@ -10,7 +10,7 @@ from typing import Any
 from faststream.rabbit import Channel, RabbitBroker
 
 from application.commands import CommandHandler
-from conveyor.settings import Settings
+from conveyor.settings import Settings, sqlite_location
 from conveyor.tls import amqp_security
 from eventstore.port import EventStore
 from eventstore.serialization import redact_url
@@ -36,8 +36,9 @@ PROJECTION_BINDING = "orders.#"
 
 
 def _sqlite_file(location: str) -> Path:
-    # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them
-    return Path(location.removeprefix("sqlite:///"))
+    # Settings made it one absolute path (sqlite_location); Settings built without
+    # validation (model_construct) still get the same treatment.
+    return Path(sqlite_location(location))
 
 
 def describe_event_store(settings: Settings) -> str:
@@ -52,7 +53,9 @@ def describe_read_store(settings: Settings) -> str:
     return f"SQLite at {_sqlite_file(settings.read_store)}"
 
 
-async def open_event_store(settings: Settings) -> EventStore:
+async def open_event_store(settings: Settings, *, read_only: bool = False) -> EventStore:
+    """`read_only`: for a command that only reads — a missing SQLite file is refused (with
+    where it was looked for), never created empty."""
     if settings.event_store.startswith(KURRENTDB_SCHEMES):
         # Imported only when chosen: the gRPC stack costs start-up time for SQLite users.
         from eventstore.kurrentdb import KurrentDBEventStore
@@ -61,11 +64,14 @@ async def open_event_store(settings: Settings) -> EventStore:
         await kurrent.open()
         return kurrent
     return await SqliteEventStore(
-        _sqlite_file(settings.event_store), busy_timeout=settings.sqlite_busy_timeout
+        _sqlite_file(settings.event_store),
+        busy_timeout=settings.sqlite_busy_timeout,
+        read_only=read_only,
+        allow_affected_sqlite=settings.sqlite_allow_affected_version,
     ).open()
 
 
-async def open_read_store(settings: Settings) -> ReadModelStore:
+async def open_read_store(settings: Settings, *, read_only: bool = False) -> ReadModelStore:
     if settings.read_store.startswith(MONGODB_SCHEMES):
         from readmodels.mongodb import MongoReadModelStore
 
@@ -73,7 +79,10 @@ async def open_read_store(settings: Settings) -> ReadModelStore:
     from readmodels.sqlite import SqliteReadModelStore
 
     return await SqliteReadModelStore(
-        _sqlite_file(settings.read_store), busy_timeout=settings.sqlite_busy_timeout
+        _sqlite_file(settings.read_store),
+        busy_timeout=settings.sqlite_busy_timeout,
+        read_only=read_only,
+        allow_affected_sqlite=settings.sqlite_allow_affected_version,
     ).open()
 
 

@@ -29,11 +29,12 @@ from conveyor.bootstrap import (
     rabbit_broker,
 )
 from conveyor.settings import Settings
-from eventstore.port import EventStoreUnavailable
+from embedded.sqlite import SqliteFileUnusable
+from eventstore.port import EventStore, EventStoreUnavailable
 from eventstore.serialization import redact_url, to_utc
 from queries.service import OrderQueries, history_as_json
 from readmodels.collections import ProjectionCollections
-from readmodels.port import ReadStoreUnavailable
+from readmodels.port import ReadModelStore, ReadStoreUnavailable
 
 app = typer.Typer(
     name="conveyor",
@@ -88,6 +89,8 @@ def run_async(make: Callable[[Settings], Awaitable[T]]) -> T:
         return asyncio.run(make(settings))  # type: ignore[arg-type]
     except CliError:
         raise
+    except SqliteFileUnusable as exc:  # permanent: says which file and why
+        fail(str(exc), 2)
     except EventStoreUnavailable as exc:
         fail(f"event store unavailable ({describe_event_store(settings)}): {exc}")
     except ReadStoreUnavailable as exc:
@@ -106,6 +109,25 @@ def run_async(make: Callable[[Settings], Awaitable[T]]) -> T:
     except Exception as exc:  # anything else: still one line, the traceback only with -v
         logging.getLogger("conveyor").debug("unexpected failure", exc_info=True)
         fail(f"{type(exc).__name__}: {exc}")
+
+
+async def _open_event_store(settings: Settings, *, read_only: bool) -> EventStore:
+    store = await open_event_store(settings, read_only=read_only)
+    _using(f"event store {describe_event_store(settings)}")
+    return store
+
+
+async def _open_read_store(settings: Settings, *, read_only: bool) -> ReadModelStore:
+    store = await open_read_store(settings, read_only=read_only)
+    _using(f"read store {describe_read_store(settings)}")
+    return store
+
+
+def _using(store: str) -> None:
+    """A command's first line names the store it opened (a SQLite file by its absolute
+    path): one started in another directory cannot use another file unnoticed. On stderr,
+    so that --json output stays one document."""
+    print(f"conveyor: {store}", file=sys.stderr, flush=True)
 
 
 def configure_logging(verbose: bool, settings: Settings | None = None) -> None:
@@ -142,9 +164,10 @@ def run(
         configure_logging(verbose, settings)
         host = WorkerHost(settings, components)
         logging.getLogger("conveyor.worker").info(
-            "RabbitMQ %s, event store %s",
+            "RabbitMQ %s, event store %s, read store %s",
             redact_url(settings.amqp_url),
             describe_event_store(settings),
+            describe_read_store(settings),
         )
         await host.run_until_signalled()
 
@@ -227,7 +250,7 @@ async def _wait_for_order_summary(
     settings: Settings, order_id: str, version: int, deadline: float
 ) -> bool:
     """Read-your-writes: poll the order summary until it shows `version` or time runs out."""
-    read_store = await open_read_store(settings)
+    read_store = await open_read_store(settings, read_only=True)
     try:
         queries = OrderQueries(read_store, ProjectionCollections(read_store, cache_seconds=0))
         while True:
@@ -265,7 +288,7 @@ def history(
     moment = _parse_time(as_of) if as_of else None
 
     async def main(settings: Settings) -> OrderHistory:
-        store = await open_event_store(settings)
+        store = await _open_event_store(settings, read_only=True)
         try:
             return await order_history(store, order_id, as_of_version=as_of_version, as_of=moment)
         finally:
@@ -353,9 +376,10 @@ def status(
 
     async def main(settings: Settings) -> None:
         async with AsyncExitStack() as stack:
-            event_store = await open_event_store(settings)
+            # The report names both stores (absolute paths for SQLite files).
+            event_store = await open_event_store(settings, read_only=True)
             stack.push_async_callback(event_store.close)
-            read_store = await open_read_store(settings)
+            read_store = await open_read_store(settings, read_only=True)
             stack.push_async_callback(read_store.close)
             api = await stack.enter_async_context(ManagementApi.from_settings(settings))
             if not watch:
@@ -414,7 +438,7 @@ def _run_query(
     ask: Callable[[OrderQueries], Awaitable[T]],
 ) -> T:
     async def main(settings: Settings) -> T:
-        read_store = await open_read_store(settings)
+        read_store = await _open_read_store(settings, read_only=True)
         try:
             return await ask(OrderQueries(read_store, ProjectionCollections(read_store)))
         finally:
@@ -549,8 +573,8 @@ def projections_rebuild(
     )
 
     async def main(settings: Settings) -> Any:
-        event_store = await open_event_store(settings)
-        read_store = await open_read_store(settings)
+        event_store = await _open_event_store(settings, read_only=False)
+        read_store = await _open_read_store(settings, read_only=False)
         task = progress.add_task(f"rebuilding {', '.join(names)}", total=None, rate="-")
         started = time.monotonic()
 

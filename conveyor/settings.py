@@ -87,6 +87,24 @@ def _read_setting_file(variable: str, path: str) -> str:
     return value
 
 
+def sqlite_location(value: str) -> str:
+    """A SQLite store's location as one absolute file path; server URLs unchanged.
+
+    Resolved here, once: every process (and the messages it prints) names the same file
+    only if a relative path never reaches code that runs after a change of directory.
+    """
+    if "://" in value and not value.startswith("sqlite:"):
+        return value  # a server: kurrentdb://, mongodb://, …
+    path = value.removeprefix("sqlite:///")  # sqlite:///relative, sqlite:////absolute
+    in_memory = path in ("", ":memory:") or path.startswith("file:") or "mode=memory" in path
+    if in_memory or path.startswith("sqlite:"):
+        raise ValueError(
+            f"{value!r} names no SQLite file: give a file path, or sqlite:///path (an "
+            "in-memory database cannot be shared: each connection would get its own)"
+        )
+    return str(Path(path).expanduser().resolve())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -95,10 +113,11 @@ class Settings(BaseSettings):
     for TLS (with the amqp_*_file settings). guest/guest only works from localhost: RabbitMQ
     refuses the guest user over the network by default, which is why it is the default."""
 
-    event_store: str = DEFAULT_SQLITE_PATH
-    """A SQLite file path (or sqlite:///path), or kurrentdb://… / esdb://… for KurrentDB."""
+    event_store: str = Field(default=DEFAULT_SQLITE_PATH, validate_default=True)
+    """A SQLite file path (or sqlite:///path), or kurrentdb://… / esdb://… for KurrentDB.
+    A relative path is made absolute once, against the directory the process started in."""
 
-    read_store: str = DEFAULT_READ_STORE_PATH
+    read_store: str = Field(default=DEFAULT_READ_STORE_PATH, validate_default=True)
     """A SQLite file path (or sqlite:///path), or mongodb://host:port/dbname for MongoDB."""
 
     command_queue: str = "orders.commands"
@@ -168,6 +187,9 @@ class Settings(BaseSettings):
     """PEM private key of amqp_cert_file, when it is a separate file."""
 
     sqlite_busy_timeout: float = Field(default=5.0, gt=0)
+    sqlite_allow_affected_version: bool = False
+    """Open SQLite files even with a SQLite library that has the WAL-reset bug (with a
+    warning): only safe when a single process ever opens each file."""
     shutdown_timeout: float = Field(default=15.0, gt=0)
     """How long a stopping worker lets in-flight messages finish; stopping as a whole ends
     within this plus a few seconds, even when the broker no longer answers."""
@@ -228,6 +250,11 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"{value} does not exist or is not a file")
         return value
+
+    @field_validator("event_store", "read_store")
+    @classmethod
+    def _absolute_sqlite_path(cls, value: str) -> str:
+        return sqlite_location(value)
 
     @field_validator("retry_delays", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.settings import Settings
+from eventstore.sqlite import SqliteEventStore
 from workers.host import WorkerHost
 
 pytestmark = pytest.mark.rabbitmq
@@ -123,8 +124,10 @@ async def test_send_wait_and_history_through_a_running_worker(
     assert "total 20.48" in text.stdout
 
 
-def test_history_of_an_unknown_order_says_so(settings: Settings) -> None:
-    result = conveyor(settings, "history", "nobody")
+async def test_history_of_an_unknown_order_says_so(settings: Settings) -> None:
+    # An event store that exists (a missing one is refused: test_sqlite_paths.py).
+    await (await SqliteEventStore(settings.event_store).open()).close()
+    result = await aconveyor(settings, "history", "nobody")
     assert result.returncode == 1
     assert "has no events" in result.stdout
 
