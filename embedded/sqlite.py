@@ -4,9 +4,12 @@ Writes are functions run on a single writer thread. Every write that arrives whi
 previous transaction is being written waits, and the waiting ones then run together in the
 next transaction — one fsync for the group instead of one per write. Each write runs under
 its own SAVEPOINT: if it raises, only its own changes are undone and the exception goes back
-to its caller, while the rest of the group commits. A failure of the transaction itself
-(lock timeout, I/O error, full disk) fails the whole group with the adapter's "unavailable"
-error, which callers treat as transient.
+to its caller, while the rest of the group commits; if its error made SQLite roll back the
+whole transaction, it fails alone and the others run again without it. A failure of the
+transaction itself (lock timeout, I/O error, full disk at commit) fails the whole group
+with the adapter's "unavailable" error, which callers treat as transient. Should the writer
+ever stop, its transaction is rolled back and every write waiting for it, or arriving
+later, fails at once: nothing waits forever, and no lock is left held.
 
 Reads run on a small thread pool, each thread with its own connection; WAL mode lets them
 proceed while a write is under way, in this process or another.
@@ -219,10 +222,7 @@ class SqliteDatabase:
                     connection.execute(f"PRAGMA synchronous = {self._synchronous}")
                     connection.executescript(self._schema)
                     if not self._read_only:
-                        # Prove this user can write here now rather than at the first
-                        # write, where no retry could ever succeed.
-                        connection.execute("BEGIN IMMEDIATE")
-                        connection.execute("ROLLBACK")
+                        _prove_writable(connection)
             if str(mode).lower() != "wal":
                 # Readers would block writers and the other way round, and several
                 # processes would not see each other's writes the way they expect.
@@ -406,6 +406,18 @@ class SqliteDatabase:
                 # Also on a BaseException: an open BEGIN IMMEDIATE locks out every process.
                 with contextlib.suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
+
+
+def _prove_writable(connection: sqlite3.Connection) -> None:
+    """Fail now, not at the first write (where no retry could succeed), if this connection
+    cannot write the file. BEGIN IMMEDIATE alone succeeds on a read-only connection while
+    another process has the WAL open; rewriting a header field, then rolling back, does not."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        connection.execute(f"PRAGMA user_version = {int(version)}")
+    finally:
+        connection.execute("ROLLBACK")
 
 
 def _uid() -> str:

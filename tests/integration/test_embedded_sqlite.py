@@ -76,6 +76,8 @@ async def test_an_operation_raising_a_base_exception_fails_every_write_instead_o
     # The store says it is gone at once, rather than queueing writes nobody will run.
     with pytest.raises(Unavailable, match="writer stopped"):
         await asyncio.wait_for(db.write(insert("later")), 2)
+    with pytest.raises(Unavailable, match="writer stopped"):  # so health checks turn red
+        await db.read(lambda c: c.execute("SELECT 1").fetchone())
     # The open transaction was rolled back: another process can write, nothing half-done.
     other = sqlite3.connect(tmp_path / "db.sqlite", timeout=0.5, isolation_level=None)
     try:
