@@ -29,7 +29,7 @@ from conveyor.bootstrap import (
     rabbit_broker,
 )
 from conveyor.settings import Settings
-from embedded.sqlite import SqliteFileUnusable
+from embedded.sqlite import SqliteFileMissing, SqliteFileUnusable
 from eventstore.port import EventStore, EventStoreUnavailable
 from eventstore.serialization import redact_url, to_utc
 from queries.service import OrderQueries, history_as_json
@@ -250,7 +250,14 @@ async def _wait_for_order_summary(
     settings: Settings, order_id: str, version: int, deadline: float
 ) -> bool:
     """Read-your-writes: poll the order summary until it shows `version` or time runs out."""
-    read_store = await open_read_store(settings, read_only=True)
+    while True:
+        try:
+            read_store = await open_read_store(settings, read_only=True)
+            break
+        except SqliteFileMissing:  # no projection worker has run yet: as not caught up
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
     try:
         queries = OrderQueries(read_store, ProjectionCollections(read_store, cache_seconds=0))
         while True:

@@ -49,6 +49,10 @@ class SqliteFileUnusable(Exception):
     file, or the SQLite library linked has the WAL-reset bug."""
 
 
+class SqliteFileMissing(SqliteFileUnusable):
+    """No database where a command that only reads looked for it."""
+
+
 def _is_busy(error: BaseException) -> bool:
     return isinstance(error, sqlite3.OperationalError) and (
         "locked" in str(error) or "busy" in str(error)
@@ -195,7 +199,7 @@ class SqliteDatabase:
     def _open_writer(self) -> sqlite3.Connection:
         self._check_library()
         if self._read_only and not self.path.is_file():
-            raise SqliteFileUnusable(
+            raise SqliteFileMissing(
                 f"no SQLite database at {self.path}: this command only reads, so it did not "
                 "create one (was the store configured, or the command started, elsewhere?)"
             )

@@ -51,10 +51,13 @@ async def aconveyor(
 def assert_one_line_error(
     result: subprocess.CompletedProcess[str], *fragments: str, logs_before: bool = False
 ) -> None:
-    """A failure is one line on stderr (after the worker's own log lines, for `run`)."""
+    """A failure is one line on stderr (after the worker's own log lines, for `run`, and
+    the line naming the store a command opened)."""
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
+    while lines and lines[0].startswith(("conveyor: event store ", "conveyor: read store ")):
+        lines = lines[1:]
     if logs_before:
         assert all(" INFO " in line for line in lines[:-1]), result.stderr
     else:
