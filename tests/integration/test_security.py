@@ -30,7 +30,9 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelClosed, ProbableAuthe
 
 from conveyor.bootstrap import build_broker, declare_topology
 from conveyor.settings import Settings
+from eventstore.sqlite import SqliteEventStore
 from gateway.relay import EVENTS
+from readmodels.sqlite import SqliteReadModelStore
 from tests.rabbit import AMQP_URL, MANAGEMENT_URL, Management, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -308,6 +310,11 @@ def _broker_url(password: str, port: int = 5672) -> str:
 
 
 @pytest.mark.rabbitmq
+async def _create_sqlite_stores(directory: Path) -> None:
+    await (await SqliteEventStore(directory / "events.db").open()).close()
+    await (await SqliteReadModelStore(directory / "readmodels.db").open()).close()
+
+
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [
@@ -358,6 +365,8 @@ def test_a_failed_connection_never_prints_the_password(
         "CONVEYOR_OPS_PORT": "0",
         **env,
     }
+    if args == ("status",):  # it only reads: it refuses stores that do not exist yet
+        asyncio.run(_create_sqlite_stores(tmp_path))
     done = _cli(*args, **env)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
