@@ -15,7 +15,7 @@ from eventstore.port import EventStore
 from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
 from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
-from messaging.command_consumer import OUTCOMES_EXCHANGE, CommandConsumer
+from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
 from messaging.topology import WorkQueue
@@ -75,7 +75,18 @@ async def open_read_store(settings: Settings) -> ReadModelStore:
 
 
 def command_queue(settings: Settings) -> WorkQueue:
-    return WorkQueue(settings.command_queue, settings.retry_delays, settings.delivery_limit)
+    return WorkQueue(
+        settings.command_queue,
+        settings.retry_delays,
+        settings.delivery_limit,
+        binding_key=settings.command_queue,
+    )
+
+
+def trusted_event_publishers(settings: Settings) -> frozenset[str]:
+    """Whose integration events projections apply: the gateway's user, and this process's
+    own (its retry and dead-letter copies; that account can reach the queues anyway)."""
+    return frozenset({settings.event_publisher or settings.amqp_user(), settings.amqp_user()})
 
 
 def projection_queue(settings: Settings, projection: Projection) -> WorkQueue:
@@ -98,8 +109,12 @@ async def declare_topology(
     only the projection workers'.
     """
     if commands:
-        for queue in command_queue(settings).all_queues():
-            await broker.declare_queue(queue)
+        work_queue = command_queue(settings)
+        exchange = await broker.declare_exchange(COMMANDS_EXCHANGE)
+        for queue in work_queue.all_queues():
+            declared = await broker.declare_queue(queue)
+            if queue.name == work_queue.name:
+                await declared.bind(exchange, routing_key=work_queue.binding_key)
         await broker.declare_exchange(OUTCOMES_EXCHANGE)
     if events:
         exchange = await broker.declare_exchange(EVENTS)
@@ -145,10 +160,12 @@ def build_command_consumer(
         broker,
         queue,
         CommandHandler(TimedAppends(store), conflict_attempts=settings.conflict_attempts),
-        FailureRouter(broker, queue, max_attempts=settings.max_attempts),
+        FailureRouter(
+            broker, queue, max_attempts=settings.max_attempts, user_id=settings.amqp_user()
+        ),
         max_message_bytes=settings.max_message_bytes,
     )
-    consumer.register(prefetch=settings.prefetch)
+    consumer.register(prefetch=settings.prefetch, exchange=COMMANDS_EXCHANGE)
     return consumer
 
 
@@ -166,8 +183,11 @@ def build_projection_consumers(
             broker,
             queue,
             ProjectionApplier(read_store, collections, projection),
-            FailureRouter(broker, queue, max_attempts=settings.max_attempts),
+            FailureRouter(
+                broker, queue, max_attempts=settings.max_attempts, user_id=settings.amqp_user()
+            ),
             progress.tracker(projection.name) if progress is not None else None,
+            trusted_publishers=trusted_event_publishers(settings),
         )
         consumer.register(prefetch=settings.prefetch, exchange=EVENTS)
         consumers.append(consumer)
@@ -195,4 +215,5 @@ def build_gateway(
         batch_size=settings.gateway_batch_size,
         idle_poll=settings.gateway_poll_interval,
         wait_for_append=wait_for_append,
+        user_id=settings.amqp_user(),
     )

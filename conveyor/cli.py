@@ -14,7 +14,12 @@ from decimal import Decimal
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from aiormq.exceptions import AMQPConnectionError, ChannelPreconditionFailed, PublishError
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    PublishError,
+)
 from faststream.rabbit import Channel, RabbitBroker
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -31,6 +36,7 @@ from conveyor.bootstrap import (
 from conveyor.settings import Settings
 from eventstore.port import EventStoreUnavailable
 from eventstore.serialization import redact_url, to_utc
+from messaging.command_consumer import COMMANDS_EXCHANGE
 from queries.service import OrderQueries, history_as_json
 from readmodels.collections import ProjectionCollections
 from readmodels.port import ReadStoreUnavailable
@@ -185,7 +191,9 @@ def send(
         async with broker:
             await broker.connect()
             options: dict[str, Any] = {
-                "queue": settings.command_queue,
+                # Through the command exchange: the only thing a producer may write to.
+                "exchange": COMMANDS_EXCHANGE,
+                "routing_key": settings.command_queue,
                 "content_type": "application/json",
                 "message_id": payload["command_id"],
                 "correlation_id": payload.get("correlation_id") or payload["command_id"],
@@ -196,10 +204,10 @@ def send(
                     await broker.publish(body, **options)
                     return None
                 reply = await broker.request(body, timeout=timeout, **options)
-            except PublishError:
+            except (PublishError, ChannelNotFoundEntity):
                 fail(
-                    f"queue {settings.command_queue!r} does not exist: start the workers "
-                    "(conveyor run) once to declare it"
+                    f"exchange {COMMANDS_EXCHANGE.name!r} or queue {settings.command_queue!r} "
+                    "does not exist: start the workers (conveyor run) once to declare them"
                 )
             except TimeoutError:
                 fail(

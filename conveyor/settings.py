@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     """A SQLite file path (or sqlite:///path), or mongodb://host:port/dbname for MongoDB."""
 
     command_queue: str = "orders.commands"
+    event_publisher: str | None = None
+    """The RabbitMQ user of the gateway: projections apply only integration events whose
+    broker-validated AMQP `user_id` is this user (or their own). Unset: the user of
+    amqp_url — right when the gateway and the projection workers share an account."""
     projection_queue_prefix: str = "projections"
     """Projection queues are <prefix>.order_summary, <prefix>.customer_history, …"""
 
@@ -186,6 +190,15 @@ class Settings(BaseSettings):
                 yield name, redact_url(value)
             else:
                 yield name, value
+
+    def amqp_user(self) -> str:
+        """The RabbitMQ user this process logs in as: what the broker validates an AMQP
+        `user_id` against (AMQP's default login is guest)."""
+        try:
+            username = urlsplit(self.amqp_url).username
+        except ValueError:
+            username = None
+        return unquote(username or "") or "guest"
 
     def secrets(self) -> set[str]:
         """The passwords in the URL settings, as written and percent-decoded."""

@@ -105,8 +105,10 @@ class FailureRouter:
         *,
         max_attempts: int,
         clock: Callable[[], datetime] = _now,
+        user_id: str | None = None,
     ) -> None:
         self._broker = broker
+        self._user_id = user_id
         self._queue = queue
         self._max_attempts = max_attempts
         self._clock = clock
@@ -162,6 +164,11 @@ class FailureRouter:
         )
         if not message.message_id:
             headers[NO_MESSAGE_ID] = True
+        if ATTEMPTS not in (message.headers or {}) or redriven:
+            # A message from a sender, not a copy of ours: what it claims about its origin is
+            # not evidence. Only the broker-validated properties are recorded.
+            for name in (ORIGINAL_USER_ID, ORIGINAL_APP_ID):
+                headers.pop(name, None)
         if message.user_id:
             # Republishing with another user's user_id is refused by the broker.
             headers[ORIGINAL_USER_ID] = message.user_id
@@ -184,6 +191,9 @@ class FailureRouter:
             message_type=message.type,
             timestamp=message.timestamp,
             priority=message.priority,
+            # Our own user_id survives the copy (the broker accepts only our login): a retry
+            # of the gateway's event stays trusted when the gateway shares our account.
+            user_id=message.user_id if message.user_id == self._user_id else None,
             persist=True,
             mandatory=True,
         )

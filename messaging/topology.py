@@ -79,6 +79,11 @@ class WorkQueue:
         return [self.work(), *self.retries(), self.dead_letters()]
 
 
+COMMANDS_EXCHANGE_NAME = "conveyor.commands"
+"""Direct exchange where producers publish commands (routing key = the command queue's name).
+Producers get write permission on this exchange only: the default exchange would let them
+reach every queue, the projection queues included."""
+
 COMMAND_OUTCOMES_EXCHANGE = "conveyor.command-outcomes"
 """Topic exchange where every command outcome is published (routing key
 `orders.command.<status>`), so rejections are observable without reply_to."""

@@ -234,7 +234,9 @@ def dead_lettered_at(message: AbstractIncomingMessage) -> datetime | None:
 
 
 def original_queue_of(headers: Mapping[str, Any], dead_letter_queue: str) -> str:
-    return _text(headers.get(failures.ORIGINAL_QUEUE)) or dead_letter_queue.removesuffix(DLQ_SUFFIX)
+    """The queue a dead letter goes back to: always the one its DLQ belongs to. A header
+    naming another queue is anybody's claim (a sender can set it), so it is not followed."""
+    return dead_letter_queue.removesuffix(DLQ_SUFFIX)
 
 
 def describe(message: AbstractIncomingMessage, dead_letter_queue: str) -> DeadLetter:
@@ -416,7 +418,9 @@ async def list_dead_letter_queues(
 # --- re-drive --------------------------------------------------------------------------
 
 
-def _copy(message: AbstractIncomingMessage, *, redriven: bool) -> aio_pika.Message:
+def _copy(
+    message: AbstractIncomingMessage, *, redriven: bool, own_user: str | None = None
+) -> aio_pika.Message:
     headers: dict[str, Any] = dict(message.headers or {})
     for name in _BROKER_COUNTERS:
         headers.pop(name, None)
@@ -427,6 +431,9 @@ def _copy(message: AbstractIncomingMessage, *, redriven: bool) -> aio_pika.Messa
         headers[failures.DEAD_LETTERED_AT] = moment.isoformat()
     if message.user_id:
         headers.setdefault(failures.ORIGINAL_USER_ID, message.user_id)
+    # The broker accepts only our own login as user_id. Kept when it is ours, a re-driven
+    # gateway event (same account) stays trusted by the projections; any other is dropped.
+    user_id = message.user_id if message.user_id == own_user else None
     return aio_pika.Message(
         message.body,
         headers=headers,
@@ -441,6 +448,7 @@ def _copy(message: AbstractIncomingMessage, *, redriven: bool) -> aio_pika.Messa
         timestamp=message.timestamp,
         type=message.type,
         app_id=message.app_id,
+        user_id=user_id,
     )
 
 
@@ -480,6 +488,7 @@ async def redrive(
     await check_dead_letter_queue(api, name)
     result = RedriveResult(queue=name)
     connection = await connect(settings, "redrive")
+    own_user = settings.amqp_user()
     async with connection:
         channel = await connection.channel(publisher_confirms=False)
         queue, to_examine = await _message_count(channel, name)
@@ -499,10 +508,10 @@ async def redrive(
                 if wanted and (limit is None or result.moved + moved.total() < limit):
                     destination = original_queue_of(headers, name)
                     moved[destination] += 1
-                    copy = _copy(message, redriven=True)
+                    copy = _copy(message, redriven=True, own_user=own_user)
                 else:
                     destination = name  # stays: re-appended at the tail
-                    copy = _copy(message, redriven=False)
+                    copy = _copy(message, redriven=False, own_user=own_user)
                 await channel.default_exchange.publish(copy, routing_key=destination)
                 await message.ack()
             await _check_destinations(channel, moved, name, result.moved)
