@@ -11,6 +11,31 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+MAX_CONNECTIONS = 200
+"""Connections plus in-flight requests per server; beyond it uvicorn answers 503."""
+KEEP_ALIVE_SECONDS = 5
+"""An idle keep-alive connection is closed after this long."""
+HEADER_SECONDS = 10.0
+"""A connection that has not sent a complete request head by then is closed: idle or
+trickling connections cannot hold the server's slots (uvicorn has no such timeout)."""
+
+
+class _HeaderTimeoutH11Protocol(H11Protocol):
+    header_seconds = HEADER_SECONDS
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_deadline = self.loop.call_later(self.header_seconds, self._no_request)
+
+    def _no_request(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._header_deadline.cancel()
+        super().connection_lost(exc)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -30,6 +55,7 @@ async def serve_embedded(
     port_variable: str,
     task_name: str,
     backlog: int = 128,
+    header_seconds: float = HEADER_SECONDS,
 ) -> tuple[uvicorn.Server, int, asyncio.Task[None]]:
     """Serve `app` on host:port; returns once it is serving, with the server (set its
     `should_exit` to stop it), the bound port (port 0: any free one) and the serving task.
@@ -42,6 +68,13 @@ async def serve_embedded(
         log_level="warning",
         access_log=False,
         lifespan="off",
+        http=type(
+            "HeaderTimeoutH11Protocol",
+            (_HeaderTimeoutH11Protocol,),
+            {"header_seconds": header_seconds},
+        ),
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     server = _EmbeddedServer(config)
     # Bind here rather than in uvicorn: uvicorn answers a taken port with sys.exit().
