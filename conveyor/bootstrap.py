@@ -9,6 +9,7 @@ from pathlib import Path
 from faststream.rabbit import Channel, RabbitBroker
 
 from application.commands import CommandHandler
+from conveyor.embedded_http import HttpAccess
 from conveyor.settings import Settings
 from conveyor.tls import amqp_security
 from eventstore.port import EventStore
@@ -130,6 +131,19 @@ async def declare_topology(
     # between workers). Forgetting them makes each subscriber declare its queue again on its
     # own channel, with its own prefetch.
     broker.config.declarer.disconnect()
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def http_access(settings: Settings, bound_host: str) -> HttpAccess:
+    """A server bound to loopback answers only to loopback names unless told otherwise;
+    one bound elsewhere to any name (it is reached under names we cannot guess)."""
+    hosts = settings.http_allowed_hosts
+    if hosts is None:
+        hosts = LOOPBACK_NAMES if bound_host in LOOPBACK_NAMES else ("*",)
+    token = settings.http_token.get_secret_value() if settings.http_token else None
+    return HttpAccess(allowed_hosts=hosts, token=token)
 
 
 def build_broker(settings: Settings) -> RabbitBroker:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -118,6 +118,13 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     """The query API (and, per process, health and metrics); 0 picks a free port."""
+    http_token: SecretStr | None = None
+    """When set, the query API and /metrics answer only requests carrying
+    `Authorization: Bearer <token>` (health probes stay open). Give it as
+    CONVEYOR_HTTP_TOKEN_FILE to keep it out of the environment."""
+    http_allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = None
+    """Host names the HTTP servers answer to (comma-separated; `*` any). Unset: a server
+    bound to loopback answers only to localhost/127.0.0.1/::1, any other to any name."""
     max_attempts: int = Field(default=5, ge=1, le=100)
     """Failed attempts of a message before it is dead-lettered (transient failures)."""
 
@@ -227,6 +234,13 @@ class Settings(BaseSettings):
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"{value} does not exist or is not a file")
+        return value
+
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("retry_delays", mode="before")

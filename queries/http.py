@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query
 
+from conveyor.bootstrap import http_access
 from conveyor.embedded_http import serve_embedded
 from conveyor.settings import Settings
 from eventstore.port import EventStore
@@ -107,4 +108,5 @@ async def serve(
         what="HTTP",
         port_variable="CONVEYOR_HTTP_PORT",
         task_name="http",
+        access=http_access(settings, settings.http_host),
     )

@@ -27,6 +27,7 @@ from conveyor.bootstrap import (
     build_gateway,
     build_projection_consumers,
     declare_topology,
+    http_access,
     open_event_store,
     open_read_store,
 )
@@ -108,7 +109,12 @@ class WorkerHost:
         settings = self.settings
         # First, so that a taken port fails before anything else and /health/live answers
         # while the rest starts.
-        self._ops = await OpsServer.start(settings.ops_host, settings.ops_port, self.readiness)
+        self._ops = await OpsServer.start(
+            settings.ops_host,
+            settings.ops_port,
+            self.readiness,
+            http_access(settings, settings.ops_host),
+        )
         self.ops_port = self._ops.port
         logger.info("metrics and health on http://%s:%d/", settings.ops_host, self.ops_port)
         needs_events = self.hosts("commands") or self.hosts("gateway") or self.hosts("http")

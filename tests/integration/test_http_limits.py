@@ -88,3 +88,57 @@ async def test_out_of_range_query_parameters_are_422_not_500(
     response = await query_api.get(path, params=params)
     assert response.status_code == 422, response.text
     assert "detail" in response.json()
+
+
+async def test_a_token_guards_queries_and_metrics_but_not_health(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.bootstrap import http_access, open_event_store, open_read_store
+    from conveyor.settings import Settings
+    from observability.health import Readiness
+    from observability.server import OpsServer
+    from queries.http import serve
+    from readmodels.collections import ProjectionCollections
+    from tests.integration.test_gateway import store_orders
+
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    monkeypatch.setenv("CONVEYOR_HTTP_TOKEN_FILE", str(token_file))
+    settings = Settings(
+        event_store=str(tmp_path / "events.db"),
+        read_store=str(tmp_path / "readmodels.db"),
+        http_port=0,
+        ops_port=0,
+    )
+    assert "s3cret-token" not in repr(settings)
+    await store_orders(settings.event_store, 1)
+    events, reads = await open_event_store(settings), await open_read_store(settings)
+
+    async def ready() -> Readiness:
+        return Readiness(ready=True, checks={})
+
+    server, port, task = await serve(settings, events, reads, ProjectionCollections(reads))
+    ops = await OpsServer.start("127.0.0.1", 0, ready, http_access(settings, settings.ops_host))
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            api, metrics = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops.port}"
+            good = {"Authorization": "Bearer s3cret-token"}
+            for url in (f"{api}/orders/o-0/history", f"{api}/orders", f"{metrics}/metrics"):
+                assert (await http.get(url)).status_code == 401
+                refused = await http.get(url, headers={"Authorization": "Bearer s3cret-tokeN"})
+                assert refused.status_code == 401
+                assert refused.headers["www-authenticate"] == "Bearer"
+                assert (await http.get(url, headers=good)).status_code == 200
+            assert (await http.get(f"{metrics}/health/live")).status_code == 200
+            # DNS rebinding: a page served under another name reaching the loopback port
+            rebound = await http.get(f"{api}/orders", headers={**good, "Host": "evil.example"})
+            assert rebound.status_code == 400
+            local = await http.get(f"{api}/orders", headers={**good, "Host": "localhost:1"})
+            assert local.status_code == 200
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await ops.stop()
+        await events.close()
+        await reads.close()
