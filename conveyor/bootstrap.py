@@ -6,12 +6,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aio_pika
+from aiormq.exceptions import ChannelPreconditionFailed
 from faststream.rabbit import Channel, RabbitBroker
 
 from application.commands import CommandHandler
 from conveyor.embedded_http import HttpAccess
 from conveyor.settings import Settings
-from conveyor.tls import amqp_security
+from conveyor.tls import amqp_security, amqp_ssl_context
 from eventstore.port import EventStore
 from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
@@ -31,6 +33,8 @@ from readmodels.projections import PROJECTIONS, Projection
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
 MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
 PROJECTION_BINDING = "orders.#"
+
+logger = logging.getLogger("conveyor.topology")
 
 
 def _sqlite_file(location: str) -> Path:
@@ -81,6 +85,7 @@ def command_queue(settings: Settings) -> WorkQueue:
         settings.retry_delays,
         settings.delivery_limit,
         binding_key=settings.command_queue,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
 
 
@@ -96,6 +101,7 @@ def projection_queue(settings: Settings, projection: Projection) -> WorkQueue:
         settings.retry_delays,
         settings.delivery_limit,
         binding_key=PROJECTION_BINDING,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
 
 
@@ -109,10 +115,12 @@ async def declare_topology(
     would confirm and drop the events. So the gateway's process declares them too, not
     only the projection workers'.
     """
+    with_dead_letters: list[WorkQueue] = []
     if commands:
         work_queue = command_queue(settings)
+        with_dead_letters.append(work_queue)
         exchange = await broker.declare_exchange(COMMANDS_EXCHANGE)
-        for queue in work_queue.all_queues():
+        for queue in (work_queue.work(), *work_queue.retries()):
             declared = await broker.declare_queue(queue)
             if queue.name == work_queue.name:
                 await declared.bind(exchange, routing_key=work_queue.binding_key)
@@ -121,10 +129,12 @@ async def declare_topology(
         exchange = await broker.declare_exchange(EVENTS)
         for projection in PROJECTIONS:
             work_queue = projection_queue(settings, projection)
-            for queue in work_queue.all_queues():
+            with_dead_letters.append(work_queue)
+            for queue in (work_queue.work(), *work_queue.retries()):
                 declared = await broker.declare_queue(queue)
                 if queue.name == work_queue.name:
                     await declared.bind(exchange, routing_key=work_queue.binding_key)
+    await _declare_dead_letter_queues(settings, with_dead_letters)
     # FastStream caches declared queues by name and arguments, not by channel: without this
     # every subscriber would reuse the queue object declared here on the default channel and
     # consume there, with no prefetch limit (unbounded in-flight work, no competition
@@ -144,6 +154,30 @@ def http_access(settings: Settings, bound_host: str) -> HttpAccess:
         hosts = LOOPBACK_NAMES if bound_host in LOOPBACK_NAMES else ("*",)
     token = settings.http_token.get_secret_value() if settings.http_token else None
     return HttpAccess(allowed_hosts=hosts, token=token)
+
+
+async def _declare_dead_letter_queues(settings: Settings, work_queues: list[WorkQueue]) -> None:
+    """Each .dlq with its byte limit. A DLQ declared by an earlier conveyor, without the
+    limit, cannot be redeclared with it (PRECONDITION_FAILED closes the channel — hence a
+    connection of our own, a channel per queue): it is kept as it is, with a warning."""
+    connection = await aio_pika.connect(settings.amqp_url, ssl_context=amqp_ssl_context(settings))
+    async with connection:
+        for work_queue in work_queues:
+            queue = work_queue.dead_letters()
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
+            except ChannelPreconditionFailed:
+                logger.warning(
+                    "%s was declared without a size limit by an earlier conveyor: kept as it "
+                    "is. Limit it with a policy: rabbitmqctl set_policy --apply-to queues "
+                    "conveyor-dlq '\\.dlq$' "
+                    '\'{"max-length-bytes": %d, "overflow": "reject-publish"}\'',
+                    queue.name,
+                    work_queue.dead_letter_max_bytes,
+                )
+            else:
+                await channel.close()
 
 
 def build_broker(settings: Settings) -> RabbitBroker:
@@ -175,7 +209,11 @@ def build_command_consumer(
         queue,
         CommandHandler(TimedAppends(store), conflict_attempts=settings.conflict_attempts),
         FailureRouter(
-            broker, queue, max_attempts=settings.max_attempts, user_id=settings.amqp_user()
+            broker,
+            queue,
+            max_attempts=settings.max_attempts,
+            user_id=settings.amqp_user(),
+            max_body_bytes=settings.max_message_bytes,
         ),
         max_message_bytes=settings.max_message_bytes,
     )
@@ -198,10 +236,15 @@ def build_projection_consumers(
             queue,
             ProjectionApplier(read_store, collections, projection),
             FailureRouter(
-                broker, queue, max_attempts=settings.max_attempts, user_id=settings.amqp_user()
+                broker,
+                queue,
+                max_attempts=settings.max_attempts,
+                user_id=settings.amqp_user(),
+                max_body_bytes=settings.max_message_bytes,
             ),
             progress.tracker(projection.name) if progress is not None else None,
             trusted_publishers=trusted_event_publishers(settings),
+            max_message_bytes=settings.max_message_bytes,
         )
         consumer.register(prefetch=settings.prefetch, exchange=EVENTS)
         consumers.append(consumer)

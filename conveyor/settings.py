@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     """Broker-side safety net (quorum x-delivery-limit) for a message that crashes workers."""
 
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    """A larger command or event is invalid (DLQ). The broker's own max_message_size
+    (deploy/rabbitmq/rabbitmq.conf) refuses much larger ones before a worker reads them."""
+    dead_letter_max_bytes: int = Field(default=1024**3, ge=1024)
+    """Each .dlq holds at most this many bytes of bodies (x-max-length-bytes); when full it
+    refuses new dead letters and their work queue holds them instead."""
     conflict_attempts: int = Field(default=10, ge=1)
     """In-process retries of a command on an optimistic-concurrency conflict."""
 

@@ -38,6 +38,8 @@ ORIGINAL_QUEUE = "x-conveyor-original-queue"
 DEAD_LETTERED_AT = "x-conveyor-dead-lettered-at"
 ORIGINAL_USER_ID = "x-conveyor-original-user-id"
 ORIGINAL_APP_ID = "x-conveyor-original-app-id"
+ORIGINAL_SIZE = "x-conveyor-original-size"
+"""On a dead letter whose body was cut to the size limit: the body's size before."""
 NO_MESSAGE_ID = "x-conveyor-no-message-id"
 """On a copy of a message that had no message_id: the publishing client invents one, which
 must not become the command id of a command that never had one."""
@@ -106,9 +108,11 @@ class FailureRouter:
         max_attempts: int,
         clock: Callable[[], datetime] = _now,
         user_id: str | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         self._broker = broker
         self._user_id = user_id
+        self._max_body_bytes = max_body_bytes
         self._queue = queue
         self._max_attempts = max_attempts
         self._clock = clock
@@ -179,8 +183,13 @@ class FailureRouter:
         else:
             headers[DEAD_LETTERED_AT] = now
             route = FailureRoute(self._queue.dead_letter_queue, attempts, True)
+        body = message.body
+        if self._max_body_bytes is not None and len(body) > self._max_body_bytes:
+            # Too large to be valid anyway: keep enough to recognise it, not the whole cost.
+            headers.setdefault(ORIGINAL_SIZE, len(body))
+            body = body[: self._max_body_bytes]
         await self._broker.publish(
-            message.body,
+            body,
             queue=route.destination,
             headers=headers,
             content_type=message.content_type,

@@ -40,12 +40,14 @@ class ProjectionConsumer(QueueConsumer):
         progress: ProgressTracker | None = None,
         *,
         trusted_publishers: frozenset[str] | None = None,
+        max_message_bytes: int | None = None,
     ) -> None:
         super().__init__(broker, queue, failures)
         self.applier = applier
         self.trusted_publishers = trusted_publishers
         """RabbitMQ users whose deliveries are applied (the broker validates `user_id`);
         None trusts every delivery (tests that feed a projection directly)."""
+        self.max_message_bytes = max_message_bytes
         self.progress = progress or ProgressTracker(applier.projection.name)
         self.description = (
             f"Integration events applied to the {applier.projection.name} read model."
@@ -65,6 +67,13 @@ class ProjectionConsumer(QueueConsumer):
                 f"({', '.join(sorted(self.trusted_publishers))}): not applied"
             )
             route = await self.failures.dead_letter(raw, "UntrustedPublisher", reason)
+            logger.warning(
+                "event %r dead-lettered to %s: %s", raw.message_id, route.destination, reason
+            )
+            return
+        if self.max_message_bytes is not None and len(raw.body) > self.max_message_bytes:
+            reason = f"message body is {len(raw.body)} bytes; the limit is {self.max_message_bytes}"
+            route = await self.failures.dead_letter(raw, "MessageTooLarge", reason)
             logger.warning(
                 "event %r dead-lettered to %s: %s", raw.message_id, route.destination, reason
             )
