@@ -37,6 +37,7 @@ from conveyor.settings import Settings
 from eventstore.port import EventStoreUnavailable
 from eventstore.serialization import redact_url, to_utc
 from messaging.command_consumer import COMMANDS_EXCHANGE
+from observability.logs import escape_controls
 from queries.service import OrderQueries, history_as_json
 from readmodels.collections import ProjectionCollections
 from readmodels.port import ReadStoreUnavailable
@@ -685,16 +686,24 @@ def dlq_show(
             }
         )
         return
+    # Everything shown came from whoever published the message: escape what would drive
+    # the terminal (escape sequences) or fake a line (newlines).
     for number, letter in enumerate(result.dead_letters, 1):
         failure = f" ({letter.failure_class})" if letter.failure_class else ""
-        print(f"#{number} message_id={letter.message_id} error={letter.error_type}{failure}")
-        if letter.error_message:
-            print(f"   message: {letter.error_message}")
         print(
-            f"   attempts {letter.attempts if letter.attempts is not None else '-'}, "
-            f"first failure {letter.first_failure_at or '-'}, "
-            f"last failure {letter.last_failure_at or '-'}, "
-            f"dead-lettered {letter.dead_lettered_at or '-'}, from {letter.original_queue}"
+            escape_controls(
+                f"#{number} message_id={letter.message_id} error={letter.error_type}{failure}"
+            )
+        )
+        if letter.error_message:
+            print(f"   message: {escape_controls(letter.error_message)}")
+        print(
+            escape_controls(
+                f"   attempts {letter.attempts if letter.attempts is not None else '-'}, "
+                f"first failure {letter.first_failure_at or '-'}, "
+                f"last failure {letter.last_failure_at or '-'}, "
+                f"dead-lettered {letter.dead_lettered_at or '-'}, from {letter.original_queue}"
+            )
         )
         print(f"   body: {body_preview(letter.body)}")
     print(

@@ -76,6 +76,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from conveyor.settings import Settings
 from conveyor.tls import amqp_ssl_context
 from messaging import failures
+from observability.logs import escape_controls
 from operations.management import ManagementApi, ManagementApiError
 
 DLQ_SUFFIX = ".dlq"
@@ -565,11 +566,13 @@ async def purge(settings: Settings, api: ManagementApi, name: str) -> int:
 
 
 def body_preview(body: bytes, width: int = 2000) -> str:
-    """The body as text for a terminal: JSON compacted, other text as is, binary as hex."""
+    """The body as text for a terminal: JSON compacted, other text with its control
+    characters escaped (no escape sequence reaches the terminal), binary as hex."""
     try:
         text = body.decode()
     except UnicodeDecodeError:
         return body[: width // 2].hex() + ("…" if len(body) > width // 2 else "")
     with contextlib.suppress(ValueError):
         text = json.dumps(json.loads(text), ensure_ascii=False)
+    text = escape_controls(text)
     return text if len(text) <= width else text[:width] + "…"

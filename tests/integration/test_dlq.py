@@ -530,3 +530,26 @@ def test_the_error_type_of_a_broker_dead_letter_is_its_reason() -> None:
     assert error_type_of(broker_headers("q")) == "delivery_limit"
     assert error_type_of({"x-death": [{"reason": b"rejected"}]}) == "rejected"
     assert error_type_of({}) == "unknown"
+
+
+async def test_show_escapes_what_would_drive_the_terminal(
+    settings: Settings, channel: aio_pika.abc.AbstractChannel
+) -> None:
+    """message_id, headers and a non-JSON body come from whoever published the message."""
+    dlq_name = await declare_queues(channel, settings)
+    await channel.default_exchange.publish(
+        aio_pika.Message(
+            b"not json \x1b]0;owned\x07\x1b[2J\nfake line",
+            message_id="m\x1b[31m-1\n#2 message_id=forged",
+            headers=conveyor_headers("Bad\x1b[5m", **{failures.ERROR_MESSAGE: "x\ry"}),
+        ),
+        routing_key=dlq_name,
+    )
+    shown = await dlq(settings, "show", dlq_name)
+    assert shown.returncode == 0, shown.stderr
+    assert "\x1b" not in shown.stdout
+    assert "\x07" not in shown.stdout
+    assert "\r" not in shown.stdout
+    assert "message_id=m\\x1b[31m-1\\x0a#2 message_id=forged" in shown.stdout
+    assert "body: not json \\x1b]0;owned\\x07\\x1b[2J\\x0afake line" in shown.stdout
+    assert len(shown.stdout.splitlines()) == 5  # four lines for the letter, one summary
