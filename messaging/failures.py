@@ -186,7 +186,7 @@ class FailureRouter:
         body = message.body
         if self._max_body_bytes is not None and len(body) > self._max_body_bytes:
             # Too large to be valid anyway: keep enough to recognise it, not the whole cost.
-            headers.setdefault(ORIGINAL_SIZE, len(body))
+            headers[ORIGINAL_SIZE] = len(body)
             body = body[: self._max_body_bytes]
         await self._broker.publish(
             body,
