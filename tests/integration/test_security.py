@@ -603,6 +603,20 @@ async def test_forgeries_are_refused_by_the_broker_or_ignored_by_the_projections
             return summary is not None and summary["customer_id"] == "bob"
 
         await eventually(real_customer, within=30, what="o-ahead with its real customer")
+
+        # `conveyor send` works with nothing more than the publisher's rights.
+        sent = await asyncio.to_thread(
+            _cli,
+            "send",
+            '{"type": "CreateOrder", "order_id": "o-cli", "customer_id": "carol"}',
+            CONVEYOR_AMQP_URL=loaded.amqp_url("conveyor-publisher"),
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+
+        async def sent_by_cli() -> bool:
+            return "o-cli" in (await read_models(settings))["order_summary"]
+
+        await eventually(sent_by_cli, within=30, what="the order sent with conveyor send")
         assert "o-forged" not in (await read_models(settings))["order_summary"]
         assert all(t.position < FORGED_POSITION for t in trackers.values())
     finally:
