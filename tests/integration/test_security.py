@@ -653,3 +653,51 @@ async def test_provenance_headers_a_sender_supplies_are_overwritten(
     assert failures.ORIGINAL_USER_ID not in headers  # published without a user_id
     assert failures.ORIGINAL_APP_ID not in headers  # and without an app_id
     assert headers[failures.ORIGINAL_QUEUE] == settings.command_queue
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("how", ["cli", "console"])
+async def test_a_redriven_gateway_event_is_still_trusted(
+    settings: Settings,
+    start_worker: Any,
+    amqp_url: str,
+    management: Management,
+    test_vhost: str,
+    how: str,
+) -> None:
+    """The user_id check must not turn a re-drive of the gateway's own events into
+    UntrustedPublisher: the CLI keeps a user_id that is its own login, the console's shovel
+    keeps the properties as they are."""
+    from tests.integration.test_dlq import dlq
+    from tests.integration.test_gateway import store_orders
+    from tests.integration.test_projections import (
+        integration_events,
+        publish_events,
+        read_models,
+    )
+
+    await store_orders(settings.event_store, 1)
+    events = await integration_events(settings)
+    created, later = events[0], events[1]
+    assert (created.order_id, created.version, later.version) == (later.order_id, 1, 2)
+    await start_worker(settings, ("projections",))  # max_attempts 3: a lasting gap dies fast
+    await publish_events(amqp_url, [later])
+    dead = f"{settings.projection_queue_prefix}.order_summary.dlq"
+
+    def dead_letters() -> list[dict[str, Any]]:
+        return management.peek(test_vhost, dead)
+
+    await eventually(dead_letters, within=30, what="the event stuck behind its gap")
+    await publish_events(amqp_url, [created])
+    if how == "cli":
+        moved = await dlq(settings, "redrive", dead)
+        assert moved.returncode == 0, moved.stderr
+    else:
+        management.move_messages(test_vhost, dead, dead.removesuffix(".dlq"))
+
+    async def applied() -> bool:
+        summary = (await read_models(settings))["order_summary"].get(created.order_id)
+        return summary is not None and summary["version"] == later.version
+
+    await eventually(applied, within=30, what="the re-driven event applied")
+    assert dead_letters() == []
