@@ -28,6 +28,7 @@ from observability.metrics import TimedAppends
 from readmodels.applier import ProjectionApplier
 from readmodels.checkpoints import LeasedCheckpoint
 from readmodels.collections import ProjectionCollections
+from readmodels.healing import RECONCILER_CHECKPOINT, GapFiller, ProjectionReconciler
 from readmodels.port import ReadModelStore
 from readmodels.progress import ProgressWriter
 from readmodels.projections import PROJECTIONS, Projection
@@ -231,10 +232,12 @@ def build_command_consumer(
             broker,
             queue,
             max_attempts=settings.max_attempts,
+            publish_timeout=settings.publish_timeout,
             user_id=settings.amqp_user(),
             max_body_bytes=settings.max_message_bytes,
         ),
         max_message_bytes=settings.max_message_bytes,
+        publish_timeout=settings.publish_timeout,
     )
     consumer.register(prefetch=settings.prefetch, exchange=COMMANDS_EXCHANGE)
     return consumer
@@ -246,7 +249,10 @@ def build_projection_consumers(
     read_store: ReadModelStore,
     collections: ProjectionCollections,
     progress: ProgressWriter | None = None,
+    event_store: EventStore | None = None,
 ) -> list[ProjectionConsumer]:
+    """With `event_store`, a projection fills a gap from the store (readmodels/healing.py)."""
+    gaps = GapFiller(event_store) if event_store is not None else None
     consumers = []
     for projection in PROJECTIONS:
         queue = projection_queue(settings, projection)
@@ -258,16 +264,38 @@ def build_projection_consumers(
                 broker,
                 queue,
                 max_attempts=settings.max_attempts,
+                publish_timeout=settings.publish_timeout,
                 user_id=settings.amqp_user(),
                 max_body_bytes=settings.max_message_bytes,
             ),
             progress.tracker(projection.name) if progress is not None else None,
+            gaps,
             trusted_publishers=trusted_event_publishers(settings),
             max_message_bytes=settings.max_message_bytes,
         )
         consumer.register(prefetch=settings.prefetch, exchange=EVENTS)
         consumers.append(consumer)
     return consumers
+
+
+def build_reconciler(
+    settings: Settings,
+    store: EventStore,
+    read_store: ReadModelStore,
+    consumers: list[ProjectionConsumer],
+) -> ProjectionReconciler:
+    def lease(name: str, owner: str) -> LeasedCheckpoint:
+        return LeasedCheckpoint(read_store, name, owner, ttl=settings.gateway_lease_seconds)
+
+    owner = EventGateway.new_owner().replace("gateway", "reconciler")
+    return ProjectionReconciler(
+        store,
+        [consumer.applier for consumer in consumers],
+        lease(RECONCILER_CHECKPOINT, owner),
+        lease(GATEWAY_CHECKPOINT, owner),  # only read: how far the gateway has confirmed
+        settle=settings.reconcile_settle_seconds,
+        page_size=settings.gateway_batch_size,
+    )
 
 
 def build_gateway(
@@ -291,5 +319,6 @@ def build_gateway(
         batch_size=settings.gateway_batch_size,
         idle_poll=settings.gateway_poll_interval,
         wait_for_append=wait_for_append,
+        publish_timeout=settings.publish_timeout,
         user_id=settings.amqp_user(),
     )

@@ -26,19 +26,22 @@ from kurrentdbclient import AsyncKurrentDBClient, StreamState
 from kurrentdbclient import NewEvent as KurrentNewEvent
 from kurrentdbclient import RecordedEvent as KurrentRecordedEvent
 from kurrentdbclient.asyncio_client import autoreconnect, retrygrpc
-from kurrentdbclient.connection_spec import ConnectionSpec
+from kurrentdbclient.connection_spec import NODE_PREFERENCE_LEADER, ConnectionSpec
 from kurrentdbclient.exceptions import (
+    AbortedByServerError,
     AccessDeniedError,
     DeadlineExceededError,
     DiscoveryFailedError,
     GrpcError,
     InvalidCommitPositionError,
+    KurrentDBClientError,
     NodeIsNotLeaderError,
     NotFoundError,
     ProgrammingError,
     ServiceUnavailableError,
     StreamIsDeletedError,
     UnauthenticatedError,
+    UnknownError,
     WrongCurrentVersionError,
 )
 
@@ -55,12 +58,17 @@ from eventstore.serialization import dumps, format_time, parse_time, redact_url,
 # Failures that say "the store is not answering right now", as opposed to "you asked for
 # something wrong": callers retry these later. GrpcError covers UNAVAILABLE, gRPC deadlines,
 # cancellations and internal errors; DeadlineExceededError adds the server-side append
-# timeout; a leader change and failed cluster discovery are transient too.
+# timeout; a leader change and failed cluster discovery are transient too. So are the
+# server's UNKNOWN answers (UnknownError: "No leader info available" while a cluster has no
+# leader yet, or a read that failed inside the server) and ABORTED ones (a write that timed
+# out), which the library neither retries nor counts as GrpcErrors.
 _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     GrpcError,
     DeadlineExceededError,
     DiscoveryFailedError,
     NodeIsNotLeaderError,
+    UnknownError,
+    AbortedByServerError,
 )
 
 # The server refuses this user: a missing role or $all ACL, or a wrong password. Not
@@ -131,10 +139,18 @@ class KurrentDBEventStore:
         try:
             # Pure parsing, no I/O: a bad URI is a configuration error worth failing on at
             # construction rather than at the first open().
-            ConnectionSpec(uri)
+            spec = ConnectionSpec(uri)
         except ValueError as exc:
             # The client's messages quote the whole URI, password included.
             raise ValueError(str(exc).replace(uri, self._redacted_uri)) from None
+        if spec.options.node_preference != NODE_PREFERENCE_LEADER:
+            # The client follows a "not leader" answer to an append only when it prefers
+            # the leader, and a follower's reads may lag the log (the gateway would miss
+            # an order it is relaying and skip the event).
+            raise ValueError(
+                f"{self._redacted_uri}: conveyor reads and writes on the leader only; "
+                f"remove nodePreference={spec.options.node_preference}"
+            )
         self._timeout = timeout
         self._probe_timeout = probe_timeout
         self._kurrent: AsyncKurrentDBClient | None = None
@@ -209,6 +225,17 @@ class KurrentDBEventStore:
             raise self._deleted(stream_id) from exc
         except (*_UNAVAILABLE_ERRORS, *_ACCESS_ERRORS) as exc:
             raise self._failure(exc) from exc
+        except KurrentDBClientError as exc:
+            # The library's catch-all for a batch-append error it cannot name, which is how
+            # KurrentDB answers a write it did not handle (Streams.BatchAppend, NotHandled:
+            # not ready, too busy, no leader yet): nothing was written, and the node takes
+            # writes again once it has caught up.
+            if type(exc) is not KurrentDBClientError:
+                raise
+            reason = getattr(exc.args[0], "message", "") if exc.args else ""
+            raise EventStoreUnavailable(
+                f"KurrentDB at {self._redacted_uri} did not take the write: {reason or exc}"
+            ) from exc
 
         new_version = expected_version + len(events)
         # The server answers an append of event ids it already holds at those versions
@@ -416,6 +443,8 @@ class KurrentDBEventStore:
             data = json.loads(event.data) if event.data else {}
         except ValueError as exc:  # not UTF-8 (UnicodeDecodeError) or not JSON
             data, undecodable = {}, f"not JSON: {exc}"
+        except RecursionError:  # "[[[[…" nested deeper than the decoder's stack allows
+            data, undecodable = {}, "JSON nested too deep to decode"
         if not isinstance(data, dict):
             data, undecodable = {}, f"JSON {type(data).__name__}, not an object"
         if undecodable is not None and not foreign_data_ok:
@@ -428,9 +457,13 @@ class KurrentDBEventStore:
         schema_version = metadata.pop(_SCHEMA_VERSION, 1)
         metadata.pop(_APPEND_ID, None)
         metadata.pop(UNDECODABLE_DATA, None)
+        occurred_at: datetime | None = None
         if isinstance(occurred_at_text, str):
-            occurred_at = parse_time(occurred_at_text)
-        else:
+            # Another application's metadata may use the key its own way: like foreign
+            # data, a time we cannot read must not stop whoever follows the log.
+            with contextlib.suppress(ValueError, OverflowError):
+                occurred_at = parse_time(occurred_at_text)
+        if occurred_at is None:
             # Not written by us: the server's own timestamp is the best stand-in.
             occurred_at = to_utc(event.recorded_at or datetime.fromtimestamp(0, tz=UTC))
         kept = {k: v for k, v in metadata.items() if isinstance(v, str)}
@@ -474,6 +507,11 @@ async def _read_whole(
         response = await client.read_stream(stream_name, **options)
     async with response:
         events = [event async for event in response]
+    if _connection_id(client) is None:
+        # Closed under the read, which stopped without an error: not a reason to
+        # reconnect (the library's retry would fail on the closed client's missing
+        # connection), and the same error as a call made after close().
+        raise RuntimeError("KurrentDBEventStore was closed during a read")
     if _connection_id(client) != connection_id:
         raise ServiceUnavailableError(
             "the connection was replaced during a read, which may have ended early"
@@ -495,7 +533,7 @@ def _load_metadata(raw: bytes) -> dict[str, Any]:
         return {}
     try:
         loaded = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return dict(loaded) if isinstance(loaded, Mapping) else {}
 

@@ -14,7 +14,9 @@ Retry copies never carry either: they are published without the broker's headers
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +42,11 @@ ORIGINAL_USER_ID = "x-conveyor-original-user-id"
 ORIGINAL_APP_ID = "x-conveyor-original-app-id"
 ORIGINAL_SIZE = "x-conveyor-original-size"
 """On a dead letter whose body was cut to the size limit: the body's size before."""
+ORIGINAL_MESSAGE_ID = "x-conveyor-original-message-id"
+"""On a copy we publish: the message_id of the message it copies. Every copy gets an id of
+its own, because aiormq matches a `basic.return` to its publish by message_id: two
+publishes with one id in flight on one channel (three projections routing copies of one
+event at once) can have their returns swapped, acking an original whose copy was lost."""
 NO_MESSAGE_ID = "x-conveyor-no-message-id"
 """On a copy of a message that had no message_id: the publishing client invents one, which
 must not become the command id of a command that never had one."""
@@ -81,6 +88,19 @@ def was_dead_lettered(headers: Mapping[str, Any], work_queue: str) -> bool:
     return False
 
 
+def original_message_id(message: AbstractIncomingMessage) -> str | None:
+    """The id the message was first published with: a copy carries it in a header."""
+    headers = message.headers or {}
+    if headers.get(NO_MESSAGE_ID):
+        return None
+    original = headers.get(ORIGINAL_MESSAGE_ID)
+    if isinstance(original, bytes):
+        original = original.decode(errors="replace")
+    if isinstance(original, str) and original:
+        return original
+    return message.message_id
+
+
 def previous_attempts(headers: Mapping[str, Any] | None, work_queue: str = "") -> int:
     """Failed attempts recorded on the message; 0 for a fresh or re-driven one."""
     headers = headers or {}
@@ -106,6 +126,7 @@ class FailureRouter:
         queue: WorkQueue,
         *,
         max_attempts: int,
+        publish_timeout: float | None = None,
         clock: Callable[[], datetime] = _now,
         user_id: str | None = None,
         max_body_bytes: int | None = None,
@@ -115,6 +136,7 @@ class FailureRouter:
         self._max_body_bytes = max_body_bytes
         self._queue = queue
         self._max_attempts = max_attempts
+        self._publish_timeout = publish_timeout
         self._clock = clock
         self._retried = LabelCache(MESSAGES_RETRIED, queue.name)
         self._dead_lettered = LabelCache(MESSAGES_DEAD_LETTERED, queue.name)
@@ -166,8 +188,11 @@ class FailureRouter:
                 ORIGINAL_QUEUE: self._queue.name,
             }
         )
-        if not message.message_id:
+        original_id = original_message_id(message)
+        if original_id is None:
             headers[NO_MESSAGE_ID] = True
+        else:
+            headers[ORIGINAL_MESSAGE_ID] = original_id
         if ATTEMPTS not in (message.headers or {}) or redriven:
             # A message from a sender, not a copy of ours: what it claims about its origin is
             # not evidence. Only the broker-validated properties are recorded.
@@ -183,6 +208,16 @@ class FailureRouter:
         else:
             headers[DEAD_LETTERED_AT] = now
             route = FailureRoute(self._queue.dead_letter_queue, attempts, True)
+        # aio-pika waits for a blocked connection *before* its own publish timeout starts:
+        # only a deadline around the whole call bounds it.
+        async with asyncio.timeout(self._publish_timeout):
+            await self._publish(message, route, headers)
+        (self._dead_lettered if route.dead_lettered else self._retried)(error_type).inc()
+        return route
+
+    async def _publish(
+        self, message: AbstractIncomingMessage, route: FailureRoute, headers: dict[str, Any]
+    ) -> None:
         body = message.body
         if self._max_body_bytes is not None and len(body) > self._max_body_bytes:
             # Too large to be valid anyway: keep enough to recognise it, not the whole cost.
@@ -195,7 +230,7 @@ class FailureRouter:
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             correlation_id=message.correlation_id,
-            message_id=message.message_id,
+            message_id=uuid.uuid4().hex,  # unique per copy: see ORIGINAL_MESSAGE_ID
             reply_to=message.reply_to,
             message_type=message.type,
             timestamp=message.timestamp,
@@ -205,6 +240,5 @@ class FailureRouter:
             user_id=message.user_id if message.user_id == self._user_id else None,
             persist=True,
             mandatory=True,
+            timeout=self._publish_timeout,
         )
-        (self._dead_lettered if route.dead_lettered else self._retried)(error_type).inc()
-        return route

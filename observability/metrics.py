@@ -65,6 +65,12 @@ GATEWAY_LAG = Gauge(
     "Age of the oldest event in the global log not yet published by the gateway (0 when "
     "caught up), when last measured.",
 )
+PROJECTION_HEALED = Counter(
+    "conveyor_projection_healed_total",
+    "Events applied to a read model from the event store because the broker never delivered "
+    "them (a gap filled, or found by the reconciler), by projection.",
+    ["projection"],
+)
 PROJECTION_LAG = Gauge(
     "conveyor_projection_lag_seconds",
     "Seconds between the last applied event's occurred_at and its application, by projection.",

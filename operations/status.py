@@ -408,6 +408,7 @@ def build_report(
     progress: Mapping[str, tuple[int, float]],
     tail: LogTail,
     nodes: Sequence[Mapping[str, Any]] = (),
+    blocked_connections: Sequence[str] = (),
 ) -> StatusReport:
     """The report from raw inputs: management API answers by queue name, the gateway's
     checkpoint document, the projections' recorded (position, updated_at), and the tail of
@@ -438,9 +439,31 @@ def build_report(
         commands=commands,
         gateway=gateway,
         projections=tuple(projections),
-        reasons=tuple(health_reasons(commands, gateway, projections, limits)),
+        reasons=tuple(
+            health_reasons(commands, gateway, projections, limits)
+            + _blocked_reasons(blocked_connections)
+        ),
         warnings=tuple(broker_warnings(nodes)),
     )
+
+
+def _blocked_reasons(blocked: Sequence[str]) -> list[str]:
+    """Connections a resource alarm blocks: their publishes wait (then time out) until it
+    ends, whatever the queues say."""
+    if not blocked:
+        return []
+    names = ", ".join(blocked[:3]) + (", …" if len(blocked) > 3 else "")
+    return [f"{len(blocked)} connection(s) blocked by a memory or disk alarm: {names}"]
+
+
+def blocked_connections(connections: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The management API's connections that the broker blocks (state `blocked`, or
+    `blocking`: flagged, and blocked at their next publish)."""
+    return [
+        str(c.get("client_properties", {}).get("connection_name") or c.get("name"))
+        for c in connections
+        if c.get("state") in ("blocked", "blocking")
+    ]
 
 
 # --- collecting ---------------------------------------------------------------------------
@@ -476,6 +499,10 @@ async def collect_status(
         nodes = await api.nodes()
     except ManagementApiError:  # a user without the monitoring tag: no node limits to show
         nodes = []
+    try:
+        blocked = blocked_connections(await api.connections())
+    except ManagementApiError:  # a user who may not list the vhost's connections
+        blocked = []
 
     checkpoint_document = await read_store.get(CHECKPOINTS, GATEWAY_CHECKPOINT)
     checkpoint = checkpoint_document.body if checkpoint_document else None
@@ -501,6 +528,7 @@ async def collect_status(
         progress=progress,
         tail=tail,
         nodes=nodes,
+        blocked_connections=blocked,
     )
 
 

@@ -28,6 +28,7 @@ from conveyor.bootstrap import (
     build_command_consumer,
     build_gateway,
     build_projection_consumers,
+    build_reconciler,
     declare_topology,
     http_access,
     open_event_store,
@@ -38,9 +39,11 @@ from eventstore.notifying import NotifyingEventStore
 from eventstore.port import EventStore
 from gateway.relay import EventGateway
 from messaging.consumer import QueueConsumer
+from messaging.projection_consumer import ProjectionConsumer
 from observability.health import Readiness, ReadinessChecks, broker_connection, consuming, pings
 from observability.server import OpsServer
 from readmodels.collections import ProjectionCollections
+from readmodels.healing import ProjectionReconciler
 from readmodels.port import ReadModelStore
 from readmodels.progress import ProgressWriter
 
@@ -103,6 +106,8 @@ class WorkerHost:
         self._checks: ReadinessChecks | None = None
         self._stop = asyncio.Event()
         self._gateway_task: asyncio.Task[None] | None = None
+        self.reconciler: ProjectionReconciler | None = None
+        self._reconciler_task: asyncio.Task[None] | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._http_server: object | None = None
 
@@ -150,7 +155,8 @@ class WorkerHost:
         )
         self.ops_port = self._ops.port
         logger.info("metrics and health on http://%s:%d/", settings.ops_host, self.ops_port)
-        needs_events = self.hosts("commands") or self.hosts("gateway") or self.hosts("http")
+        # Projections read the event store to heal what the broker never delivered.
+        needs_events = any(map(self.hosts, ("commands", "gateway", "http", "projections")))
         if needs_events:
             # In one process the gateway is woken by each append instead of polling.
             self.store = NotifyingEventStore(await open_event_store(settings))
@@ -167,8 +173,18 @@ class WorkerHost:
             self.progress = ProgressWriter(self.read_store)
             self.consumers.extend(
                 build_projection_consumers(
-                    settings, self.broker, self.read_store, self.collections, self.progress
+                    settings,
+                    self.broker,
+                    self.read_store,
+                    self.collections,
+                    self.progress,
+                    self.store,
                 )
+            )
+            assert self.store is not None
+            projection_consumers = [c for c in self.consumers if isinstance(c, ProjectionConsumer)]
+            self.reconciler = build_reconciler(
+                settings, self.store, self.read_store, projection_consumers
             )
         if self.hosts("gateway"):
             assert self.store is not None
@@ -195,6 +211,10 @@ class WorkerHost:
             self.progress.start()
         if self.gateway is not None:
             self._gateway_task = asyncio.create_task(self.gateway.run(self._stop), name="gateway")
+        if self.reconciler is not None:
+            self._reconciler_task = asyncio.create_task(
+                self.reconciler.run(self._stop), name="reconciler"
+            )
         if self.hosts("http"):
             await self._start_http()
 
@@ -243,6 +263,9 @@ class WorkerHost:
                     "closing the AMQP connection",
                 )
             self._connection = None
+        if self._reconciler_task is not None:
+            await finish_or_cancel(self._reconciler_task, deadline.remaining(), "reconciler")
+            self._reconciler_task = None
         if self.progress is not None:  # after the consumers: their last positions count
             await finish_or_cancel(
                 asyncio.ensure_future(self.progress.stop()),

@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf import empty_pb2
 from kurrentdbclient.protos.v1 import (
     gossip_pb2,
     gossip_pb2_grpc,
@@ -54,6 +55,10 @@ class ScriptedStreams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
     # Popped one per Read / BatchAppend call, before it is served.
     read_failures: list[Failure] = field(default_factory=list)
     append_failures: list[Failure] = field(default_factory=list)
+    # Popped one per BatchAppend request: answered, as KurrentDB answers a write it did not
+    # handle (not ready, too busy, no leader yet), with an error inside the response whose
+    # only detail is an Empty.
+    append_not_handled: list[str] = field(default_factory=list)
     # Streams tombstoned: reading them fails, appending answers StreamDeleted.
     deleted: set[str] = field(default_factory=set)
     # Appends written whose answer is then lost (UNAVAILABLE), as when a node goes away.
@@ -151,6 +156,11 @@ class ScriptedStreams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
         response = streams_pb2.BatchAppendResp(
             correlation_id=request.correlation_id, stream_identifier=options.stream_identifier
         )
+        if self.append_not_handled:
+            status = status_pb2.Status(message=self.append_not_handled.pop(0))
+            status.details.Pack(empty_pb2.Empty())
+            response.error.CopyFrom(status)
+            return response
         if name in self.deleted:
             response.error.CopyFrom(_status(shared_pb2.StreamDeleted()))
             return response
@@ -188,9 +198,11 @@ class ScriptedStreams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
 
 @dataclass
 class ScriptedGossip(gossip_pb2_grpc.GossipServicer):  # type: ignore[misc]
-    """Gossip answering that the node at `leader_port` is the one leader; or never."""
+    """Gossip answering that the node at `leader_port` is the one leader (and the one at
+    `follower_port`, if any, a follower); or never."""
 
     leader_port: int = 0
+    follower_port: int = 0
     hang: bool = False
 
     async def Read(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -201,7 +213,18 @@ class ScriptedGossip(gossip_pb2_grpc.GossipServicer):  # type: ignore[misc]
             is_alive=True,
             http_end_point=gossip_pb2.EndPoint(address="127.0.0.1", port=self.leader_port),
         )
-        return gossip_pb2.ClusterInfo(members=[member])
+        members = [member]
+        if self.follower_port:
+            members.append(
+                gossip_pb2.MemberInfo(
+                    state=gossip_pb2.MemberInfo.VNodeState.Follower,
+                    is_alive=True,
+                    http_end_point=gossip_pb2.EndPoint(
+                        address="127.0.0.1", port=self.follower_port
+                    ),
+                )
+            )
+        return gossip_pb2.ClusterInfo(members=members)
 
 
 class ScriptedNode:

@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from kurrentdbclient import AsyncKurrentDBClient
+from kurrentdbclient import AsyncKurrentDBClient, StreamState
+from kurrentdbclient import NewEvent as KurrentNewEvent
+from kurrentdbclient.exceptions import NodeIsNotLeaderError
 
 from application.commands import CommandEnvelope, CommandHandler
 from domain.commands import CreateOrder
@@ -295,3 +297,213 @@ async def test_two_racing_copies_of_one_command_answer_accepted_then_duplicate(
     )
     assert sorted(o.status for o in outcomes) == ["accepted", "duplicate"]
     assert len(node.streams.stream("order-o-race")) == 1
+
+
+# ------------------------------------- review: foreign metadata never halts the relay either
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        '"yesterday"',
+        '"Tue, 01 Dec 2026 10:00:00 GMT"',
+        '"2026-13-45T99:00:00"',
+        '"0001-01-01T00:00:00+01:00"',  # parses, but lies before the first UTC instant
+    ],
+)
+async def test_foreign_events_whose_metadata_time_is_not_iso_are_passed_on_with_the_server_time(
+    node: ScriptedNode, store: KurrentDBEventStore, occurred_at: str
+) -> None:
+    # Served by the library's own servicers: this shows what the adapter does with what the
+    # client library hands it. Another application's metadata may use our key its own way;
+    # like its data, that must not stop whoever follows the log (the gateway retried the
+    # same position forever, a rebuild failed).
+    node.streams.add("order-o-1", "OrderCreated", b'{"customer_id": "alice"}')
+    node.streams.add("billing-1", "Invoiced", b"{}", f'{{"occurred_at": {occurred_at}}}'.encode())
+    node.streams.add("order-o-1", "OrderConfirmed", b"{}")
+
+    page = await store.read_all()
+
+    assert [e.stream_id for e in page] == ["order-o-1", "billing-1", "order-o-1"]
+    assert page[1].occurred_at == datetime.fromtimestamp(0, tz=UTC)  # the fake's "created"
+    assert await CustomerDirectory(store).integration_event(page[1]) is None
+
+
+async def test_a_foreign_event_nested_too_deep_to_decode_is_passed_on_empty(
+    node: ScriptedNode, store: KurrentDBEventStore
+) -> None:
+    # Served by the library's own servicers (adapter handling only). Any user may write an
+    # ordinary stream by default: JSON nested deeper than the decoder's stack (RecursionError,
+    # not ValueError) in another application's data or metadata must not stop the relay.
+    nested = b"[" * 100_000 + b"]" * 100_000
+    node.streams.add("billing-1", "Invoiced", nested)
+    node.streams.add("billing-2", "Invoiced", b"{}", nested)
+    node.streams.add("order-o-1", "OrderCreated", b'{"customer_id": "alice"}')
+
+    page = await store.read_all()
+
+    assert [e.stream_id for e in page] == ["billing-1", "billing-2", "order-o-1"]
+    assert page[0].data == {}
+    assert UNDECODABLE_DATA in page[0].metadata
+    assert page[1].data == {}
+    assert page[1].metadata == {}
+
+
+# ------------------------------------------ review: only the leader serves conveyor's calls
+
+
+async def test_library_follows_not_leader_on_append_only_when_preferring_the_leader() -> None:
+    # The library's own behaviour, shown with its own servicers: appends always ask for the
+    # leader, but autoreconnect follows the "not leader" answer only when the URI prefers
+    # the leader. With any other nodePreference every append on a follower fails for good.
+    async with ScriptedNode() as follower, ScriptedNode() as leader:
+        follower.gossip.leader_port = leader.port
+        follower.gossip.follower_port = follower.port
+        follower.streams.append_failures.append(not_leader(leader))
+        client = AsyncKurrentDBClient(
+            f"kurrentdb://127.0.0.1:{follower.port},127.0.0.1:{leader.port}"
+            "?tls=false&nodePreference=follower"
+        )
+        await client.connect()
+        try:
+            with pytest.raises(NodeIsNotLeaderError):
+                await client.append_to_stream(
+                    "order-1",
+                    events=[KurrentNewEvent("T", b"{}")],
+                    current_version=StreamState.NO_STREAM,
+                )
+        finally:
+            await client.close()
+        assert leader.streams.appends == 0
+
+
+@pytest.mark.parametrize("preference", ["follower", "random", "readonlyreplica"])
+def test_a_store_refuses_a_node_preference_other_than_the_leader(preference: str) -> None:
+    # Appends could never follow the leader (above), and reads from a follower may lag
+    # behind the log: the gateway's customer lookup would find no order and skip its event.
+    with pytest.raises(ValueError, match="nodePreference") as refused:
+        KurrentDBEventStore(
+            f"kurrentdb://u:secret@n1:2113,n2:2113?tlsCaFile=/ca.pem&nodePreference={preference}"
+        )
+    assert "secret" not in str(refused.value)
+
+
+# ------------------------------------------------ review: a leader change and a close mid-call
+
+
+async def test_an_append_written_by_the_old_leader_whose_answer_was_lost_is_accepted_once() -> None:
+    # Served by the library's own servicers (the library's retry, not a server's election):
+    # the old leader writes, its answer is lost, gossip now names the new leader, and the
+    # library re-sends there. The handler must answer accepted, and the event exist once.
+    async with ScriptedNode() as old, ScriptedNode() as new:
+        new.streams.log = old.streams.log  # one log, as a cluster's nodes hold
+        store = KurrentDBEventStore(
+            f"kurrentdb://127.0.0.1:{old.port},127.0.0.1:{new.port}?tls=false", timeout=10
+        )
+        await store.open()
+        try:
+            old.streams.lost_append_answers = 1
+            for gossip in (old.gossip, new.gossip):
+                gossip.leader_port, gossip.follower_port = new.port, old.port
+            handler = CommandHandler(store)
+            envelope = CommandEnvelope(CreateOrder("o-1", "alice"), "cmd-1", "corr", "cmd-1")
+            first = await handler.handle(envelope)
+            again = await handler.handle(envelope)
+        finally:
+            await store.close()
+        assert (old.streams.appends, new.streams.appends) == (1, 1)
+        assert (first.status, first.version) == ("accepted", 1)
+        assert (again.status, again.version) == ("duplicate", 1)
+        assert len(old.streams.stream("order-o-1")) == 1
+
+
+async def test_a_read_the_store_is_closed_under_says_so(
+    node: ScriptedNode, store: KurrentDBEventStore
+) -> None:
+    # Served by the library's own servicers (adapter handling only). Closing the client
+    # stops its reads without an error; the adapter's retry then met the library's
+    # AttributeError ("no attribute '_connection'") instead of a message that says why.
+    fill(node.streams, "order-1", 50)
+    node.streams.event_delay = 0.02
+
+    async def close_midway() -> None:
+        await asyncio.sleep(0.2)
+        await store.close()
+
+    with pytest.raises(RuntimeError, match="closed during"):
+        await asyncio.gather(store.read_stream("order-1"), close_midway())
+
+
+async def test_a_leader_change_between_the_reads_of_one_log_page_leaves_the_page_whole() -> None:
+    # Served by the library's own servicers (the library's leader following, not a server's
+    # election). Every other event is system-typed, dropped on our side, so one page of the
+    # gateway takes several reads; the leader moves while the first is being served.
+    async with ScriptedNode() as first, ScriptedNode() as second:
+        second.streams.log = first.streams.log
+        for n in range(200):
+            if n % 2:
+                first.streams.add("other-1", "$>", b"0@order-1")
+            else:
+                first.streams.add("order-1", "ItemAdded", json.dumps({"n": n}).encode())
+        for gossip in (first.gossip, second.gossip):
+            gossip.leader_port, gossip.follower_port = first.port, second.port
+        store = KurrentDBEventStore(
+            f"kurrentdb://127.0.0.1:{first.port},127.0.0.1:{second.port}?tls=false", timeout=10
+        )
+        await store.open()
+        try:
+            first.streams.event_delay = 0.005
+            page = asyncio.ensure_future(store.read_all(limit=80))
+            await asyncio.sleep(0.1)  # the first read takes about 0.4 s
+            for gossip in (first.gossip, second.gossip):
+                gossip.leader_port, gossip.follower_port = second.port, first.port
+            first.streams.read_failures.append(not_leader(second))
+            assert [e.version for e in await page] == list(range(1, 81))
+        finally:
+            await store.close()
+        assert second.streams.reads >= 1
+
+
+# ----------------------------------- review: a node mid-election is unavailable, not a crash
+
+NO_LEADER_YET = (grpc.StatusCode.UNKNOWN, "No leader info available in response", ())
+WRITE_TIMED_OUT = (grpc.StatusCode.ABORTED, "Operation timed out: CommitTimeout", ())
+
+
+@pytest.mark.parametrize("failure", [NO_LEADER_YET, WRITE_TIMED_OUT], ids=["no-leader", "timeout"])
+async def test_answers_of_a_node_between_leaders_or_overloaded_are_unavailable(
+    node: ScriptedNode, store: KurrentDBEventStore, failure: tuple[grpc.StatusCode, str, tuple[()]]
+) -> None:
+    # Served by the library's own servicers, answering with the statuses KurrentDB's
+    # RpcExceptions use: NoLeaderInfo (UNKNOWN) while a cluster has no leader yet, Timeout
+    # (ABORTED) for a write that timed out. The library raises UnknownError and
+    # AbortedByServerError, which are neither retried nor GrpcErrors: they escaped raw,
+    # where every other transient failure is EventStoreUnavailable.
+    fill(node.streams, "order-1", 1)
+    for _ in range(4):  # more than the library's own retries
+        node.streams.read_failures.append(failure)
+    with pytest.raises(EventStoreUnavailable, match=failure[1]):
+        await store.read_stream("order-1")
+    node.streams.read_failures.clear()
+    node.streams.append_failures.extend([failure] * 4)
+    with pytest.raises(EventStoreUnavailable, match=failure[1]):
+        await store.append("order-1", 1, [order_event(1)])
+    assert len(node.streams.stream("order-1")) == 1
+
+
+@pytest.mark.parametrize(
+    "reason", ["Server Is Not Ready", "Server Is Busy", "No leader info available in response"]
+)
+async def test_a_write_the_node_did_not_handle_is_unavailable(
+    node: ScriptedNode, store: KurrentDBEventStore, reason: str
+) -> None:
+    # Served by the library's own servicers, answering as KurrentDB's BatchAppend answers a
+    # write it did not handle (Streams.BatchAppend.cs, NotHandled): an error inside the
+    # response, message only. The library cannot name it and raises its base
+    # KurrentDBClientError, which escaped the adapter raw, though nothing was written and
+    # the node will take the write later (after an election, once it has caught up).
+    node.streams.append_not_handled.append(reason)
+    with pytest.raises(EventStoreUnavailable, match=reason):
+        await store.append("order-1", NO_STREAM, [order_event(1)])
+    assert node.streams.stream("order-1") == []
+    assert (await store.append("order-1", NO_STREAM, [order_event(1)])).version == 1
