@@ -14,7 +14,12 @@ from decimal import Decimal
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from aiormq.exceptions import AMQPConnectionError, ChannelPreconditionFailed, PublishError
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    PublishError,
+)
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
@@ -32,6 +37,8 @@ from conveyor.settings import Settings
 from embedded.sqlite import SqliteFileMissing, SqliteFileUnusable
 from eventstore.port import EventStore, EventStoreUnavailable
 from eventstore.serialization import redact_url, to_utc
+from messaging.command_consumer import COMMANDS_EXCHANGE
+from observability.logs import escape_controls
 from queries.service import OrderQueries, history_as_json
 from readmodels.collections import ProjectionCollections
 from readmodels.port import ReadModelStore, ReadStoreUnavailable
@@ -201,7 +208,9 @@ def send(
         async with broker:
             await broker.connect()
             options: dict[str, Any] = {
-                "queue": settings.command_queue,
+                # Through the command exchange: the only thing a producer may write to.
+                "exchange": COMMANDS_EXCHANGE,
+                "routing_key": settings.command_queue,
                 "content_type": "application/json",
                 "message_id": payload["command_id"],
                 "correlation_id": payload.get("correlation_id") or payload["command_id"],
@@ -212,10 +221,10 @@ def send(
                     await broker.publish(body, **options)
                     return None
                 reply = await broker.request(body, timeout=timeout, **options)
-            except PublishError:
+            except (PublishError, ChannelNotFoundEntity):
                 fail(
-                    f"queue {settings.command_queue!r} does not exist: start the workers "
-                    "(conveyor run) once to declare it"
+                    f"exchange {COMMANDS_EXCHANGE.name!r} or queue {settings.command_queue!r} "
+                    "does not exist: start the workers (conveyor run) once to declare them"
                 )
             except TimeoutError:
                 fail(
@@ -701,16 +710,24 @@ def dlq_show(
             }
         )
         return
+    # Everything shown came from whoever published the message: escape what would drive
+    # the terminal (escape sequences) or fake a line (newlines).
     for number, letter in enumerate(result.dead_letters, 1):
         failure = f" ({letter.failure_class})" if letter.failure_class else ""
-        print(f"#{number} message_id={letter.message_id} error={letter.error_type}{failure}")
-        if letter.error_message:
-            print(f"   message: {letter.error_message}")
         print(
-            f"   attempts {letter.attempts if letter.attempts is not None else '-'}, "
-            f"first failure {letter.first_failure_at or '-'}, "
-            f"last failure {letter.last_failure_at or '-'}, "
-            f"dead-lettered {letter.dead_lettered_at or '-'}, from {letter.original_queue}"
+            escape_controls(
+                f"#{number} message_id={letter.message_id} error={letter.error_type}{failure}"
+            )
+        )
+        if letter.error_message:
+            print(f"   message: {escape_controls(letter.error_message)}")
+        print(
+            escape_controls(
+                f"   attempts {letter.attempts if letter.attempts is not None else '-'}, "
+                f"first failure {letter.first_failure_at or '-'}, "
+                f"last failure {letter.last_failure_at or '-'}, "
+                f"dead-lettered {letter.dead_lettered_at or '-'}, from {letter.original_queue}"
+            )
         )
         print(f"   body: {body_preview(letter.body)}")
     print(

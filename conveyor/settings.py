@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     """A SQLite file path (or sqlite:///path), or mongodb://host:port/dbname for MongoDB."""
 
     command_queue: str = "orders.commands"
+    event_publisher: str | None = None
+    """The RabbitMQ user of the gateway: projections apply only integration events whose
+    broker-validated AMQP `user_id` is this user (or their own). Unset: the user of
+    amqp_url — right when the gateway and the projection workers share an account."""
     projection_queue_prefix: str = "projections"
     """Projection queues are <prefix>.order_summary, <prefix>.customer_history, …"""
 
@@ -141,6 +145,13 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     """The query API (and, per process, health and metrics); 0 picks a free port."""
+    http_token: SecretStr | None = None
+    """When set, the query API and /metrics answer only requests carrying
+    `Authorization: Bearer <token>` (health probes stay open). Give it as
+    CONVEYOR_HTTP_TOKEN_FILE to keep it out of the environment."""
+    http_allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = None
+    """Host names the HTTP servers answer to (comma-separated; `*` any). Unset: a server
+    bound to loopback answers only to localhost/127.0.0.1/::1, any other to any name."""
     max_attempts: int = Field(default=5, ge=1, le=100)
     """Failed attempts of a message before it is dead-lettered (transient failures)."""
 
@@ -154,6 +165,11 @@ class Settings(BaseSettings):
     """Broker-side safety net (quorum x-delivery-limit) for a message that crashes workers."""
 
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    """A larger command or event is invalid (DLQ). The broker's own max_message_size
+    (deploy/rabbitmq/rabbitmq.conf) refuses much larger ones before a worker reads them."""
+    dead_letter_max_bytes: int = Field(default=1024**3, ge=1024)
+    """Each .dlq holds at most this many bytes of bodies (x-max-length-bytes); when full it
+    refuses new dead letters and their work queue holds them instead."""
     conflict_attempts: int = Field(default=10, ge=1)
     """In-process retries of a command on an optimistic-concurrency conflict."""
 
@@ -222,6 +238,15 @@ class Settings(BaseSettings):
             else:
                 yield name, value
 
+    def amqp_user(self) -> str:
+        """The RabbitMQ user this process logs in as: what the broker validates an AMQP
+        `user_id` against (AMQP's default login is guest)."""
+        try:
+            username = urlsplit(self.amqp_url).username
+        except ValueError:
+            username = None
+        return unquote(username or "") or "guest"
+
     def secrets(self) -> set[str]:
         """The passwords in the URL settings, as written and percent-decoded."""
         found = set()
@@ -255,6 +280,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_sqlite_path(cls, value: str) -> str:
         return sqlite_location(value)
+
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("retry_delays", mode="before")
     @classmethod
