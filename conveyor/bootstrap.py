@@ -18,6 +18,7 @@ from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
 from messaging.command_consumer import OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
+from messaging.store_outage import Probe, StoreOutage
 from messaging.topology import WorkQueue
 from observability.metrics import TimedAppends
 from readmodels.applier import ProjectionApplier
@@ -137,8 +138,20 @@ def build_broker(settings: Settings) -> RabbitBroker:
     )
 
 
+def build_store_outage(settings: Settings, name: str, probe: Probe) -> StoreOutage:
+    return StoreOutage(
+        name,
+        probe,
+        first_delay=settings.outage_probe_first_delay,
+        max_delay=settings.outage_probe_max_delay,
+    )
+
+
 def build_command_consumer(
-    settings: Settings, broker: RabbitBroker, store: EventStore
+    settings: Settings,
+    broker: RabbitBroker,
+    store: EventStore,
+    outage: StoreOutage | None = None,
 ) -> CommandConsumer:
     queue = command_queue(settings)
     consumer = CommandConsumer(
@@ -147,6 +160,7 @@ def build_command_consumer(
         CommandHandler(TimedAppends(store), conflict_attempts=settings.conflict_attempts),
         FailureRouter(broker, queue, max_attempts=settings.max_attempts),
         max_message_bytes=settings.max_message_bytes,
+        outage=outage,
     )
     consumer.register(prefetch=settings.prefetch)
     return consumer
@@ -158,6 +172,7 @@ def build_projection_consumers(
     read_store: ReadModelStore,
     collections: ProjectionCollections,
     progress: ProgressWriter | None = None,
+    outage: StoreOutage | None = None,
 ) -> list[ProjectionConsumer]:
     consumers = []
     for projection in PROJECTIONS:
@@ -168,6 +183,7 @@ def build_projection_consumers(
             ProjectionApplier(read_store, collections, projection),
             FailureRouter(broker, queue, max_attempts=settings.max_attempts),
             progress.tracker(projection.name) if progress is not None else None,
+            outage,
         )
         consumer.register(prefetch=settings.prefetch, exchange=EVENTS)
         consumers.append(consumer)

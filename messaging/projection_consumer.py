@@ -4,6 +4,8 @@ not an integration event  → dead-letter queue at once
 duplicate (already applied) → acked, nothing written
 gap (an earlier event of the order has not been applied yet) → retry ladder; the
     earlier event usually lands meanwhile; a gap that persists dead-letters
+the store is away          → consumers paused, delivery handed back (messaging/consumer.py)
+the store refused the document for what it is (too large, invalid) → dead-letter queue at once
 any other failure          → retry ladder, then dead-letter queue
 """
 
@@ -15,9 +17,10 @@ import time
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker
 
-from messaging.consumer import QueueConsumer
-from messaging.failures import FailureRouter
+from messaging.consumer import QueueConsumer, StoreAway
+from messaging.failures import FailureRouter, is_permanent
 from messaging.integration_events import NotAnIntegrationEvent, decode
+from messaging.store_outage import StoreOutage
 from messaging.topology import WorkQueue
 from observability.logs import bind_message
 from observability.metrics import MESSAGES_HANDLED, PROJECTION_LAG, LabelCache
@@ -36,8 +39,9 @@ class ProjectionConsumer(QueueConsumer):
         applier: ProjectionApplier,
         failures: FailureRouter,
         progress: ProgressTracker | None = None,
+        outage: StoreOutage | None = None,
     ) -> None:
-        super().__init__(broker, queue, failures)
+        super().__init__(broker, queue, failures, outage)
         self.applier = applier
         self.progress = progress or ProgressTracker(applier.projection.name)
         self.description = (
@@ -70,6 +74,17 @@ class ProjectionConsumer(QueueConsumer):
             )
             return
         except Exception as failure:
+            if self.store_is_away(failure):
+                raise StoreAway() from failure
+            if is_permanent(failure):
+                route = await self.failures.permanent_failure(raw, failure)
+                logger.warning(
+                    "event %s dead-lettered to %s: the store refused it: %s",
+                    raw.message_id,
+                    route.destination,
+                    failure,
+                )
+                return
             route = await self.failures.retry_later(raw, failure)
             logger.warning(
                 "%s: event %s (%s v%d of %s) failed on attempt %d, sent to %s: %s",

@@ -26,6 +26,7 @@ from conveyor.bootstrap import (
     build_command_consumer,
     build_gateway,
     build_projection_consumers,
+    build_store_outage,
     declare_topology,
     open_event_store,
     open_read_store,
@@ -35,7 +36,15 @@ from eventstore.notifying import NotifyingEventStore
 from eventstore.port import EventStore
 from gateway.relay import EventGateway
 from messaging.consumer import QueueConsumer
-from observability.health import Readiness, ReadinessChecks, broker_connection, consuming, pings
+from messaging.store_outage import StoreOutage
+from observability.health import (
+    Readiness,
+    ReadinessChecks,
+    broker_connection,
+    consuming,
+    not_paused,
+    pings,
+)
 from observability.server import OpsServer
 from readmodels.collections import ProjectionCollections
 from readmodels.port import ReadModelStore
@@ -61,6 +70,7 @@ class WorkerHost:
         self.broker: RabbitBroker | None = None
         self.collections: ProjectionCollections | None = None
         self.consumers: list[QueueConsumer] = []
+        self.outages: list[StoreOutage] = []
         self.gateway: EventGateway | None = None
         self.progress: ProgressWriter | None = None
         self.http_port: int | None = None
@@ -102,6 +112,8 @@ class WorkerHost:
             checks.add("event_store", pings(self.store.ping))
         if self.read_store is not None:
             checks.add("read_store", pings(self.read_store.ping))
+        for outage in self.outages:
+            checks.add(f"paused:{outage.name}", not_paused(outage.describe))
         return checks
 
     async def _start(self) -> None:
@@ -121,14 +133,18 @@ class WorkerHost:
         self.broker = build_broker(settings)
         if self.hosts("commands"):
             assert self.store is not None
-            self.consumers.append(build_command_consumer(settings, self.broker, self.store))
+            outage = build_store_outage(settings, "event_store", self.store.ping)
+            self.outages.append(outage)
+            self.consumers.append(build_command_consumer(settings, self.broker, self.store, outage))
         if self.hosts("projections"):
             assert self.read_store is not None
             assert self.collections is not None
             self.progress = ProgressWriter(self.read_store)
+            outage = build_store_outage(settings, "read_store", self.read_store.ping)
+            self.outages.append(outage)
             self.consumers.extend(
                 build_projection_consumers(
-                    settings, self.broker, self.read_store, self.collections, self.progress
+                    settings, self.broker, self.read_store, self.collections, self.progress, outage
                 )
             )
         if self.hosts("gateway"):
@@ -176,6 +192,8 @@ class WorkerHost:
         then the consumers (in-flight messages finish, bounded by shutdown_timeout), and
         only then the stores they write to."""
         self._stop.set()
+        for outage in self.outages:  # no resume behind a stopping broker's back
+            await outage.close()
         timeout = self.settings.shutdown_timeout
         if self._gateway_task is not None:
             with suppress(Exception):
