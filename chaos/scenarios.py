@@ -11,6 +11,9 @@ it saw to the checker.
       cannot apply) → DLQs with headers; after the fix, a re-drive applies them once
     7 fuzzed messages on the command queue beside valid traffic
     8 concurrent commands on one order
+   12 both stores (event store and read store) locked for 5 minutes under load, with the
+      default retry ladder (about 2.5 minutes): consumers pause, nothing is dead-lettered
+      (numbered 12 so as not to collide with scenarios other branches add meanwhile)
 """
 
 from __future__ import annotations
@@ -63,9 +66,12 @@ class Sizes:
     fuzz: int = 1000
     concurrent: int = 50
     kills: int = 6
+    store_away_seconds: float = 300.0
+    """How long scenario 12 keeps both stores locked."""
 
     @classmethod
     def quick(cls, commands: int | None = None) -> Sizes:
+        # Scenario 12 keeps its 5 minutes: shorter would not outlast the retry ladder.
         return cls(commands=commands or 500, fuzz=100, concurrent=50, kills=2)
 
     def scaled(self, fraction: float, floor: int = 200) -> int:
@@ -369,6 +375,45 @@ scenario_5 = run_standard_load(
     # a retry budget that outlasts the outage: 0.5 + 1 + 2 + 4 x 5 = 23.5 s
     env_overrides={"CONVEYOR_RETRY_DELAYS": "0.5,1,2,4", "CONVEYOR_MAX_ATTEMPTS": "8"},
     rate=lambda s: s.scaled(0.3) / 20,
+)
+
+
+# -- 12: both stores away longer than the retry ladder ---------------------------------------
+
+
+async def _long_outage(
+    env: Environment, outcomes: OutcomeCollector, total: int, baseline: int, sizes: Sizes
+) -> str:
+    reached = await progress_reaches(outcomes, baseline + total * 0.25, within=180)
+    held = await asyncio.gather(
+        lock_event_store(env.event_store, sizes.store_away_seconds),
+        lock_event_store(env.read_store, sizes.store_away_seconds),
+    )
+    workers = env.running("commands") + env.running("projections")
+    pauses = log_lines(workers, "pausing")
+    retried = log_lines(workers, "failed on attempt")
+    return (
+        f"event store and read store locked {min(held):.0f}s at {reached - baseline}/{total} "
+        f"(default ladder, ~156 s); {pauses} pauses, {retried} attempts spent"
+    )
+
+
+scenario_12 = run_standard_load(
+    "both stores locked for 5 minutes",
+    12,
+    kinds=KINDS,
+    workload=lambda s: order_workload(s.scaled(0.3), prefix="s12"),
+    fault=_long_outage,
+    # The default ladder (1, 5, 30, 120 s; 5 attempts) is what must not be spent. Probes
+    # back off to 10 s so that the settling is not mostly waiting.
+    env_overrides={
+        "CONVEYOR_RETRY_DELAYS": "1,5,30,120",
+        "CONVEYOR_MAX_ATTEMPTS": "5",
+        "CONVEYOR_OUTAGE_PROBE_MAX_DELAY": "10",
+    },
+    # still publishing for the first minute of the outage
+    rate=lambda s: s.scaled(0.3) / 60,
+    settle_within=300.0,
 )
 
 
@@ -701,6 +746,7 @@ SCENARIOS: dict[int, Scenario] = {
         Scenario(6, "poison messages and re-drive", scenario_6),
         Scenario(7, "fuzzed messages", scenario_7),
         Scenario(8, "concurrent commands on one order", scenario_8),
+        Scenario(12, "both stores away 5 minutes", scenario_12),
     )
 }
 
