@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -173,3 +174,43 @@ async def test_a_message_failing_by_itself_still_spends_the_ladder_while_others_
     assert headers[failures.FAILURE_CLASS] == "transient"
     await eventually(lambda: all_applied(reader, [c["order_id"] for c in healthy]))
     assert paused_gauge("event_store") == 0
+
+
+async def test_projections_wait_out_a_mongodb_read_store_outage(
+    settings: Settings, start_worker: StartWorker, amqp_url: str, tmp_path: Path
+) -> None:
+    """The MongoDB wire-protocol test server (SecantusDB) stopped for longer than the
+    ladder, then started again on its data: nothing dead-lettered, everything applied."""
+    secantus = pytest.importorskip("secantus")
+    server = secantus.SecantusDBServer(storage_path=str(tmp_path / "mongo"), port=0)
+    await asyncio.to_thread(server.start)
+    port = int(server.uri.rstrip("/").rsplit(":", 1)[1])
+    url = f"mongodb://127.0.0.1:{port}/conveyor?serverSelectionTimeoutMS=300"
+    settings = outage_settings(settings).model_copy(update={"read_store": url})
+    try:
+        host = await start_worker(settings, ("commands", "gateway", "projections"))
+        creates = [command("CreateOrder", f"o-m-{n}", customer_id=f"c-{n % 3}") for n in range(10)]
+        await publish_many(amqp_url, settings.command_queue, creates)
+        await read_models_settle(settings, within=60)
+
+        await asyncio.to_thread(server.stop)
+        adds = [
+            command("AddItem", c["order_id"], sku="SKU-1", quantity=1, unit_price="2.50")
+            for c in creates
+        ]
+        await publish_many(amqp_url, settings.command_queue, adds)
+        await asyncio.sleep(OUTAGE_SECONDS)
+        for projection in (p.name for p in PROJECTIONS):
+            dlq = f"{settings.projection_queue_prefix}.{projection}.dlq"
+            assert await queue_depth(amqp_url, dlq) == 0, f"{projection} dead-lettered"
+        readiness = await host.readiness()
+        assert "read_store unavailable" in readiness.checks["paused:read_store"]
+
+        server = secantus.SecantusDBServer(storage_path=str(tmp_path / "mongo"), port=port)
+        await asyncio.to_thread(server.start)
+        await read_models_settle(settings, within=60)
+        for projection in (p.name for p in PROJECTIONS):
+            dlq = f"{settings.projection_queue_prefix}.{projection}.dlq"
+            assert await queue_depth(amqp_url, dlq) == 0
+    finally:
+        await asyncio.to_thread(server.stop)
