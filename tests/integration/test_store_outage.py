@@ -56,15 +56,21 @@ async def all_applied(reader: SqliteEventStore, order_ids: list[str]) -> bool:
     return all(len(events) == 1 for events in streams)
 
 
+@pytest.mark.parametrize(
+    "delivery_limit",
+    [20, 2],
+    ids=["handed-back-by-requeue", "handed-back-as-fresh-copies"],
+)
 async def test_commands_wait_out_an_event_store_outage_longer_than_the_retry_ladder(
     settings: Settings,
     start_worker: StartWorker,
     reader: SqliteEventStore,
     amqp_url: str,
-    management: Management,
-    test_vhost: str,
+    delivery_limit: int,
 ) -> None:
-    settings = outage_settings(settings)
+    """With a delivery limit of 2 a requeue would already count half of it: deliveries go
+    back as fresh copies instead (messaging/consumer.py `_hand_back`)."""
+    settings = outage_settings(settings).model_copy(update={"delivery_limit": delivery_limit})
     host = await start_worker(settings)
     dlq = f"{settings.command_queue}.dlq"
     orders = [f"o-outage-{n}" for n in range(30)]
