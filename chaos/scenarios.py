@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import shutil
 import sys
@@ -868,6 +869,7 @@ async def run_scenario(number: int, sizes: Sizes) -> Verdict:
     try:
         return await scenario.run(sizes)
     except Exception as error:  # a harness failure is a failed scenario, not a crash
+        logging.getLogger("chaos").exception("scenario %d could not run", number)
         verdict = Verdict(number, scenario.title)
         verdict.problems.append(f"the scenario could not run: {type(error).__name__}: {error}")
         return verdict
