@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from faststream.rabbit import Channel, RabbitBroker
 
@@ -16,6 +17,7 @@ from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
 from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
 from messaging.command_consumer import OUTCOMES_EXCHANGE, CommandConsumer
+from messaging.connection import ClosingRobustConnection
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
 from messaging.store_outage import Probe, StoreOutage
@@ -118,20 +120,33 @@ async def declare_topology(
     broker.config.declarer.disconnect()
 
 
+def rabbit_broker(settings: Settings, **options: Any) -> RabbitBroker:
+    """A FastStream broker for settings.amqp_url: verified TLS for amqps:// (a bad file fails
+    here), a bounded connect, and publisher confirms with returns raised, so that a copy
+    that cannot be routed fails loudly instead of vanishing."""
+    broker = RabbitBroker(
+        settings.amqp_url,
+        timeout=settings.amqp_connect_timeout,
+        security=amqp_security(settings),
+        default_channel=Channel(publisher_confirms=True, on_return_raises=True),
+        **options,
+    )
+    # FastStream passes these to aio_pika.connect_robust and has no parameter for the class:
+    # see messaging/connection.py for why conveyor needs its own.
+    broker._connection_kwargs["connection_class"] = ClosingRobustConnection
+    return broker
+
+
 def build_broker(settings: Settings) -> RabbitBroker:
     middlewares = []
     if settings.tracing:  # imported only when on: no OpenTelemetry cost otherwise
         from observability.tracing import telemetry_middleware
 
         middlewares.append(telemetry_middleware())
-    return RabbitBroker(
-        settings.amqp_url,
-        # amqps:// → verified TLS with the amqp_*_file settings (a bad file fails here)
-        security=amqp_security(settings),
+    return rabbit_broker(
+        settings,
         middlewares=middlewares,
         graceful_timeout=settings.shutdown_timeout,
-        # A retry or dead-letter copy that cannot be routed must fail loudly, never vanish.
-        default_channel=Channel(publisher_confirms=True, on_return_raises=True),
         logger=logging.getLogger("conveyor.broker"),
         log_level=logging.DEBUG,  # per-message lines from FastStream only when debugging
         apply_types=False,  # handlers take the delivery itself (messaging/consumer.py)

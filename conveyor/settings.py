@@ -166,7 +166,12 @@ class Settings(BaseSettings):
 
     sqlite_busy_timeout: float = Field(default=5.0, gt=0)
     shutdown_timeout: float = Field(default=15.0, gt=0)
-    """How long a stopping worker lets in-flight messages finish."""
+    """How long a stopping worker lets in-flight messages finish; stopping as a whole ends
+    within this plus a few seconds, even when the broker no longer answers."""
+    amqp_connect_timeout: float = Field(default=15.0, gt=0)
+    """How long connecting to RabbitMQ (TCP, TLS and the AMQP handshake) may take. A broker
+    that accepts connections but never answers — one out of file handles does — fails the
+    start with this, instead of hanging it."""
 
     @classmethod
     def settings_customise_sources(

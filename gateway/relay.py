@@ -85,7 +85,7 @@ class EventGateway:
                 self.last_error = f"{type(error).__name__}: {error}"
                 logger.warning("gateway paused %.1fs: %s", backoff, self.last_error)
                 with contextlib.suppress(Exception):  # the lag grows while the relay waits
-                    GATEWAY_LAG.set(await self._store.head_position() - self._checkpoint.position)
+                    GATEWAY_LAG.set(await self._seconds_behind(self._checkpoint.position))
                 await _sleep_unless(stop, backoff)
                 backoff = min(backoff * 2, 10.0)
         if self.active:
@@ -118,7 +118,13 @@ class EventGateway:
             GATEWAY_PUBLISHED.inc(len(events))
             # A short page reached the head; after a full one, ask how far the head is.
             full = len(page) == self._batch_size
-            GATEWAY_LAG.set(await self._store.head_position() - position if full else 0)
+            GATEWAY_LAG.set(await self._seconds_behind(position) if full else 0)
+
+    async def _seconds_behind(self, position: int) -> float:
+        # Positions are not event counts (KurrentDB's are byte offsets): the age of the
+        # oldest event still to publish is a lag that means the same on every store.
+        oldest = await self._store.read_all(after=position, limit=1)
+        return max(0.0, time.time() - oldest[0].occurred_at.timestamp()) if oldest else 0.0
 
     async def _publish(self, event: IntegrationEvent, position: int) -> None:
         await self._broker.publish(

@@ -269,6 +269,7 @@ async def connect(settings: Settings, purpose: str) -> aio_pika.abc.AbstractConn
     return await aio_pika.connect(
         settings.amqp_url,
         ssl_context=amqp_ssl_context(settings),
+        timeout=settings.amqp_connect_timeout,
         client_properties={"connection_name": f"conveyor dlq {purpose}"},
     )
 

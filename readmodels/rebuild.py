@@ -58,7 +58,9 @@ from readmodels.projections import (
 logger = logging.getLogger("conveyor.rebuild")
 
 Progress = Callable[[int, int], None]
-"""Called with (events folded so far, events in the log as far as known)."""
+"""Called with (events folded so far, events in the log as far as known). Positions are
+not event counts (KurrentDB's are byte offsets), so the second is extrapolated from how far
+through the log the fold is: exact where positions count events, as on SQLite."""
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     EventStoreUnavailable,
@@ -469,7 +471,7 @@ async def _rebuild_held(
             head = max(head, position)
             await renew()
             if progress is not None:
-                progress(folded, head)
+                progress(folded, max(folded, round(folded * head / position)))
     finally:
         if not ahead.done():
             ahead.cancel()

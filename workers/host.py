@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Iterable
-from contextlib import suppress
+from typing import Any
 
+from aio_pika.abc import AbstractConnection
 from faststream.rabbit import RabbitBroker
 
 from conveyor.bootstrap import (
@@ -53,6 +55,36 @@ from readmodels.progress import ProgressWriter
 logger = logging.getLogger("conveyor.worker")
 
 COMPONENTS = ("commands", "gateway", "projections", "http")
+STOP_MARGIN = 5.0
+"""Seconds stop() may take beyond shutdown_timeout: closing the connection and the stores."""
+
+
+class Deadline:
+    def __init__(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._at - time.monotonic())
+
+
+async def finish_or_cancel(task: asyncio.Future[Any], within: float, what: str) -> bool:
+    """Wait up to `within` seconds for `task`; past it cancel it and move on without waiting for
+    the cancellation to be honoured (asyncio.wait_for would wait, and a step stuck in a
+    library that ignores cancellation would hang the whole stop). True if it finished."""
+    done, _ = await asyncio.wait({task}, timeout=within)
+    if not done:
+        logger.warning("stopping: %s did not finish within %.1f s; cancelled", what, within)
+        task.cancel()
+        task.add_done_callback(_retrieve_outcome)
+        return False
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.warning("stopping: %s failed: %s", what, error)
+    return True
+
+
+def _retrieve_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" noise
 
 
 class WorkerHost:
@@ -68,6 +100,7 @@ class WorkerHost:
         self.store: EventStore | None = None
         self.read_store: ReadModelStore | None = None
         self.broker: RabbitBroker | None = None
+        self._connection: AbstractConnection | None = None
         self.collections: ProjectionCollections | None = None
         self.consumers: list[QueueConsumer] = []
         self.outages: list[StoreOutage] = []
@@ -158,7 +191,7 @@ class WorkerHost:
                 self.read_store,
                 wait_for_append=notifying.wait_for_append if notifying else None,
             )
-        await self.broker.connect()
+        self._connection = await self.broker.connect()
         await declare_topology(
             settings,
             self.broker,
@@ -189,32 +222,53 @@ class WorkerHost:
 
     async def stop(self) -> None:
         """Gateway first (it finishes its page while the broker is up), then the query API,
-        then the consumers (in-flight messages finish, bounded by shutdown_timeout), and
-        only then the stores they write to."""
+        then the consumers (in-flight messages finish), and only then the stores they write
+        to.
+
+        Bounded as a whole: every step shares one deadline, shutdown_timeout from now, and a
+        step still running at the deadline is cancelled without waiting for it to agree.
+        Past it, the broker connection is closed outright (unacknowledged messages go back
+        to their queues) and the stores are closed; this takes at most STOP_MARGIN more
+        seconds, even when the broker no longer answers at all.
+        """
         self._stop.set()
         for outage in self.outages:  # no resume behind a stopping broker's back
             await outage.close()
-        timeout = self.settings.shutdown_timeout
+        deadline = Deadline(self.settings.shutdown_timeout)
+        hard_deadline = Deadline(self.settings.shutdown_timeout + STOP_MARGIN)
         if self._gateway_task is not None:
-            with suppress(Exception):
-                await asyncio.wait_for(self._gateway_task, timeout)
+            await finish_or_cancel(self._gateway_task, deadline.remaining(), "gateway")
             self._gateway_task = None
         if self._http_task is not None:
             self._http_server.should_exit = True  # type: ignore[union-attr]
-            with suppress(Exception):
-                await asyncio.wait_for(self._http_task, timeout)
+            await finish_or_cancel(self._http_task, deadline.remaining(), "query API")
             self._http_task = None
         if self.broker is not None:
-            with suppress(Exception):
-                await self.broker.stop()
-            self.broker = None
+            broker, self.broker = self.broker, None
+            stopped = await finish_or_cancel(
+                asyncio.ensure_future(broker.stop()), deadline.remaining(), "broker"
+            )
+            if not stopped and self._connection is not None:
+                await finish_or_cancel(
+                    asyncio.ensure_future(self._connection.close()),
+                    hard_deadline.remaining(),
+                    "closing the AMQP connection",
+                )
+            self._connection = None
         if self.progress is not None:  # after the consumers: their last positions count
-            await self.progress.stop()
+            await finish_or_cancel(
+                asyncio.ensure_future(self.progress.stop()),
+                hard_deadline.remaining(),
+                "progress writer",
+            )
             self.progress = None
         for store in (self.store, self.read_store):
             if store is not None:
-                with suppress(Exception):
-                    await store.close()
+                await finish_or_cancel(
+                    asyncio.ensure_future(store.close()),
+                    hard_deadline.remaining(),
+                    "closing a store",
+                )
         self.store = None
         self.read_store = None
         if self._ops is not None:  # last: live (and "not ready") until the end
@@ -226,11 +280,20 @@ class WorkerHost:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await self.start()
+        # A signal during start stops the start too: a broker that never answers must not
+        # make the worker deaf to SIGTERM.
+        starting = asyncio.ensure_future(self.start())
+        signalled = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                logger.info("stopping while starting")
+            await starting  # raises what start raised, CancelledError included
+            await signalled
             logger.info("stopping: finishing in-flight messages")
         finally:
+            signalled.cancel()
             await self.stop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
