@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -28,6 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes (about 500 commands)")
     parser.add_argument(
         "--commands", type=int, default=None, help="commands of scenario 1 (default 5000)"
+    )
+    parser.add_argument(
+        "--store-away",
+        type=float,
+        default=300.0,
+        help="seconds scenario 12 keeps both stores locked (default 300)",
     )
     return parser.parse_args(argv)
 
@@ -56,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in numbers if n not in SCENARIOS]
     if unknown:
         print(
-            f"--scenarios: no scenario {unknown}; choose from {min(SCENARIOS)}-{max(SCENARIOS)}",
-            file=sys.stderr,
+            f"--scenarios: no scenario {unknown}; choose from {sorted(SCENARIOS)}", file=sys.stderr
         )
         return 2
     sizes = Sizes.quick(args.commands) if args.quick else Sizes(commands=args.commands or 5000)
+    sizes = dataclasses.replace(sizes, store_away_seconds=args.store_away)
     logging.basicConfig(level=logging.WARNING)
     console = Console(width=max(Console().width, 150))
     verdicts = asyncio.run(run(numbers, sizes, console))

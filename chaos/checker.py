@@ -35,12 +35,11 @@ from application.rejections import COMMAND_REJECTED, is_rejection_stream
 from application.streams import STREAM_PREFIX
 from chaos.environment import Environment
 from chaos.load import LoadRecord, OutcomeCollector
-from conveyor.bootstrap import command_queue, projection_queue
+from conveyor.bootstrap import command_queue, open_read_store, projection_queue
 from eventstore.sqlite import SqliteEventStore
 from readmodels.collections import ProjectionCollections
 from readmodels.projections import PROJECTIONS
 from readmodels.rebuild import project_in_memory
-from readmodels.sqlite import SqliteReadModelStore
 
 EVENTS_PER_COMMAND = 1
 
@@ -191,7 +190,7 @@ async def compare_read_models(env: Environment) -> dict[str, int]:
     """Per projection: how many documents differ from a fresh rebuild (missing, extra or
     different)."""
     store = await SqliteEventStore(env.event_store).open()
-    read_store = await SqliteReadModelStore(env.read_store).open()
+    read_store = await open_read_store(env.settings())  # SQLite, or MongoDB (scenario 13)
     try:
         collections = ProjectionCollections(read_store, cache_seconds=0)
         mismatches = {}

@@ -16,6 +16,9 @@ it saw to the checker.
    10 a memory alarm during the load (set_vm_memory_high_watermark, then back): publishes
       block; they time out and are retried, readiness says "blocked". Only against a node
       of your own: CONVEYOR_CHAOS_ALARM_NODE names it (never a shared broker)
+   12 both stores (event store and read store) locked for 5 minutes under load, with the
+      default retry ladder (about 2.5 minutes): consumers pause, nothing is dead-lettered
+   13 the same with a MongoDB read store (the SecantusDB test server), stopped for 5 minutes
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import re
@@ -74,9 +78,12 @@ class Sizes:
     fuzz: int = 1000
     concurrent: int = 50
     kills: int = 6
+    store_away_seconds: float = 300.0
+    """How long scenario 12 keeps both stores locked."""
 
     @classmethod
     def quick(cls, commands: int | None = None) -> Sizes:
+        # Scenario 12 keeps its 5 minutes: shorter would not outlast the retry ladder.
         return cls(commands=commands or 500, fuzz=100, concurrent=50, kills=2)
 
     def scaled(self, fraction: float, floor: int = 200) -> int:
@@ -385,6 +392,155 @@ scenario_5 = run_standard_load(
     env_overrides={"CONVEYOR_RETRY_DELAYS": "0.5,1,2,4", "CONVEYOR_MAX_ATTEMPTS": "8"},
     rate=lambda s: s.scaled(0.3) / 20,
 )
+
+
+# -- 12: both stores away longer than the retry ladder ---------------------------------------
+
+
+async def _long_outage(
+    env: Environment, outcomes: OutcomeCollector, total: int, baseline: int, sizes: Sizes
+) -> str:
+    reached = await progress_reaches(outcomes, baseline + total * 0.25, within=180)
+    held = await asyncio.gather(
+        lock_event_store(env.event_store, sizes.store_away_seconds),
+        lock_event_store(env.read_store, sizes.store_away_seconds),
+    )
+    workers = env.running("commands") + env.running("projections")
+    pauses = log_lines(workers, "pausing")
+    retried = log_lines(workers, "failed on attempt")
+    return (
+        f"event store and read store locked {min(held):.0f}s at {reached - baseline}/{total} "
+        f"(default ladder, ~156 s); {pauses} pauses, {retried} attempts spent"
+    )
+
+
+scenario_12 = run_standard_load(
+    "both stores locked for 5 minutes",
+    12,
+    kinds=KINDS,
+    workload=lambda s: order_workload(s.scaled(0.3), prefix="s12"),
+    fault=_long_outage,
+    # The default ladder (1, 5, 30, 120 s; 5 attempts) is what must not be spent. Probes
+    # back off to 10 s so that the settling is not mostly waiting.
+    env_overrides={
+        "CONVEYOR_RETRY_DELAYS": "1,5,30,120",
+        "CONVEYOR_MAX_ATTEMPTS": "5",
+        "CONVEYOR_OUTAGE_PROBE_MAX_DELAY": "10",
+    },
+    # still publishing for the first minute of the outage
+    rate=lambda s: s.scaled(0.3) / 60,
+    settle_within=300.0,
+)
+
+
+# -- 13: the MongoDB read store stopped longer than the retry ladder --------------------------
+
+
+def _secantus() -> str | None:
+    """The test server's command, on PATH or beside this Python (a venv not activated)."""
+    beside = Path(sys.executable).parent / "secantusd-py"
+    return shutil.which("secantusd-py") or (str(beside) if beside.exists() else None)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class MongoTestServer:
+    """The MongoDB wire-protocol test server (SecantusDB, test-only) as a process of its
+    own, on a data directory that outlives its stops."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = _free_port()
+        self.directory = directory
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/conveyor"
+
+    async def start(self) -> None:
+        executable = shutil.which("secantusd-py") or str(
+            Path(sys.executable).parent / "secantusd-py"
+        )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = await asyncio.create_subprocess_exec(
+            executable,
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.directory),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
+        async def answers() -> bool:
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return True
+            return False
+
+        await eventually(answers, within=30, what="the MongoDB test server")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
+        self.process = None
+
+
+async def scenario_13(sizes: Sizes) -> Verdict:
+    if not (
+        shutil.which("secantusd-py") or (Path(sys.executable).parent / "secantusd-py").exists()
+    ):
+        verdict = Verdict(13, "MongoDB read store stopped for 5 minutes")
+        verdict.problems.append("SecantusDB is not installed (pip install SecantusDB): no server")
+        return verdict
+    import tempfile
+
+    server = MongoTestServer(Path(tempfile.mkdtemp(prefix="conveyor-chaos-s13-mongo-")))
+    await server.start()
+
+    async def stopped_server(
+        env: Environment, outcomes: OutcomeCollector, total: int, baseline: int, sizes: Sizes
+    ) -> str:
+        reached = await progress_reaches(outcomes, baseline + total * 0.25, within=180)
+        stopped_at = time.monotonic()
+        await server.stop()
+        await asyncio.sleep(sizes.store_away_seconds)
+        await server.start()
+        away = time.monotonic() - stopped_at
+        workers = env.running("projections")
+        return (
+            f"MongoDB read store stopped {away:.0f}s at {reached - baseline}/{total} (default "
+            f"ladder, ~156 s); {log_lines(workers, 'pausing')} pauses, "
+            f"{log_lines(workers, 'failed on attempt')} attempts spent"
+        )
+
+    try:
+        return await run_standard_load(
+            "MongoDB read store stopped for 5 minutes",
+            13,
+            kinds=KINDS,
+            workload=lambda s: order_workload(s.scaled(0.3), prefix="s13"),
+            fault=stopped_server,
+            env_overrides={
+                "CONVEYOR_READ_STORE": server.url,
+                "CONVEYOR_RETRY_DELAYS": "1,5,30,120",
+                "CONVEYOR_MAX_ATTEMPTS": "5",
+                "CONVEYOR_OUTAGE_PROBE_MAX_DELAY": "10",
+            },
+            rate=lambda s: s.scaled(0.3) / 60,
+            settle_within=300.0,
+        )(sizes)
+    finally:
+        await server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 # -- 6: poison messages, fix, re-drive -----------------------------------------------------
@@ -827,6 +983,8 @@ SCENARIOS: dict[int, Scenario] = {
         Scenario(8, "concurrent commands on one order", scenario_8),
         Scenario(9, "a projection queue deleted", scenario_9),
         Scenario(10, "a memory alarm (own node only)", scenario_10),
+        Scenario(12, "both stores away 5 minutes", scenario_12),
+        Scenario(13, "MongoDB read store away 5 minutes", scenario_13),
     )
 }
 
@@ -836,6 +994,7 @@ async def run_scenario(number: int, sizes: Sizes) -> Verdict:
     try:
         return await scenario.run(sizes)
     except Exception as error:  # a harness failure is a failed scenario, not a crash
+        logging.getLogger("chaos").exception("scenario %d could not run", number)
         verdict = Verdict(number, scenario.title)
         verdict.problems.append(f"the scenario could not run: {type(error).__name__}: {error}")
         return verdict

@@ -23,6 +23,7 @@ from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE, Com
 from messaging.connection import ClosingRobustConnection
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
+from messaging.store_outage import Probe, StoreOutage
 from messaging.topology import WorkQueue
 from observability.metrics import TimedAppends
 from readmodels.applier import ProjectionApplier
@@ -229,8 +230,20 @@ def build_broker(settings: Settings) -> RabbitBroker:
     )
 
 
+def build_store_outage(settings: Settings, name: str, probe: Probe) -> StoreOutage:
+    return StoreOutage(
+        name,
+        probe,
+        first_delay=settings.outage_probe_first_delay,
+        max_delay=settings.outage_probe_max_delay,
+    )
+
+
 def build_command_consumer(
-    settings: Settings, broker: RabbitBroker, store: EventStore
+    settings: Settings,
+    broker: RabbitBroker,
+    store: EventStore,
+    outage: StoreOutage | None = None,
 ) -> CommandConsumer:
     queue = command_queue(settings)
     consumer = CommandConsumer(
@@ -247,6 +260,7 @@ def build_command_consumer(
         ),
         max_message_bytes=settings.max_message_bytes,
         publish_timeout=settings.publish_timeout,
+        outage=outage,
     )
     consumer.register(prefetch=settings.prefetch, exchange=COMMANDS_EXCHANGE)
     return consumer
@@ -259,6 +273,7 @@ def build_projection_consumers(
     collections: ProjectionCollections,
     progress: ProgressWriter | None = None,
     event_store: EventStore | None = None,
+    outage: StoreOutage | None = None,
 ) -> list[ProjectionConsumer]:
     """With `event_store`, a projection fills a gap from the store (readmodels/healing.py)."""
     gaps = GapFiller(event_store) if event_store is not None else None
@@ -279,6 +294,7 @@ def build_projection_consumers(
             ),
             progress.tracker(projection.name) if progress is not None else None,
             gaps,
+            outage,
             trusted_publishers=trusted_event_publishers(settings),
             max_message_bytes=settings.max_message_bytes,
         )

@@ -615,6 +615,12 @@ def projections_rebuild(
             await event_store.close()
 
     for result in run_async(main):
+        if result.resumed:
+            console.print(
+                f"resumed {result.name}: the interrupted catch-up of {result.collection} "
+                f"applied {result.caught_up_events} event(s); readers use {result.collection}"
+            )
+            continue
         console.print(
             f"rebuilt {result.name}: {result.events:,} events into {result.documents:,} "
             f"documents in {result.seconds:.1f}s ({result.events_per_second:,.0f} events/s); "

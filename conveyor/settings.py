@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(default=20, ge=1)
     """Broker-side safety net (quorum x-delivery-limit) for a message that crashes workers."""
 
+    outage_probe_first_delay: float = Field(default=0.5, gt=0)
+    outage_probe_max_delay: float = Field(default=30.0, gt=0)
+    """While a store is away its consumers pause (no attempts spent) and probe it with
+    growing delays, from the first to at most the max (seconds), then resume."""
+
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     """A larger command or event is invalid (DLQ). The broker's own max_message_size
     (deploy/rabbitmq/rabbitmq.conf) refuses much larger ones before a worker reads them."""

@@ -5,6 +5,8 @@
                          outcome exchange), acked; a delivery that may have been handled
                          before (redelivered, a retry copy, a re-driven dead letter) is
                          answered from that record rather than decided again
+    the store is away  → consumers paused, delivery handed back unprocessed, attempts
+                         unspent (messaging/consumer.py)
     anything else      → retry ladder with growing delays, then dead-letter queue, acked
 Acks are manual and come only after the copy or outcome was confirmed by the broker (see
 messaging/consumer.py).
@@ -22,13 +24,15 @@ from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 
 from application.commands import CommandHandler, CommandOutcome
 from messaging.command_messages import InvalidCommandMessage, parse_command
-from messaging.consumer import QueueConsumer
+from messaging.consumer import QueueConsumer, StoreAway
 from messaging.failures import (
+    HANDED_BACK,
     FailureRouter,
     original_message_id,
     previous_attempts,
     was_dead_lettered,
 )
+from messaging.store_outage import StoreOutage
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE, COMMANDS_EXCHANGE_NAME, WorkQueue
 from observability.logs import bind_message
 from observability.metrics import MESSAGES_HANDLED, LabelCache
@@ -51,8 +55,9 @@ class CommandConsumer(QueueConsumer):
         *,
         max_message_bytes: int,
         publish_timeout: float | None = None,
+        outage: StoreOutage | None = None,
     ) -> None:
-        super().__init__(broker, queue, failures)
+        super().__init__(broker, queue, failures, outage)
         self._handler = handler
         self._max_message_bytes = max_message_bytes
         self._publish_timeout = publish_timeout
@@ -83,6 +88,8 @@ class CommandConsumer(QueueConsumer):
                 envelope = dataclasses.replace(envelope, seen_before=True)
             outcome = await self._handler.handle(envelope)
         except Exception as failure:
+            if self.store_is_away(failure):
+                raise StoreAway() from failure
             route = await self.failures.retry_later(raw, failure)
             logger.warning(
                 "command %s (%s) failed on attempt %d, sent to %s: %s: %s",
@@ -119,7 +126,8 @@ class CommandConsumer(QueueConsumer):
         * a retry copy (our attempts header): an earlier attempt failed, possibly after
           recording a rejection (say, the store's answer to the append timed out);
         * a re-driven dead letter: an earlier attempt could not settle it, e.g. the outcome
-          publish failed after the rejection was recorded.
+          publish failed after the rejection was recorded;
+        * a copy handed back during a store outage: its attempt may have reached the store.
         A first delivery carries none of these, but a client may have resent the command
         under the same command_id: the handler reads the command's own rejection record
         every time; "seen before" adds only the records kept by earlier versions.
@@ -129,6 +137,7 @@ class CommandConsumer(QueueConsumer):
             raw.redelivered
             or previous_attempts(headers, self.queue.name) > 0
             or was_dead_lettered(headers, self.queue.name)
+            or bool(headers.get(HANDED_BACK))
         )
 
     async def _publish_outcome(

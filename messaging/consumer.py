@@ -4,6 +4,11 @@ A subclass's `process` settles one delivery by publishing whatever it must (an o
 retry copy, a dead letter), each confirmed by the broker; only then is the delivery acked.
 If even that fails, the delivery is rejected so that the broker dead-letters it
 (at-least-once) rather than losing it or redelivering it forever.
+
+When the store is away (`process` raises StoreAway), the delivery is no fault of its own:
+the consumer reports the outage (messaging/store_outage.py), which stops every consumer of
+that store, and hands the delivery back unprocessed, its attempts unspent. So does every
+delivery that reaches a paused consumer.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
 from faststream.rabbit.annotations import RabbitMessage
 
-from messaging.failures import FailureRouter
+from messaging.failures import FailureRouter, store_is_away
+from messaging.store_outage import StillAway, StoreOutage
 from messaging.topology import WorkQueue
 from observability.logs import MESSAGE_IDS
-from observability.metrics import HANDLING_SECONDS, MESSAGES_UNSETTLED
+from observability.metrics import HANDLING_SECONDS, MESSAGES_HANDED_BACK, MESSAGES_UNSETTLED
 
 logger = logging.getLogger("conveyor.consumer")
 
@@ -48,16 +54,39 @@ async def the_message_itself(message: Any) -> Any:
     return message
 
 
+class StoreAway(Exception):
+    """Raised by `process` when the store failed, not the message (see `__cause__`)."""
+
+
+DELIVERY_COUNT = "x-delivery-count"
+"""Set by quorum queues on a redelivery: the returns counted against x-delivery-limit."""
+
+
 class QueueConsumer:
     description = ""
 
-    def __init__(self, broker: RabbitBroker, queue: WorkQueue, failures: FailureRouter) -> None:
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        queue: WorkQueue,
+        failures: FailureRouter,
+        outage: StoreOutage | None = None,
+    ) -> None:
         self.broker = broker
         self.queue = queue
         self.failures = failures
+        self.outage = outage
+        if outage is not None:
+            outage.attach(self)
         self.subscriber: Any = None
+        self.handed_back = 0
         self._handling_seconds = HANDLING_SECONDS.labels(queue.name)
         self._unsettled = MESSAGES_UNSETTLED.labels(queue.name)
+        self._handed_back = MESSAGES_HANDED_BACK.labels(queue.name)
+
+    def store_is_away(self, failure: BaseException) -> bool:
+        """Whether `failure` should pause consuming rather than spend an attempt."""
+        return self.outage is not None and store_is_away(failure)
 
     def register(self, *, prefetch: int, exchange: RabbitExchange | None = None) -> None:
         self.subscriber = self.broker.subscriber(
@@ -81,6 +110,10 @@ class QueueConsumer:
         # Until `process` knows better: the AMQP ids (see observability/logs.py).
         ids = MESSAGE_IDS.set((raw.correlation_id, raw.message_id))
         try:
+            if self.outage is not None and self.outage.paused:
+                await self._hand_back(message)
+                return
+            failure: BaseException | None = None
             try:
                 await self.process(raw)
             except PUBLISH_TROUBLE as trouble:
@@ -101,9 +134,23 @@ class QueueConsumer:
                 except Exception:
                     logger.exception("nack failed: the broker will redeliver %s", raw.message_id)
                 return
-            except Exception:
+            except StoreAway as away:
+                assert self.outage is not None
+                failure = await self.outage.report(
+                    away.__cause__ or away, canary=lambda: self._process_as_canary(raw)
+                )
+                if isinstance(failure, StillAway):
+                    await self._hand_back(message)
+                    return
+            except Exception as unsettled:
+                failure = unsettled
+            if failure is not None:
                 self._unsettled.inc()
-                logger.exception("could not settle message %s; rejecting it", raw.message_id)
+                logger.error(
+                    "could not settle message %s; rejecting it",
+                    raw.message_id,
+                    exc_info=failure,
+                )
                 try:
                     await message.reject(requeue=False)
                 except Exception:
@@ -114,5 +161,59 @@ class QueueConsumer:
             self._handling_seconds.observe(time.perf_counter() - started)
             MESSAGE_IDS.reset(ids)
 
+    async def _process_as_canary(self, raw: AbstractIncomingMessage) -> None:
+        try:
+            await self.process(raw)
+        except StoreAway as away:
+            raise StillAway() from away.__cause__
+
     async def process(self, raw: AbstractIncomingMessage) -> None:
         raise NotImplementedError
+
+    async def _hand_back(self, message: RabbitMessage) -> None:
+        """Return an unprocessed delivery to its queue without spending its attempts.
+
+        A requeue keeps its place at the head of the queue, but a quorum queue counts it
+        against x-delivery-limit (RabbitMQ 3.x, and `reject` on 4.x too) and dead-letters it
+        past the limit. So a delivery already handed back often is put back as a fresh copy
+        instead (confirmed, then acked): behind newer messages, but never dead-lettered for
+        an outage that was none of its doing.
+        """
+        raw = message.raw_message
+        self.handed_back += 1
+        self._handed_back.inc()
+        try:
+            returns = int((raw.headers or {}).get(DELIVERY_COUNT) or 0)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            returns = 0
+        try:
+            if returns + 1 >= max(self.queue.delivery_limit // 2, 1):
+                await self.failures.hand_back(raw)
+                await message.ack()
+            else:
+                await message.nack(requeue=True)
+        except Exception:
+            # The channel is gone with it: the broker puts the delivery back by itself.
+            logger.exception("could not hand back %s; the broker will redeliver it", raw.message_id)
+
+    # -- pausing (messaging/store_outage.py) --------------------------------------------
+    # FastStream 0.7 has no pause: cancel and re-create the subscriber's consumer on its
+    # own queue object. The robust channel forgets a cancelled consumer, so a reconnect
+    # while paused does not resume it behind our back.
+
+    async def stop_consuming(self) -> None:
+        subscriber = self.subscriber
+        queue, tag = subscriber._queue_obj, subscriber._consumer_tag
+        if queue is None or tag is None:
+            return
+        subscriber._consumer_tag = None
+        if not queue.channel.is_closed:
+            await queue.cancel(tag)
+
+    async def resume_consuming(self) -> None:
+        subscriber = self.subscriber
+        if subscriber._queue_obj is None or subscriber._consumer_tag is not None:
+            return  # stopped for good (shutting down), or consuming already
+        subscriber._consumer_tag = await subscriber._queue_obj.consume(
+            subscriber.consume, no_ack=False, arguments=subscriber.consume_args
+        )

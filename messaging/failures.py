@@ -25,8 +25,10 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker
 
+from eventstore.port import EventStoreUnavailable
 from messaging.topology import WorkQueue
 from observability.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_RETRIED, LabelCache
+from readmodels.port import DocumentRejected, ReadStoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ ORIGINAL_MESSAGE_ID = "x-conveyor-original-message-id"
 its own, because aiormq matches a `basic.return` to its publish by message_id: two
 publishes with one id in flight on one channel (three projections routing copies of one
 event at once) can have their returns swapped, acking an original whose copy was lost."""
+HANDED_BACK = "x-conveyor-handed-back"
+"""On a copy put back on its work queue during a store outage (`FailureRouter.hand_back`):
+an attempt may have reached the store before it went away."""
 NO_MESSAGE_ID = "x-conveyor-no-message-id"
 """On a copy of a message that had no message_id: the publishing client invents one, which
 must not become the command id of a command that never had one."""
@@ -63,6 +68,27 @@ _BROKER_HEADERS = (
     "x-delivery-count",
 )
 _MAX_ERROR_MESSAGE = 2000
+
+
+STORE_AWAY: tuple[type[BaseException], ...] = (
+    EventStoreUnavailable,
+    ReadStoreUnavailable,
+    ConnectionError,
+    TimeoutError,
+)
+"""Failures of the store, not of the message: they pause consuming (messaging/
+store_outage.py) instead of spending the message's attempts."""
+
+PERMANENT: tuple[type[BaseException], ...] = (DocumentRejected,)
+"""The store refused this message's write for what it is: no retry can change that."""
+
+
+def store_is_away(failure: BaseException) -> bool:
+    return isinstance(failure, STORE_AWAY)
+
+
+def is_permanent(failure: BaseException) -> bool:
+    return isinstance(failure, PERMANENT)
 
 
 def _now() -> datetime:
@@ -160,6 +186,36 @@ class FailureRouter:
             retryable=True,
         )
 
+    async def permanent_failure(
+        self, message: AbstractIncomingMessage, failure: BaseException
+    ) -> FailureRoute:
+        """The store refused this message for what it is: the DLQ at once, with the reason."""
+        return await self.route(
+            message,
+            error_type=type(failure).__name__,
+            error_message=str(failure) or repr(failure),
+            retryable=False,
+            failure_class="permanent",
+        )
+
+    async def hand_back(self, message: AbstractIncomingMessage) -> None:
+        """Put an unprocessed delivery back on its work queue as a fresh message, its
+        attempts unspent: for a delivery the broker would otherwise dead-letter on its
+        delivery limit after being handed back during store outages. Raises if the copy
+        was not confirmed."""
+        headers: dict[str, Any] = dict(message.headers or {})
+        if was_dead_lettered(headers, self._queue.name):  # keep its fresh retry budget
+            headers.setdefault(DEAD_LETTERED_AT, self._clock().isoformat())
+        for name in _BROKER_HEADERS:
+            headers.pop(name, None)
+        headers[HANDED_BACK] = True
+        await self._publish(
+            message,
+            self._queue.name,
+            headers,
+            redriven=was_dead_lettered(message.headers or {}, self._queue.name),
+        )
+
     async def route(
         self,
         message: AbstractIncomingMessage,
@@ -167,6 +223,7 @@ class FailureRouter:
         error_type: str,
         error_message: str,
         retryable: bool,
+        failure_class: str = "",
     ) -> FailureRoute:
         """Publish a copy to the next retry tier or, when not retryable or out of attempts,
         to the dead-letter queue. Raises if the copy was not confirmed."""
@@ -184,10 +241,27 @@ class FailureRouter:
                 LAST_FAILURE_AT: now,
                 ERROR_TYPE: error_type,
                 ERROR_MESSAGE: error_message[:_MAX_ERROR_MESSAGE],
-                FAILURE_CLASS: "transient" if retryable else "invalid",
+                FAILURE_CLASS: failure_class or ("transient" if retryable else "invalid"),
                 ORIGINAL_QUEUE: self._queue.name,
             }
         )
+        if retryable and attempts < self._max_attempts:
+            route = FailureRoute(self._queue.retry_queue_for(attempts), attempts, False)
+        else:
+            headers[DEAD_LETTERED_AT] = now
+            route = FailureRoute(self._queue.dead_letter_queue, attempts, True)
+        await self._publish(message, route.destination, headers, redriven=redriven)
+        (self._dead_lettered if route.dead_lettered else self._retried)(error_type).inc()
+        return route
+
+    async def _publish(
+        self,
+        message: AbstractIncomingMessage,
+        destination: str,
+        headers: dict[str, Any],
+        *,
+        redriven: bool = False,
+    ) -> None:
         original_id = original_message_id(message)
         if original_id is None:
             headers[NO_MESSAGE_ID] = True
@@ -203,42 +277,30 @@ class FailureRouter:
             headers[ORIGINAL_USER_ID] = message.user_id
         if message.app_id:  # the publisher stamps its own app_id on the copy
             headers.setdefault(ORIGINAL_APP_ID, message.app_id)
-        if retryable and attempts < self._max_attempts:
-            route = FailureRoute(self._queue.retry_queue_for(attempts), attempts, False)
-        else:
-            headers[DEAD_LETTERED_AT] = now
-            route = FailureRoute(self._queue.dead_letter_queue, attempts, True)
-        # aio-pika waits for a blocked connection *before* its own publish timeout starts:
-        # only a deadline around the whole call bounds it.
-        async with asyncio.timeout(self._publish_timeout):
-            await self._publish(message, route, headers)
-        (self._dead_lettered if route.dead_lettered else self._retried)(error_type).inc()
-        return route
-
-    async def _publish(
-        self, message: AbstractIncomingMessage, route: FailureRoute, headers: dict[str, Any]
-    ) -> None:
         body = message.body
         if self._max_body_bytes is not None and len(body) > self._max_body_bytes:
             # Too large to be valid anyway: keep enough to recognise it, not the whole cost.
             headers[ORIGINAL_SIZE] = len(body)
             body = body[: self._max_body_bytes]
-        await self._broker.publish(
-            body,
-            queue=route.destination,
-            headers=headers,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            correlation_id=message.correlation_id,
-            message_id=uuid.uuid4().hex,  # unique per copy: see ORIGINAL_MESSAGE_ID
-            reply_to=message.reply_to,
-            message_type=message.type,
-            timestamp=message.timestamp,
-            priority=message.priority,
-            # Our own user_id survives the copy (the broker accepts only our login): a retry
-            # of the gateway's event stays trusted when the gateway shares our account.
-            user_id=message.user_id if message.user_id == self._user_id else None,
-            persist=True,
-            mandatory=True,
-            timeout=self._publish_timeout,
-        )
+        # aio-pika waits for a blocked connection *before* its own publish timeout starts:
+        # only a deadline around the whole call bounds it.
+        async with asyncio.timeout(self._publish_timeout):
+            await self._broker.publish(
+                body,
+                queue=destination,
+                headers=headers,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                correlation_id=message.correlation_id,
+                message_id=uuid.uuid4().hex,  # unique per copy: see ORIGINAL_MESSAGE_ID
+                reply_to=message.reply_to,
+                message_type=message.type,
+                timestamp=message.timestamp,
+                priority=message.priority,
+                # Our own user_id survives the copy (the broker accepts only our login): a retry
+                # of the gateway's event stays trusted when the gateway shares our account.
+                user_id=message.user_id if message.user_id == self._user_id else None,
+                persist=True,
+                mandatory=True,
+                timeout=self._publish_timeout,
+            )

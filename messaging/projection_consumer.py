@@ -8,6 +8,8 @@ gap (an earlier event of the order has not been applied yet) → the missing ver
     read from the event store and applied first (readmodels/healing.py): a copy that was
     only reordered arrives later as a duplicate, one that was lost is healed; without an
     event store, or if it fails, → retry ladder
+the store is away          → consumers paused, delivery handed back (messaging/consumer.py)
+the store refused the document for what it is (too large, invalid) → dead-letter queue at once
 any other failure          → retry ladder, then dead-letter queue
 """
 
@@ -19,9 +21,10 @@ import time
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker
 
-from messaging.consumer import QueueConsumer
-from messaging.failures import FailureRouter
+from messaging.consumer import QueueConsumer, StoreAway
+from messaging.failures import FailureRouter, is_permanent
 from messaging.integration_events import NotAnIntegrationEvent, decode
+from messaging.store_outage import StoreOutage
 from messaging.topology import WorkQueue
 from observability.logs import bind_message
 from observability.metrics import MESSAGES_HANDLED, PROJECTION_LAG, LabelCache
@@ -42,11 +45,12 @@ class ProjectionConsumer(QueueConsumer):
         failures: FailureRouter,
         progress: ProgressTracker | None = None,
         gaps: GapFiller | None = None,
+        outage: StoreOutage | None = None,
         *,
         trusted_publishers: frozenset[str] | None = None,
         max_message_bytes: int | None = None,
     ) -> None:
-        super().__init__(broker, queue, failures)
+        super().__init__(broker, queue, failures, outage)
         self.applier = applier
         self.trusted_publishers = trusted_publishers
         """RabbitMQ users whose deliveries are applied (the broker validates `user_id`);
@@ -107,6 +111,17 @@ class ProjectionConsumer(QueueConsumer):
             )
             return
         except Exception as failure:
+            if self.store_is_away(failure):
+                raise StoreAway() from failure
+            if is_permanent(failure):
+                route = await self.failures.permanent_failure(raw, failure)
+                logger.warning(
+                    "event %s dead-lettered to %s: the store refused it: %s",
+                    raw.message_id,
+                    route.destination,
+                    failure,
+                )
+                return
             route = await self.failures.retry_later(raw, failure)
             logger.warning(
                 "%s: event %s (%s v%d of %s) failed on attempt %d, sent to %s: %s",

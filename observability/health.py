@@ -3,7 +3,8 @@
 Each check answers None (fine) or a short description of what is wrong. Ready means every
 check is fine: the broker connection is up, every consumer is consuming (its channel open
 and its consumer tag still known to the channel — the broker cancels a consumer whose
-queue was deleted), and every store answers `ping()` within `timeout`. aio-pika's robust
+queue was deleted), no consumer is paused because its store is away, and every store
+answers `ping()` within `timeout`. aio-pika's robust
 connection restores the connection, channels and consumers by itself; the checks only
 observe, so readiness comes back with them.
 """
@@ -110,5 +111,14 @@ def pings(ping: Callable[[], Awaitable[None]], timeout: float = STORE_TIMEOUT) -
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
         return None
+
+    return check
+
+
+def not_paused(describe: Callable[[], str | None]) -> Check:
+    """Not ready while the consumers of a store are paused (messaging/store_outage.py)."""
+
+    async def check() -> str | None:
+        return describe()
 
     return check

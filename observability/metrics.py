@@ -77,6 +77,24 @@ PROJECTION_LAG = Gauge(
     ["projection"],
 )
 
+STORE_PAUSED = Gauge(
+    "conveyor_consumers_paused",
+    "1 while the consumers of a store are paused because it does not answer (messaging/"
+    "store_outage.py), else 0; by store: event_store or read_store.",
+    ["store"],
+)
+STORE_PAUSES = Counter(
+    "conveyor_consumer_pauses",
+    "Times the consumers of a store were paused because it did not answer, by store.",
+    ["store"],
+)
+MESSAGES_HANDED_BACK = Counter(
+    "conveyor_messages_handed_back",
+    "Deliveries handed back to their queue unprocessed, their attempts unspent, because "
+    "the store was away; by queue.",
+    ["queue"],
+)
+
 M = TypeVar("M", bound=MetricWrapperBase)
 
 

@@ -40,14 +40,14 @@ from conveyor.bootstrap import (
     projection_queue,
 )
 from conveyor.settings import Settings
-from eventstore.port import EventStore, RecordedEvent
+from eventstore.port import EventStore, EventStoreUnavailable, RecordedEvent
 from eventstore.serialization import redact_url
 from gateway.relay import GATEWAY_CHECKPOINT
 from messaging.integration_events import ROUTING_KEYS
 from messaging.topology import WorkQueue
 from operations.management import ManagementApi, ManagementApiError, amqp_vhost, management_url
 from readmodels.checkpoints import CHECKPOINTS
-from readmodels.port import ReadModelStore
+from readmodels.port import ReadModelStore, ReadStoreUnavailable
 from readmodels.progress import read_progress
 from readmodels.projections import PROJECTIONS
 
@@ -409,6 +409,7 @@ def build_report(
     tail: LogTail,
     nodes: Sequence[Mapping[str, Any]] = (),
     blocked_connections: Sequence[str] = (),
+    unavailable: Sequence[str] = (),
 ) -> StatusReport:
     """The report from raw inputs: management API answers by queue name, the gateway's
     checkpoint document, the projections' recorded (position, updated_at), and the tail of
@@ -439,9 +440,10 @@ def build_report(
         commands=commands,
         gateway=gateway,
         projections=tuple(projections),
-        reasons=tuple(
-            health_reasons(commands, gateway, projections, limits)
-            + _blocked_reasons(blocked_connections)
+        reasons=(
+            *unavailable,
+            *health_reasons(commands, gateway, projections, limits),
+            *_blocked_reasons(blocked_connections),
         ),
         warnings=tuple(broker_warnings(nodes)),
     )
@@ -504,17 +506,33 @@ async def collect_status(
     except ManagementApiError:  # a user who may not list the vhost's connections
         blocked = []
 
-    checkpoint_document = await read_store.get(CHECKPOINTS, GATEWAY_CHECKPOINT)
-    checkpoint = checkpoint_document.body if checkpoint_document else None
-    recorded = await read_progress(read_store, list(projection_queues))
-    progress = {name: (p.position, p.updated_at) for name, p in recorded.items()}
-
-    head = await event_store.head_position()
-    positions = [int((checkpoint or {}).get("position", 0))]
-    positions += [progress[name][0] if name in progress else 0 for name in projection_queues]
-    lowest = min(positions)
-    limit = max(settings.status_max_lag_events + 1, MIN_SCAN_LIMIT)
-    tail = await scan_log(event_store, lowest, limit) if lowest < head else LogTail()
+    # A store that does not answer is part of the report, not a failure of it: its
+    # consumers are paused (messaging/store_outage.py) and the operator wants to see why.
+    unavailable: list[str] = []
+    checkpoint: Mapping[str, Any] | None = None
+    progress: dict[str, tuple[int, float]] = {}
+    try:
+        checkpoint_document = await read_store.get(CHECKPOINTS, GATEWAY_CHECKPOINT)
+        checkpoint = checkpoint_document.body if checkpoint_document else None
+        recorded = await read_progress(read_store, list(projection_queues))
+        progress = {name: (p.position, p.updated_at) for name, p in recorded.items()}
+    except ReadStoreUnavailable as exc:
+        unavailable.append(
+            f"read store unavailable, projection consumers paused until it answers: {exc}"
+        )
+    head = 0
+    tail = LogTail()
+    try:
+        head = await event_store.head_position()
+        positions = [int((checkpoint or {}).get("position", 0))]
+        positions += [progress[name][0] if name in progress else 0 for name in projection_queues]
+        lowest = min(positions)
+        limit = max(settings.status_max_lag_events + 1, MIN_SCAN_LIMIT)
+        tail = await scan_log(event_store, lowest, limit) if lowest < head else LogTail()
+    except EventStoreUnavailable as exc:
+        unavailable.append(
+            f"event store unavailable, command consumers paused until it answers: {exc}"
+        )
 
     return build_report(
         now=clock(),
@@ -529,6 +547,7 @@ async def collect_status(
         tail=tail,
         nodes=nodes,
         blocked_connections=blocked,
+        unavailable=unavailable,
     )
 
 

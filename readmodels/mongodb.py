@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -31,6 +32,7 @@ from readmodels.port import (
     COLLECTION_NAME,
     Body,
     Document,
+    DocumentRejected,
     ReadStoreUnavailable,
     RevisionConflict,
     check_collection_name,
@@ -53,6 +55,9 @@ _TRANSIENT_CODES = frozenset(
     {6, 7, 89, 91, 134, 189, 262, 9001, 10058, 10107, 11600, 11602, 13435, 13436}
 )
 _NAMESPACE_EXISTS = 48
+# "Not this document, ever": BSONObjectTooLarge, the update/insert size limits,
+# DocumentValidationFailure (a collection validator).
+_REJECTED_CODES = frozenset({10334, 17419, 17420, 121})
 
 
 def check_field_name(name: str) -> str:
@@ -267,9 +272,13 @@ class MongoReadModelStore:
     def _errors(self) -> Iterator[None]:
         try:
             yield
+        except InvalidDocument as exc:  # DocumentTooLarge included: refused before sending
+            raise DocumentRejected(f"MongoDB refuses the document: {exc}") from exc
         except PyMongoError as exc:
             if _transient(exc):
                 raise self._unavailable(exc) from exc
+            if isinstance(exc, OperationFailure) and exc.code in _REJECTED_CODES:
+                raise DocumentRejected(f"MongoDB refuses the document: {exc}") from exc
             raise
 
     def _unavailable(self, exc: Exception) -> ReadStoreUnavailable:

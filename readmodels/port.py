@@ -48,6 +48,11 @@ class ReadStoreUnavailable(Exception):
     """The read-model store could not be reached or did not answer: transient."""
 
 
+class DocumentRejected(Exception):
+    """The store refused a document for what it is (over its size limit, failing its
+    validation): permanent, no retry of the same write can succeed."""
+
+
 def check_collection_name(name: str) -> str:
     if not COLLECTION_NAME.match(name):
         raise ValueError(

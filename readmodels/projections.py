@@ -1,28 +1,25 @@
 """The three projections, as pure functions of (document, integration event).
 
-Each document records what it has applied — the order's `version` for documents keyed by
-order, one `version` per order entry for the customer document fed by many orders — and
-`apply` decides from that alone, so the guard and the update travel in the same
-single-document compare-and-set (GUIDE §2):
+Every document is one order's (no document grows with a customer's history) and records
+the order's `version` it has applied, and `apply` decides from that alone, so the guard and
+the update travel in the same single-document compare-and-set (GUIDE §2):
 
     event.version <= applied          → Duplicate (acknowledge, change nothing)
     event.version == applied + 1      → Updated(new document)
     event.version >  applied + 1      → Gap (an earlier event is still on its way: retry)
 
 Nothing applied yet counts as version 0, so only an order's first event (OrderCreated,
-version 1) can create a document or an order entry.
+version 1) can create a document.
 
 Documents are JSON-ready: amounts are decimal strings with two places, always computed with
 Decimal; times are the events' `occurred_at` in a fixed-width UTC ISO 8601 form, so they
-sort and compare as text. Every field that depends on the order in which *different*
-orders' events arrive (the customer's order list, its `updated_at`) is derived so that any
-delivery order that respects each order's own versions ends in the same document as a
-fold of the log.
+sort and compare as text. What depends on several orders (a customer's counts and totals)
+is gathered at query time, so any delivery order that respects each order's own versions
+ends in the same documents as a fold of the log.
 """
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -270,80 +267,53 @@ class OrderSummaryProjection:
 # -- customer_history ------------------------------------------------------------------------
 
 
-def _creation_key(entry: Body) -> tuple[str, str]:
-    # Orders of one customer may be delivered in any relative order; sorting by creation
-    # time (then id, for ties) gives the same list as a fold of the log, whatever arrived
-    # first.
-    return (entry["created_at"], entry["order_id"])
-
-
-def _copy_entry(entry: Body) -> Body:
-    return {**entry, "lines": [dict(line) for line in entry["lines"]]}
-
-
 class CustomerHistoryProjection:
-    """One document per customer: their orders with status and total, counts, and the
-    lifetime confirmed total. Fed by many orders, so each order entry keeps its own version
-    and the guard runs per entry."""
+    """A customer's orders: one document per order, with status, total, version and times,
+    indexed by customer. No document grows with a customer's history — one document per
+    customer, rewritten whole on every event, reached MongoDB's 16 MB limit (issue 15) —
+    so the customer's answer (counts, lifetime confirmed total, the orders) is gathered at
+    query time (queries/service.py)."""
 
     name = "customer_history"
-    indexes: tuple[tuple[str, ...], ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = (
+        ("customer_id", "created_at"),
+        ("customer_id", "status"),
+        ("customer_id", "updated_at"),
+    )
 
     def document_id(self, event: IntegrationEvent) -> str:
-        return event.customer_id
+        return event.order_id
 
     def apply(self, body: Body | None, event: IntegrationEvent) -> Applied:
         subject = f"customer {event.customer_id}'s order {event.order_id}"
-        stored: list[Body] = body["orders"] if body is not None else []
-        index = next((i for i, o in enumerate(stored) if o["order_id"] == event.order_id), None)
-        entry = stored[index] if index is not None else None
-        verdict = _guard(entry["version"] if entry is not None else 0, event, subject)
+        verdict = _guard(body["version"] if body is not None else 0, event, subject)
         if verdict is not None:
             return verdict
         known = (
             None
-            if entry is None
+            if body is None
             else _Order(
-                entry["status"],
-                _lines_from(entry["lines"]),
-                Decimal(entry["total"]),
+                body["status"],
+                _lines_from(body["lines"]),
+                Decimal(body["total"]),
                 0,  # not stored here: nothing reads it
                 None,
             )
         )
         order = _advance(known, event, subject)
         at = format_time(event.occurred_at)
-        updated: Body = {
-            "order_id": event.order_id,
-            "status": order.status,
-            "total": money(order.total),
-            "version": event.version,
-            "created_at": at if entry is None else entry["created_at"],
-            "updated_at": at,
-            # Only a pending order's total can still change (ItemRemoved needs the prices);
-            # a final order's lines would just grow the document.
-            "lines": _lines_json(order.lines) if order.status == "pending" else [],
-        }
-        orders = [_copy_entry(o) for o in stored]
-        if index is None:
-            bisect.insort(orders, updated, key=_creation_key)
-        else:
-            orders[index] = updated
-        statuses = [o["status"] for o in orders]
         return Updated(
             {
-                "customer_id": event.customer_id,
-                "orders": orders,
-                "order_count": len(orders),
-                "pending_count": statuses.count("pending"),
-                "confirmed_count": statuses.count("confirmed"),
-                "cancelled_count": statuses.count("cancelled"),
-                "lifetime_confirmed_total": money(
-                    sum((Decimal(o["total"]) for o in orders if o["status"] == "confirmed"), ZERO)
-                ),
-                # The latest change to any of the orders, not the last delivery: deliveries
-                # of different orders may interleave in any way.
-                "updated_at": max(o["updated_at"] for o in orders),
+                "customer_id": event.customer_id if body is None else body["customer_id"],
+                "order_id": event.order_id,
+                "status": order.status,
+                "total": money(order.total),
+                "version": event.version,
+                "created_at": at if body is None else body["created_at"],
+                "updated_at": at,
+                # Only a pending order's total can still change (ItemRemoved needs the
+                # prices); a final order's lines would only take room.
+                "lines": _lines_json(order.lines) if order.status == "pending" else [],
             }
         )
 
@@ -632,23 +602,7 @@ class LogFold:
         if projection_name == ACTIVE_ORDERS.name:
             return {s.order_id: _active_document(s) for s in self.orders.values()}
         if projection_name == CUSTOMER_HISTORY.name:
-            by_customer: dict[str, list[Body]] = {}
-            for s in self.orders.values():
-                created_at, updated_at = _times(s)
-                entry = {
-                    "order_id": s.order_id,
-                    "status": s.status,
-                    "total": s.total_text,
-                    "version": s.version,
-                    "created_at": created_at,
-                    "updated_at": updated_at,
-                    "lines": _fast_lines(s) if s.status == "pending" else [],
-                }
-                by_customer.setdefault(s.customer_id, []).append(entry)
-            return {
-                customer: _history_document(customer, entries)
-                for customer, entries in by_customer.items()
-            }
+            return {s.order_id: _history_document(s) for s in self.orders.values()}
         raise KeyError(projection_name)
 
 
@@ -694,20 +648,17 @@ def _active_document(s: _OrderState) -> Body:
     }
 
 
-def _history_document(customer: str, orders: list[Body]) -> Body:
-    orders.sort(key=_creation_key)
-    statuses = [o["status"] for o in orders]
+def _history_document(s: _OrderState) -> Body:
+    created_at, updated_at = _times(s)
     return {
-        "customer_id": customer,
-        "orders": orders,
-        "order_count": len(orders),
-        "pending_count": statuses.count("pending"),
-        "confirmed_count": statuses.count("confirmed"),
-        "cancelled_count": statuses.count("cancelled"),
-        "lifetime_confirmed_total": money(
-            sum((Decimal(o["total"]) for o in orders if o["status"] == "confirmed"), ZERO)
-        ),
-        "updated_at": max(o["updated_at"] for o in orders),
+        "customer_id": s.customer_id,
+        "order_id": s.order_id,
+        "status": s.status,
+        "total": s.total_text,
+        "version": s.version,
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "lines": _fast_lines(s) if s.status == "pending" else [],
     }
 
 
@@ -753,37 +704,14 @@ def _active_text(s: _OrderState) -> str:
     )
 
 
-def _history_texts(orders: Iterable[_OrderState]) -> dict[str, str]:
-    by_customer: dict[str, list[tuple[str, str, _OrderState]]] = {}
-    for s in orders:
-        by_customer.setdefault(s.customer_id, []).append((_times(s)[0], s.order_id, s))
-    texts: dict[str, str] = {}
-    for customer, entries in by_customer.items():
-        entries.sort(key=lambda entry: (entry[0], entry[1]))
-        parts = []
-        counts = {"pending": 0, "confirmed": 0, "cancelled": 0}
-        confirmed = []
-        latest = ""
-        for created_at, order_id, s in entries:
-            updated_at = _times(s)[1]
-            latest = max(latest, updated_at) if latest else updated_at
-            counts[s.status] += 1
-            if s.status == "confirmed":
-                confirmed.append(Decimal(s.total_text))
-            lines = _lines_text(s, False) if s.status == "pending" else ""
-            parts.append(
-                f'{{"order_id":{_quote(order_id)},"status":"{s.status}",'
-                f'"total":"{s.total_text}","version":{s.version!r},'
-                f'"created_at":"{created_at}","updated_at":"{updated_at}","lines":[{lines}]}}'
-            )
-        texts[customer] = (
-            f'{{"customer_id":{_quote(customer)},"orders":[{",".join(parts)}],'
-            f'"order_count":{len(entries)},"pending_count":{counts["pending"]},'
-            f'"confirmed_count":{counts["confirmed"]},"cancelled_count":{counts["cancelled"]},'
-            f'"lifetime_confirmed_total":"{money(sum(confirmed, ZERO))}",'
-            f'"updated_at":"{latest}"}}'
-        )
-    return texts
+def _history_text(s: _OrderState) -> str:
+    created_at, updated_at = _times(s)
+    lines = _lines_text(s, False) if s.status == "pending" else ""
+    return (
+        f'{{"customer_id":{_quote(s.customer_id)},"order_id":{_quote(s.order_id)},'
+        f'"status":"{s.status}","total":"{s.total_text}","version":{s.version!r},'
+        f'"created_at":"{created_at}","updated_at":"{updated_at}","lines":[{lines}]}}'
+    )
 
 
 def documents_json(fold: LogFold, projection_name: str) -> dict[str, str]:
@@ -793,5 +721,5 @@ def documents_json(fold: LogFold, projection_name: str) -> dict[str, str]:
     if projection_name == ACTIVE_ORDERS.name:
         return {s.order_id: _active_text(s) for s in fold.orders.values()}
     if projection_name == CUSTOMER_HISTORY.name:
-        return _history_texts(fold.orders.values())
+        return {s.order_id: _history_text(s) for s in fold.orders.values()}
     raise KeyError(projection_name)

@@ -21,20 +21,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from application.streams import STREAM_PREFIX
-from eventstore.port import EventStore, RecordedEvent
+from eventstore.port import EventStore, EventStoreUnavailable, RecordedEvent
 from gateway.customers import CustomerDirectory
 from messaging.integration_events import ROUTING_KEYS
 from readmodels.applier import ProjectionApplier
-from readmodels.checkpoints import LeasedCheckpoint, LeaseLost
+from readmodels.checkpoints import CHECKPOINTS, LeasedCheckpoint, LeaseLost
 from readmodels.collections import ActiveCollection, ProjectionCollections, collection_name
-from readmodels.port import ReadModelStore, RevisionConflict
+from readmodels.port import ReadModelStore, ReadStoreUnavailable, RevisionConflict
 from readmodels.projections import (
     PROJECTIONS,
     PROJECTIONS_BY_NAME,
@@ -46,10 +55,20 @@ from readmodels.projections import (
     documents_json,
 )
 
+logger = logging.getLogger("conveyor.rebuild")
+
 Progress = Callable[[int, int], None]
 """Called with (events folded so far, events in the log as far as known). Positions are
 not event counts (KurrentDB's are byte offsets), so the second is extrapolated from how far
 through the log the fold is: exact where positions count events, as on SQLite."""
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    EventStoreUnavailable,
+    ReadStoreUnavailable,
+    ConnectionError,
+    TimeoutError,
+)
+"""Failures of a store, not of the rebuild: the catch-up waits them out (an election)."""
 
 
 class RebuildError(Exception):
@@ -65,6 +84,8 @@ class RebuildReport:
     documents: int
     caught_up_events: int
     seconds: float
+    resumed: bool = False
+    """Only the catch-up of an earlier, interrupted rebuild ran (no fold)."""
 
     @property
     def events_per_second(self) -> float:
@@ -117,8 +138,15 @@ async def rebuild_many(
     cache_documents: int = 200_000,
     fold_orders: int = 500_000,
     progress: Progress | None = None,
+    lease_seconds: float = 10.0,
+    catch_up_patience: float = 600.0,
 ) -> list[RebuildReport]:
     """Rebuild the named projections together: one pass over the log feeds them all.
+
+    A projection whose previous rebuild switched readers over but did not finish catching
+    up (killed, or a store away for longer than `catch_up_patience` seconds) only has that
+    catch-up resumed, from its recorded position: its readers already use the new version,
+    which must not lose the updates live workers have made to it since.
 
     The log is folded in memory (`LogFold`: one state per order) and every final document
     is written once, in bulk. When the fast fold meets an event it does not handle, or holds
@@ -136,23 +164,44 @@ async def rebuild_many(
         raise RebuildError("no projection to rebuild")
     owner = f"rebuild-{uuid.uuid4().hex[:8]}"
     # Concurrent requests: the store can carry them in one transaction.
-    leases = [LeasedCheckpoint(read_store, f"rebuild-{p.name}", owner) for p in projections]
+    leases = [
+        LeasedCheckpoint(read_store, f"rebuild-{p.name}", owner, ttl=lease_seconds)
+        for p in projections
+    ]
     try:
         acquired = await asyncio.gather(*(lease.try_acquire() for lease in leases))
         for projection, held in zip(projections, acquired, strict=True):
             if not held:
                 raise RebuildError(f"a rebuild of {projection.name} is already running")
-        return await _rebuild_held(
-            projections,
-            leases,
-            event_store,
-            read_store,
-            collections,
-            page_size=page_size,
-            cache_documents=cache_documents,
-            fold_orders=fold_orders,
-            progress=progress,
-        )
+        async with _Renewal(leases) as renewal:
+            unfinished = await _unfinished_catch_ups(projections, read_store, collections)
+            reports = []
+            if unfinished:
+                reports = await _resume_catch_ups(
+                    unfinished,
+                    event_store,
+                    read_store,
+                    collections,
+                    page_size=page_size,
+                    patience=catch_up_patience,
+                )
+            resumed = {report.name for report in reports}
+            rest = [p for p in projections if p.name not in resumed]
+            if rest:
+                reports += await _rebuild_held(
+                    rest,
+                    renewal,
+                    event_store,
+                    read_store,
+                    collections,
+                    page_size=page_size,
+                    cache_documents=cache_documents,
+                    fold_orders=fold_orders,
+                    progress=progress,
+                    catch_up_patience=catch_up_patience,
+                )
+            order = [p.name for p in projections]
+            return sorted(reports, key=lambda report: order.index(report.name))
     except (UnexpectedGap, LeaseLost, RevisionConflict) as problem:
         which = (
             problem.projection
@@ -165,23 +214,207 @@ async def rebuild_many(
 
 
 class _Renewal:
-    """Renews the leases when a quarter of their time has passed (not on every page: each
-    renewal is a durable write)."""
+    """Keeps the leases renewed every quarter of their time from a task of its own: a page,
+    an index build or the catch-up's wait may each outlast a lease, and a rebuild whose
+    lease expired could find a second one working beside it. A renewal that fails for a
+    transient reason is tried again at the next tick (the lease holds until it expires);
+    LeaseLost stops the rebuild, and leaves the block as LeaseLost."""
 
     def __init__(self, leases: Sequence[LeasedCheckpoint]) -> None:
         self._leases = leases
         self._every = min(lease.ttl for lease in leases) / 4
-        self._last = time.monotonic()
+        self.lost: LeaseLost | None = None
+        self._worker: asyncio.Task[Any] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        self._worker = asyncio.current_task()
+        self._renewer = asyncio.create_task(self._renew_on_time(), name="rebuild-lease")
+        return self
+
+    async def _renew_on_time(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._every)
+            if self._stopping.is_set():
+                return
+            try:
+                await asyncio.gather(*(lease.renew() for lease in self._leases))
+            except LeaseLost as lost:
+                self.lost = lost
+                assert self._worker is not None
+                self._worker.cancel()
+                return
+            except Exception as failure:
+                logger.warning("could not renew the rebuild lease (retrying): %s", failure)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._renewer is not None
+        assert self._worker is not None
+        # Not cancelled mid-write: a renewal the store carries out after its caller gave
+        # up would leave the lease's revision stale, and its release would then fail.
+        self._stopping.set()
+        await asyncio.shield(self._renewer)
+        if self.lost is not None and exc_type is asyncio.CancelledError:
+            self._worker.uncancel()
+            raise self.lost from exc
 
     async def __call__(self, *, force: bool = False) -> None:
-        if force or time.monotonic() - self._last >= self._every:
-            await asyncio.gather(*(lease.renew() for lease in self._leases))
-            self._last = time.monotonic()
+        """A checkpoint for long loops: raises LeaseLost once the lease is gone."""
+        if self.lost is not None:
+            raise self.lost
+
+
+class _CatchUpRecord:
+    """Where a switched projection's catch-up stands, in one document next to the leases:
+    a rebuild killed after the switch leaves it pending, and the next one resumes it."""
+
+    def __init__(self, store: ReadModelStore, name: str) -> None:
+        self._store = store
+        self.name = name
+        self.doc_id = f"rebuild-{name}-catch-up"
+        self._rev = 0
+        self.collection = ""
+        self.after = 0
+        self.pending = False
+
+    async def load(self) -> Self:
+        document = await self._store.get(CHECKPOINTS, self.doc_id)
+        if document is not None:
+            self._rev = document.rev
+            self.collection = document.body["collection"]
+            self.after = int(document.body["after"])
+            self.pending = bool(document.body["pending"])
+        return self
+
+    async def save(self, collection: str, after: int, *, pending: bool = True) -> None:
+        body = {"collection": collection, "after": after, "pending": pending}
+        # Only the lease holder writes it: a conflict means the lease was lost.
+        self._rev = await self._store.put(CHECKPOINTS, self.doc_id, body, expected_rev=self._rev)
+        self.collection, self.after, self.pending = collection, after, pending
+
+
+async def _unfinished_catch_ups(
+    projections: Sequence[Projection],
+    read_store: ReadModelStore,
+    collections: ProjectionCollections,
+) -> list[tuple[Projection, _CatchUpRecord, ActiveCollection]]:
+    """The projections whose readers were switched to a version still catching up."""
+    unfinished = []
+    for projection in projections:
+        record = await _CatchUpRecord(read_store, projection.name).load()
+        active = await collections.read(projection.name)
+        if record.pending and record.collection == active.collection:
+            unfinished.append((projection, record, active))
+    return unfinished
+
+
+async def _resume_catch_ups(
+    unfinished: Sequence[tuple[Projection, _CatchUpRecord, ActiveCollection]],
+    event_store: EventStore,
+    read_store: ReadModelStore,
+    collections: ProjectionCollections,
+    *,
+    page_size: int,
+    patience: float,
+) -> list[RebuildReport]:
+    started = time.monotonic()
+    reports = []
+    for projection, record, active in unfinished:
+        logger.warning(
+            "%s: resuming the catch-up of %s after position %d (an earlier rebuild was "
+            "interrupted after switching readers)",
+            projection.name,
+            active.collection,
+            record.after,
+        )
+        caught_up = await _catch_up(
+            [projection],
+            [active.collection],
+            [record],
+            record.after,
+            event_store,
+            read_store,
+            collections,
+            page_size=page_size,
+            patience=patience,
+        )
+        await _drop_older(read_store, projection, active.version - 1)
+        reports.append(
+            RebuildReport(
+                name=projection.name,
+                collection=active.collection,
+                previous_collection=collection_name(projection.name, active.version - 1),
+                events=0,
+                documents=0,
+                caught_up_events=caught_up,
+                seconds=time.monotonic() - started,
+                resumed=True,
+            )
+        )
+    return reports
+
+
+async def _catch_up(
+    projections: Sequence[Projection],
+    targets: Sequence[str],
+    records: Sequence[_CatchUpRecord],
+    position: int,
+    event_store: EventStore,
+    read_store: ReadModelStore,
+    collections: ProjectionCollections,
+    *,
+    page_size: int,
+    patience: float,
+) -> int:
+    """Apply the log after `position` to the switched-to `targets` with the live guards,
+    recording the position after every page; a store away (an election, a locked file) is
+    waited out for up to `patience` seconds. Returns the events read."""
+    appliers = [ProjectionApplier(read_store, collections, p) for p in projections]
+    customers = CustomerDirectory(event_store)
+    caught_up = 0
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT),
+        wait=wait_exponential_jitter(multiplier=0.2, max=10.0),
+        stop=stop_after_delay(patience),
+        before_sleep=lambda state: logger.warning(
+            "catching up %s: a store is away, retrying: %s",
+            ", ".join(targets),
+            state.outcome.exception() if state.outcome else None,
+        ),
+        reraise=True,
+    ):
+        with attempt:
+            while page := await event_store.read_all(after=position, limit=page_size):
+                for stored_event in page:
+                    live_event = await customers.integration_event(stored_event)
+                    if live_event is not None:
+                        for applier, target in zip(appliers, targets, strict=True):
+                            await applier.apply(live_event, collection=target)
+                position = page[-1].position
+                caught_up += len(page)
+                for record, target in zip(records, targets, strict=True):
+                    await record.save(target, position)
+            for record, target in zip(records, targets, strict=True):
+                await record.save(target, position, pending=False)
+    return caught_up
+
+
+async def _drop_older(read_store: ReadModelStore, projection: Projection, keep: int) -> None:
+    """Drop the versions before `keep` (the previous version stays for a while)."""
+    for older in range(1, keep):
+        await read_store.drop_collection(collection_name(projection.name, older))
 
 
 async def _rebuild_held(
     projections: Sequence[Projection],
-    leases: Sequence[LeasedCheckpoint],
+    renew: _Renewal,
     event_store: EventStore,
     read_store: ReadModelStore,
     collections: ProjectionCollections,
@@ -190,9 +423,9 @@ async def _rebuild_held(
     cache_documents: int,
     fold_orders: int,
     progress: Progress | None,
+    catch_up_patience: float,
 ) -> list[RebuildReport]:
     started = time.monotonic()
-    renew = _Renewal(leases)
     currents = await asyncio.gather(*(collections.read(p.name) for p in projections))
     targets = [
         collection_name(p.name, c.version + 1) for p, c in zip(projections, currents, strict=True)
@@ -259,42 +492,42 @@ async def _rebuild_held(
             await read_store.ensure_collection(target, (fields,))
     await renew(force=True)
 
-    switched: list[ActiveCollection] = []
-    caught_up = 0
+    # From the switch on, live workers write only to the new versions: readers must never
+    # be pointed back at the old ones, which lack those writes. So the catch-up position is
+    # recorded (before the switch, and after every page) and a failed or killed catch-up is
+    # resumed by the next rebuild, never undone.
+    records = [await _CatchUpRecord(read_store, p.name).load() for p in projections]
+    for record, target in zip(records, targets, strict=True):
+        await record.save(target, position)
+    for current in currents:
+        await collections.switch(current, current.version + 1)
     try:
-        for current in currents:
-            switched.append(await collections.switch(current, current.version + 1))
         # Workers may still write to the old collections for as long as they cache the
         # pointer; catch up after that, from where the fold stopped. The fold read the
         # log to its end moments ago, so this is a short tail.
         await asyncio.sleep(collections.cache_seconds * 2)
-        appliers = [ProjectionApplier(read_store, collections, p) for p in projections]
-        while page := await event_store.read_all(after=position, limit=page_size):
-            for stored_event in page:
-                live_event = await customers.integration_event(stored_event)
-                if live_event is not None:
-                    for applier, target in zip(appliers, targets, strict=True):
-                        await applier.apply(live_event, collection=target)
-            position = page[-1].position
-            caught_up += len(page)
-            await renew(force=True)
-    except BaseException as failure:
-        # Readers must not stay on a collection that misses events: point them back.
-        for current, done in zip(currents, switched, strict=False):
-            with contextlib.suppress(Exception):
-                await collections.switch(done, current.version)
-        if isinstance(failure, Exception):
-            names = ", ".join(p.name for p in projections)
-            back = ", ".join(c.collection for c in currents)
-            raise RebuildError(
-                f"{names}: catching up after the switch failed ({failure}); readers are "
-                f"back on {back}"
-            ) from failure
-        raise
+        caught_up = await _catch_up(
+            projections,
+            targets,
+            records,
+            position,
+            event_store,
+            read_store,
+            collections,
+            page_size=page_size,
+            patience=catch_up_patience,
+        )
+    except Exception as failure:
+        names = ", ".join(p.name for p in projections)
+        after = min(record.after for record in records)
+        raise RebuildError(
+            f"{names}: catching up after the switch failed ({failure}); readers stay on "
+            f"{', '.join(targets)} (the previous versions lack the updates made since); "
+            f"the catch-up resumes after position {after} when this rebuild runs again"
+        ) from failure
 
     for projection, current in zip(projections, currents, strict=True):
-        for older in range(1, current.version):  # keep the previous version for a while
-            await read_store.drop_collection(collection_name(projection.name, older))
+        await _drop_older(read_store, projection, current.version)  # keep the previous one
     seconds = time.monotonic() - started
     return [
         RebuildReport(

@@ -29,6 +29,7 @@ from conveyor.bootstrap import (
     build_gateway,
     build_projection_consumers,
     build_reconciler,
+    build_store_outage,
     declare_topology,
     http_access,
     open_event_store,
@@ -40,7 +41,15 @@ from eventstore.port import EventStore
 from gateway.relay import EventGateway
 from messaging.consumer import QueueConsumer
 from messaging.projection_consumer import ProjectionConsumer
-from observability.health import Readiness, ReadinessChecks, broker_connection, consuming, pings
+from messaging.store_outage import StoreOutage
+from observability.health import (
+    Readiness,
+    ReadinessChecks,
+    broker_connection,
+    consuming,
+    not_paused,
+    pings,
+)
 from observability.server import OpsServer
 from readmodels.collections import ProjectionCollections
 from readmodels.healing import ProjectionReconciler
@@ -98,6 +107,7 @@ class WorkerHost:
         self._connection: AbstractConnection | None = None
         self.collections: ProjectionCollections | None = None
         self.consumers: list[QueueConsumer] = []
+        self.outages: list[StoreOutage] = []
         self.gateway: EventGateway | None = None
         self.progress: ProgressWriter | None = None
         self.http_port: int | None = None
@@ -141,6 +151,8 @@ class WorkerHost:
             checks.add("event_store", pings(self.store.ping))
         if self.read_store is not None:
             checks.add("read_store", pings(self.read_store.ping))
+        for outage in self.outages:
+            checks.add(f"paused:{outage.name}", not_paused(outage.describe))
         return checks
 
     async def _start(self) -> None:
@@ -166,11 +178,15 @@ class WorkerHost:
         self.broker = build_broker(settings)
         if self.hosts("commands"):
             assert self.store is not None
-            self.consumers.append(build_command_consumer(settings, self.broker, self.store))
+            outage = build_store_outage(settings, "event_store", self.store.ping)
+            self.outages.append(outage)
+            self.consumers.append(build_command_consumer(settings, self.broker, self.store, outage))
         if self.hosts("projections"):
             assert self.read_store is not None
             assert self.collections is not None
             self.progress = ProgressWriter(self.read_store)
+            outage = build_store_outage(settings, "read_store", self.read_store.ping)
+            self.outages.append(outage)
             self.consumers.extend(
                 build_projection_consumers(
                     settings,
@@ -178,7 +194,8 @@ class WorkerHost:
                     self.read_store,
                     self.collections,
                     self.progress,
-                    self.store,
+                    event_store=self.store,
+                    outage=outage,
                 )
             )
             assert self.store is not None
@@ -242,6 +259,8 @@ class WorkerHost:
         seconds, even when the broker no longer answers at all.
         """
         self._stop.set()
+        for outage in self.outages:  # no resume behind a stopping broker's back
+            await outage.close()
         deadline = Deadline(self.settings.shutdown_timeout)
         hard_deadline = Deadline(self.settings.shutdown_timeout + STOP_MARGIN)
         if self._gateway_task is not None:

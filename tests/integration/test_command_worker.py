@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -56,6 +56,30 @@ class DatabaseLock:
                 self._connection.execute("ROLLBACK")
                 self._connection.close()
                 self._connection = None  # type: ignore[assignment]
+
+
+class RefusedAppends:
+    """A trigger refuses every append to these orders' streams: a failure of those messages
+    alone (the adapter reports it as a ConcurrencyError) while the store stays up — unlike
+    a locked file, which pauses consuming (tests/integration/test_store_outage.py)."""
+
+    def __init__(self, path: str, *order_ids: str) -> None:
+        self._path = path
+        streams = ", ".join(f"'{order_stream(order_id)}'" for order_id in order_ids)
+        self._execute(
+            "CREATE TRIGGER refused_appends BEFORE INSERT ON events "
+            f"WHEN NEW.stream_id IN ({streams}) BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+
+    def _execute(self, sql: str) -> None:
+        connection = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            connection.execute(sql)
+        finally:
+            connection.close()
+
+    def release(self) -> None:
+        self._execute("DROP TRIGGER IF EXISTS refused_appends")
 
 
 async def test_a_command_published_through_the_default_exchange_produces_its_events(
@@ -286,6 +310,8 @@ async def _equals(value: Awaitable[Any], expected: Any) -> bool:
 async def test_a_transient_store_failure_is_retried_and_then_succeeds(
     settings: Settings, start_worker: StartWorker, reader: SqliteEventStore, amqp_url: str
 ) -> None:
+    """The store locked: the worker pauses and probes it (tests/integration/
+    test_store_outage.py), and the command goes through once it is released."""
     settings = settings.model_copy(update={"max_attempts": 5, "retry_delays": (0.3,)})
     await start_worker(settings)
     lock = DatabaseLock(settings.event_store)
@@ -300,7 +326,10 @@ async def test_a_transient_store_failure_is_retried_and_then_succeeds(
         lock.release()
     events = await eventually(lambda: stream_of(reader, "o-flaky"), what="the retried command")
     assert len(events) == 1
-    assert events[0].occurred_at >= released_at
+    # decided at most one busy timeout before the release: an attempt waiting on the lock
+    # when it is released goes through
+    busy = timedelta(seconds=settings.sqlite_busy_timeout)
+    assert events[0].occurred_at >= released_at - busy
     assert await queue_depth(amqp_url, f"{settings.command_queue}.dlq") == 0
 
 
@@ -312,10 +341,11 @@ async def test_a_persistent_failure_reaches_the_dlq_after_n_attempts_and_a_redri
     management: Management,
     test_vhost: str,
 ) -> None:
+    settings = settings.model_copy(update={"conflict_attempts": 1})
     await start_worker(settings)  # max_attempts=3, delays 0.2s, 0.4s
     dlq = f"{settings.command_queue}.dlq"
     create = command("CreateOrder", "o-down", customer_id="c")
-    lock = DatabaseLock(settings.event_store)
+    lock = RefusedAppends(settings.event_store, "o-down")
     try:
         started = time.monotonic()
         await publish(amqp_url, settings.command_queue, create, message_id="m-down")
@@ -323,8 +353,8 @@ async def test_a_persistent_failure_reaches_the_dlq_after_n_attempts_and_a_redri
         assert time.monotonic() - started >= 0.6  # both delay tiers were waited out
         headers = dead[0]["properties"]["headers"]
         assert headers[failures.ATTEMPTS] == 3
-        assert headers[failures.ERROR_TYPE] == "EventStoreUnavailable"
-        assert "locked" in headers[failures.ERROR_MESSAGE]
+        assert headers[failures.ERROR_TYPE] == "ConcurrencyError"
+        assert "o-down" in headers[failures.ERROR_MESSAGE]
         assert headers[failures.FAILURE_CLASS] == "transient"
         assert headers[failures.FIRST_FAILURE_AT] < headers[failures.LAST_FAILURE_AT]
         assert json.loads(dead[0]["payload"]) == create
@@ -357,8 +387,9 @@ async def test_a_broker_dead_letter_moved_back_gets_a_fresh_budget(
 ) -> None:
     """A message the broker dead-lettered (a reject, or the delivery limit) carries no
     conveyor headers, only x-death; moved back, it must not inherit its old attempts."""
+    settings = settings.model_copy(update={"conflict_attempts": 1})
     await start_worker(settings)  # max_attempts=3
-    lock = DatabaseLock(settings.event_store)
+    lock = RefusedAppends(settings.event_store, "o-xdeath")
     try:
         management.publish(
             test_vhost,

@@ -32,7 +32,7 @@ from messaging import failures
 from operations import dead_letters
 from operations.dead_letters import error_type_of, peek_warning
 from operations.management import ManagementApi
-from tests.integration.test_command_worker import DatabaseLock, command, stream_of
+from tests.integration.test_command_worker import RefusedAppends, command, stream_of
 from tests.processes import conveyor_env
 from tests.rabbit import Management, eventually
 from workers.host import WorkerHost
@@ -250,12 +250,12 @@ async def test_redrive_gives_a_fresh_retry_budget_and_a_running_worker_applies_t
     test_vhost: str,
 ) -> None:
     # max_attempts=3, delays 0.2s, 0.4s; any free port for the worker's metrics and health
-    settings = settings.model_copy(update={"ops_port": 0})
+    settings = settings.model_copy(update={"ops_port": 0, "conflict_attempts": 1})
     await start_worker(settings)
     dlq_name = f"{settings.command_queue}.dlq"
     ours = command("CreateOrder", "o-ours", customer_id="c")
     brokers = command("CreateOrder", "o-broker", customer_id="c")
-    lock = DatabaseLock(settings.event_store)
+    lock = RefusedAppends(settings.event_store, "o-ours", "o-broker")
     try:
         await put(channel, settings.command_queue, {}, ours["command_id"], ours)
         await eventually(lambda: _depth_is(channel, dlq_name, 1), what="the dead letter")

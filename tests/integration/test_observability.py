@@ -27,12 +27,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from application.streams import order_stream
 from conveyor.bootstrap import build_broker, projection_queue
 from conveyor.settings import Settings
-from embedded.sqlite_library import sqlite3
 from eventstore.sqlite import SqliteEventStore
 from observability import tracing
 from observability.logs import log_handler
 from operations.management import ManagementApi
 from readmodels.projections import PROJECTIONS
+from tests.integration.test_command_worker import RefusedAppends
 from tests.rabbit import MANAGEMENT_URL, eventually, publish
 from workers.host import WorkerHost
 
@@ -82,24 +82,13 @@ async def reaches(host: WorkerHost, expected: float, name: str, **labels: str) -
     await eventually(check, within=15, what=f"{name}{labels} >= {expected}")
 
 
-class DatabaseLock:
-    """Holds SQLite's write lock from another connection: the store is down for writers."""
-
-    def __init__(self, path: str) -> None:
-        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._connection.execute("BEGIN EXCLUSIVE")
-
-    def release(self) -> None:
-        self._connection.execute("ROLLBACK")
-        self._connection.close()
-
-
 HANDLED = "conveyor_messages_handled_total"
 
 
 async def test_metrics_count_every_outcome_of_the_command_worker(
     ops_settings: Settings, start_worker: StartWorker, amqp_url: str
 ) -> None:
+    ops_settings = ops_settings.model_copy(update={"conflict_attempts": 1})
     host = await start_worker(ops_settings)
     queue = ops_settings.command_queue
     appends_before = await metric(host, "conveyor_event_store_append_seconds_count")
@@ -115,8 +104,8 @@ async def test_metrics_count_every_outcome_of_the_command_worker(
     dead = "conveyor_messages_dead_lettered_total"
     await reaches(host, 1, dead, queue=queue, error_type="MalformedJSON")
 
-    # A transient failure: the store refuses writes, the command is retried, then applied.
-    lock = DatabaseLock(ops_settings.event_store)
+    # A failure of the message: the store refuses its append, it is retried, then applied.
+    lock = RefusedAppends(ops_settings.event_store, "o-m")
     try:
         await publish(
             amqp_url,
@@ -124,7 +113,7 @@ async def test_metrics_count_every_outcome_of_the_command_worker(
             command("AddItem", "o-m", sku="SKU-1", quantity=1, unit_price="1.00"),
         )
         retried = "conveyor_messages_retried_total"
-        await reaches(host, 1, retried, queue=queue, error_type="EventStoreUnavailable")
+        await reaches(host, 1, retried, queue=queue, error_type="ConcurrencyError")
     finally:
         lock.release()
     await reaches(host, 1, HANDLED, queue=queue, type="AddItem", outcome="accepted")
@@ -143,7 +132,7 @@ async def test_metrics_count_every_outcome_of_the_command_worker(
     }
     assert value(samples, dead, queue=queue, error_type="MalformedJSON") == 1
     retries = value(
-        samples, "conveyor_messages_retried_total", queue=queue, error_type="EventStoreUnavailable"
+        samples, "conveyor_messages_retried_total", queue=queue, error_type="ConcurrencyError"
     )
     # every delivery is timed: 4 outcomes, 1 dead letter, each failed attempt of AddItem
     assert value(samples, "conveyor_message_handling_seconds_count", queue=queue) == 5 + retries
@@ -165,7 +154,12 @@ async def test_ready_and_live_while_up_and_not_ready_while_the_broker_connection
     assert ready.json() == {
         "status": "ready",
         "failed": [],
-        "checks": {"broker": "ok", f"consumer:{queue}": "ok", "event_store": "ok"},
+        "checks": {
+            "broker": "ok",
+            f"consumer:{queue}": "ok",
+            "event_store": "ok",
+            "paused:event_store": "ok",  # consumers not paused for a store outage
+        },
     }
 
     async with ManagementApi(MANAGEMENT_URL, test_vhost) as api:

@@ -198,6 +198,25 @@ async def test_unhealthy_without_consumers_and_with_dead_letters(settings: Setti
     assert f"1 message in {dead_letters}" in verdict
 
 
+async def test_a_store_that_does_not_answer_is_reported_with_the_pause_not_a_crash(
+    settings: Settings,
+) -> None:
+    await declare_queues(settings)
+    event_store = await open_event_store(settings)
+    read_store = await open_read_store(settings)
+    await event_store.close()  # from now on every call raises EventStoreUnavailable
+    await read_store.close()
+    async with ManagementApi.from_settings(settings) as api:
+        report = await collect_status(settings, event_store, read_store, api)
+    assert not report.healthy
+    assert report.reasons[0].startswith(
+        "read store unavailable, projection consumers paused until it answers: "
+    )
+    assert report.reasons[1].startswith(
+        "event store unavailable, command consumers paused until it answers: "
+    )
+
+
 async def test_gateway_and_projection_lag_above_the_limit(settings: Settings) -> None:
     settings = settings.model_copy(update={"status_max_lag_events": 3})
     await declare_queues(settings)
