@@ -388,3 +388,26 @@ async def test_a_channel_error_on_the_publishing_channel_sends_nothing_to_the_dl
 
 async def _at_least(store: SqliteEventStore, events: int) -> bool:
     return await store.head_position() >= events
+
+
+async def test_requeues_for_transport_trouble_do_not_spend_the_brokers_delivery_limit(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    amqp_url: str,
+) -> None:
+    """A publish that cannot complete (here: every confirm outlasts the publish timeout) is
+    transport trouble, never the message's fault. On RabbitMQ before 4.3 every requeue of a
+    quorum-queue delivery counts toward x-delivery-limit, so answering the trouble with
+    nack(requeue) dead-letters a healthy, already-applied command once the trouble has lasted
+    `delivery_limit` rounds (20 by default: a few seconds of repeated channel errors)."""
+    settings = settings.model_copy(update={"delivery_limit": 2, "publish_timeout": 1e-4})
+    await start_worker(settings)
+    body = {"type": "CreateOrder", "command_id": "t-1", "order_id": "o-t", "customer_id": "c"}
+    await publish_many(amqp_url, settings.command_queue, [body])
+    store = await SqliteEventStore(settings.event_store).open()
+    try:
+        await eventually(lambda: _at_least(store, 1), what="the command applied")
+    finally:
+        await store.close()
+    await asyncio.sleep(2 * (settings.delivery_limit + 2))  # well past the delivery limit
+    assert await queue_depth(amqp_url, f"{settings.command_queue}.dlq") == 0
