@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -411,3 +412,60 @@ async def test_requeues_for_transport_trouble_do_not_spend_the_brokers_delivery_
         await store.close()
     await asyncio.sleep(2 * (settings.delivery_limit + 2))  # well past the delivery limit
     assert await queue_depth(amqp_url, f"{settings.command_queue}.dlq") == 0
+
+
+class OneFailedRenewal:
+    """The real read store, whose first checkpoint write while armed fails as SQLite's does
+    when another writer holds the lock past the busy timeout: a transient fault."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def put(self, collection: str, doc_id: str, body: Any, *, expected_rev: int) -> int:
+        if self.armed:
+            self.armed = False
+            raise sqlite3.OperationalError("database is locked")
+        return int(await self._store.put(collection, doc_id, body, expected_rev=expected_rev))
+
+
+async def test_one_failed_renewal_during_a_page_neither_loses_the_lease_nor_the_page(
+    settings: Settings,
+) -> None:
+    """A renewal that fails for a moment (a locked database) must not end the renewals for
+    the rest of the page, letting the lease lapse mid-page so that a standby publishes the
+    same page; nor may it throw away the page once it is confirmed."""
+    await _store_commands(settings, [CreateOrder("o-flaky", "c")])
+    settings = settings.model_copy(update={"gateway_lease_seconds": 0.5})
+    event_store = await SqliteEventStore(settings.event_store).open()
+    read_store = await open_read_store(settings)
+    flaky = OneFailedRenewal(read_store)
+    broker = build_broker(settings)
+    await broker.connect()
+    await declare_topology(settings, broker, commands=False, events=True)
+    checkpoint = LeasedCheckpoint(flaky, GATEWAY_CHECKPOINT, "active", ttl=0.5)  # type: ignore[arg-type]
+    gateway = SlowPublishingGateway(
+        event_store, broker, checkpoint, publish_timeout=settings.publish_timeout
+    )
+    standby = LeasedCheckpoint(read_store, GATEWAY_CHECKPOINT, "standby", ttl=0.5)
+    stop = asyncio.Event()
+    running = asyncio.create_task(gateway.run(stop))
+    taken_over = []
+    try:
+        await eventually(lambda: gateway.active, what="the gateway active")
+        flaky.armed = True  # the page is in flight: its first renewal fails
+        while gateway.published == 0 and len(taken_over) < 50:
+            taken_over.append(await standby.try_acquire())
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        await broker.stop()
+        await read_store.close()
+        await event_store.close()
+    assert not flaky.armed  # the renewal did fail once
+    assert not any(taken_over)  # the standby never got the lease
+    assert gateway.published == 1  # and the confirmed page was saved, not dropped
