@@ -34,10 +34,11 @@ from messaging.failures import FailureRouter
 from messaging.topology import WorkQueue
 from observability.health import broker_connection
 from operations.dead_letters import describe, error_type_of
+from operations.management import ManagementApi
 from readmodels.checkpoints import LeasedCheckpoint
 from readmodels.projections import PROJECTIONS
 from tests.integration.test_projections import read_models_settle
-from tests.rabbit import eventually, publish_many, queue_depth
+from tests.rabbit import MANAGEMENT_URL, eventually, publish_many, queue_depth
 from workers.host import WorkerHost
 
 
@@ -469,3 +470,57 @@ async def test_one_failed_renewal_during_a_page_neither_loses_the_lease_nor_the_
     assert not flaky.armed  # the renewal did fail once
     assert not any(taken_over)  # the standby never got the lease
     assert gateway.published == 1  # and the confirmed page was saved, not dropped
+
+
+@pytest.mark.timeout(240)
+async def test_connections_dropped_mid_load_lose_and_double_nothing(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    amqp_url: str,
+    test_vhost: str,
+) -> None:
+    """The broker drops the worker's connection twice while commands, outcomes, events and
+    projection writes are in flight: publishes die unconfirmed and deliveries unacked on the
+    old channels, aio-pika reconnects. Every command is applied exactly once, nothing is
+    dead-lettered and the read models end equal to a rebuild."""
+    settings = settings.model_copy(update={"reconcile_settle_seconds": 0.5})
+    COMMANDS = 2000
+    commands = [
+        {
+            "type": "CreateOrder",
+            "command_id": f"d-{n}",
+            "order_id": f"d-{n}",
+            "customer_id": f"c{n % 50}",
+        }
+        for n in range(COMMANDS)
+    ]
+    await start_worker(settings, ("commands", "gateway", "projections"))
+    await publish_many(amqp_url, settings.command_queue, commands)  # its connection closed
+    reader = await SqliteEventStore(settings.event_store).open()
+    try:
+        async with ManagementApi(MANAGEMENT_URL, test_vhost) as api:
+            dropped: set[str] = set()
+            for _ in range(2):  # the second drop right after the worker has reconnected
+
+                async def new_connections() -> list[str]:
+                    names = {c["name"] for c in await api.connections()} - dropped
+                    return sorted(names)
+
+                listed = await eventually(new_connections, within=30, what="a new connection")
+                if not dropped:
+                    await eventually(lambda: _at_least(reader, COMMANDS // 10), what="load")
+                assert await reader.head_position() < COMMANDS  # still under load
+                for name in listed:  # the vhost is this test's: the worker's only
+                    await api.close_connection(name, "test: connection dropped")
+                dropped.update(listed)
+        await eventually(lambda: _at_least(reader, COMMANDS), within=90, what="every command")
+        await read_models_settle(settings, within=90)
+        events = await reader.read_all(after=0, limit=10_000)
+    finally:
+        await reader.close()
+    order_events = [e for e in events if e.stream_id.startswith("order-")]
+    assert len(order_events) == COMMANDS  # each command applied once
+    for queue in [settings.command_queue] + [
+        f"{settings.projection_queue_prefix}.{p.name}" for p in PROJECTIONS
+    ]:
+        assert await queue_depth(amqp_url, f"{queue}.dlq") == 0
