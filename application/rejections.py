@@ -6,12 +6,13 @@ newer state and could be applied. Now the handler appends `CommandRejected` to t
 rejection stream first; a command seen again is answered from that record, so its outcome
 is final — exactly like an acceptance, which the order stream itself records.
 
-The stream is `rejections-<order_id>/<command_id>`, deliberately *not* under `order-`: order ids are
-free-form, so `order-rejections-x` would be the stream of the order "rejections-x"; and
-everything that follows order streams (fold, history, customers, status, projections)
-selects them by the `order-` prefix. `CommandRejected` has no integration contract: the
-gateway never publishes it. The record is an application concern (the domain decides;
-remembering the verdict is idempotency bookkeeping), so it lives here, not in domain/.
+The stream is `rejections-<order_id>/<command_id>` ("/" in the order id escaped),
+deliberately *not* under `order-`: order ids are free-form, so `order-rejections-x` would
+be the stream of the order "rejections-x"; and everything that follows order streams
+(fold, history, customers, status, projections) selects them by the `order-` prefix.
+`CommandRejected` has no integration contract: the gateway never publishes it. The record
+is an application concern (the domain decides; remembering the verdict is idempotency
+bookkeeping), so it lives here, not in domain/.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def rejection_stream(order_id: str, command_id: str) -> str:
     """One stream per rejected command: finding a command's record is one read of a stream
     that holds at most that record, never a scan whose cost grows with every rejection of
     the order (a flood of rejected commands used to make each later command slower)."""
-    return f"{REJECTIONS_PREFIX}{order_id}/{command_id}"
+    # Ids are free-form: "/" (and "%", the escape) in the order id are escaped, or order
+    # "a/b" with command "c" and order "a" with command "b/c" would share one stream.
+    escaped = order_id.replace("%", "%25").replace("/", "%2F")
+    return f"{REJECTIONS_PREFIX}{escaped}/{command_id}"
 
 
 def legacy_rejection_stream(order_id: str) -> str:

@@ -948,8 +948,8 @@ async def _memory_alarm(
 
 
 def _note_timeouts(env: Environment, verdict: Verdict) -> None:
-    requeued = log_lines(env.processes, "returning it to the queue")
-    verdict.notes.append(f"{requeued} deliveries returned to their queue after a publish failed")
+    held = log_lines(env.processes, "the delivery held")
+    verdict.notes.append(f"{held} deliveries held and handled again after a publish failed")
     if "NOT reported as blocked" in verdict.faults:
         verdict.problems.append("readiness did not report the blocked connection")
 

@@ -162,7 +162,8 @@ class EventGateway:
         """Keep the lease while a page is in flight: publishes slowed by a blocked broker
         (bounded by the publish timeout) must not outlast the lease, or a standby takes
         over and publishes the same page at the same time. A renewal that finds the lease
-        taken (LeaseLost) ends the page: its checkpoint save would be fenced anyway."""
+        taken (LeaseLost) stops renewing, and LeaseLost is raised once the page's publishes
+        have ended (they are not cancelled: its checkpoint save would be fenced anyway)."""
         done = asyncio.Event()
 
         async def renew() -> None:
@@ -170,7 +171,15 @@ class EventGateway:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), self._checkpoint.ttl / 3)
                 if not done.is_set():
-                    await self._checkpoint.renew()
+                    try:
+                        await self._checkpoint.renew()
+                    except LeaseLost:
+                        raise
+                    except Exception as error:  # a locked or busy store: the next one may do
+                        # Ending the renewals here let the lease lapse mid-page (a standby
+                        # then publishes the same page), and re-raising after the page threw
+                        # the confirmed page away.
+                        logger.warning("gateway lease renewal failed, retrying: %s", error)
 
         renewer = asyncio.create_task(renew(), name="gateway-lease")
         try:

@@ -128,6 +128,7 @@ class CommandConsumer(QueueConsumer):
         * a re-driven dead letter: an earlier attempt could not settle it, e.g. the outcome
           publish failed after the rejection was recorded;
         * a copy handed back during a store outage: its attempt may have reached the store.
+        * a delivery held and handled again after transport trouble (`retried_in_place`).
         A first delivery carries none of these, but a client may have resent the command
         under the same command_id: the handler reads the command's own rejection record
         every time; "seen before" adds only the records kept by earlier versions.
@@ -135,6 +136,7 @@ class CommandConsumer(QueueConsumer):
         headers = raw.headers or {}
         return bool(
             raw.redelivered
+            or self.retried_in_place(raw)
             or previous_attempts(headers, self.queue.name) > 0
             or was_dead_lettered(headers, self.queue.name)
             or bool(headers.get(HANDED_BACK))

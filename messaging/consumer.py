@@ -40,7 +40,12 @@ PUBLISH_TROUBLE = (
 )
 """Failures of the transport, not of the message. A broker nack or a return (PublishError,
 DeliveryError) is not here: those still reject the delivery to its dead-letter queue."""
-REQUEUE_PAUSE = 1.0
+FIRST_HOLD_PAUSE = 1.0
+MAX_HOLD_PAUSE = 10.0
+
+
+class _DeliveryChannelClosed(Exception):
+    """The delivery's own channel closed while it was held: it cannot be settled here."""
 
 
 async def the_message_itself(message: Any) -> Any:
@@ -82,6 +87,7 @@ class QueueConsumer:
         self.handed_back = 0
         self._handling_seconds = HANDLING_SECONDS.labels(queue.name)
         self._unsettled = MESSAGES_UNSETTLED.labels(queue.name)
+        self._retried_in_place: set[int] = set()
         self._handed_back = MESSAGES_HANDED_BACK.labels(queue.name)
 
     def store_is_away(self, failure: BaseException) -> bool:
@@ -115,25 +121,9 @@ class QueueConsumer:
                 return
             failure: BaseException | None = None
             try:
-                await self.process(raw)
-            except PUBLISH_TROUBLE as trouble:
-                # The broker or the publishing channel failed us, not the message: a copy or
-                # outcome that timed out (a blocked connection) or died with its channel. Back
-                # to the queue after a pause, never to the DLQ: the redelivery is recognised
-                # (already applied → its outcome again, duplicate → acked).
-                self._unsettled.inc()
-                logger.warning(
-                    "could not publish for message %s (%s: %s); returning it to the queue",
-                    raw.message_id,
-                    type(trouble).__name__,
-                    trouble,
-                )
-                await asyncio.sleep(REQUEUE_PAUSE)
-                try:
-                    await message.nack(requeue=True)
-                except Exception:
-                    logger.exception("nack failed: the broker will redeliver %s", raw.message_id)
-                return
+                await self._process_holding_on_trouble(raw)
+            except _DeliveryChannelClosed:
+                return  # unacked on a closed channel: the broker redelivers it
             except StoreAway as away:
                 assert self.outage is not None
                 failure = await self.outage.report(
@@ -158,6 +148,7 @@ class QueueConsumer:
                 return
             await message.ack()
         finally:
+            self._retried_in_place.discard(id(raw))
             self._handling_seconds.observe(time.perf_counter() - started)
             MESSAGE_IDS.reset(ids)
 
@@ -169,6 +160,42 @@ class QueueConsumer:
 
     async def process(self, raw: AbstractIncomingMessage) -> None:
         raise NotImplementedError
+
+    async def _process_holding_on_trouble(self, raw: AbstractIncomingMessage) -> None:
+        """`process`, again and again while the broker or the publishing channel fails us
+        (a copy or outcome that timed out on a blocked connection, or died with its
+        channel): that is not the message's fault, so it goes neither to the DLQ nor back to
+        its queue. A requeue would spend the quorum queue's delivery limit (every requeue
+        counts before RabbitMQ 4.3), and a healthy, already applied command would be
+        dead-lettered by the broker once the trouble outlasted it. Held, it also keeps its
+        prefetch slot, which pauses consuming while publishing is impossible. A repeat is
+        recognised (`retried_in_place`): applied → its outcome again, duplicate → acked."""
+        pause = FIRST_HOLD_PAUSE
+        while True:
+            try:
+                await self.process(raw)
+                return
+            except PUBLISH_TROUBLE as trouble:
+                self._unsettled.inc()
+                logger.warning(
+                    "could not publish for message %s (%s: %s); trying again in %.0fs, "
+                    "the delivery held",
+                    raw.message_id,
+                    type(trouble).__name__,
+                    trouble,
+                    pause,
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_HOLD_PAUSE)
+            try:
+                raw.channel  # noqa: B018 - raises once the delivery's channel is closed
+            except aiormq.exceptions.ChannelInvalidStateError:
+                raise _DeliveryChannelClosed from None
+            self._retried_in_place.add(id(raw))
+
+    def retried_in_place(self, raw: AbstractIncomingMessage) -> bool:
+        """This delivery's handling is being repeated after transport trouble."""
+        return id(raw) in self._retried_in_place
 
     async def _hand_back(self, message: RabbitMessage) -> None:
         """Return an unprocessed delivery to its queue without spending its attempts.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -33,10 +34,11 @@ from messaging.failures import FailureRouter
 from messaging.topology import WorkQueue
 from observability.health import broker_connection
 from operations.dead_letters import describe, error_type_of
+from operations.management import ManagementApi
 from readmodels.checkpoints import LeasedCheckpoint
 from readmodels.projections import PROJECTIONS
 from tests.integration.test_projections import read_models_settle
-from tests.rabbit import eventually, publish_many, queue_depth
+from tests.rabbit import MANAGEMENT_URL, eventually, publish_many, queue_depth
 from workers.host import WorkerHost
 
 
@@ -388,3 +390,137 @@ async def test_a_channel_error_on_the_publishing_channel_sends_nothing_to_the_dl
 
 async def _at_least(store: SqliteEventStore, events: int) -> bool:
     return await store.head_position() >= events
+
+
+async def test_requeues_for_transport_trouble_do_not_spend_the_brokers_delivery_limit(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    amqp_url: str,
+) -> None:
+    """A publish that cannot complete (here: every confirm outlasts the publish timeout) is
+    transport trouble, never the message's fault. On RabbitMQ before 4.3 every requeue of a
+    quorum-queue delivery counts toward x-delivery-limit, so answering the trouble with
+    nack(requeue) dead-letters a healthy, already-applied command once the trouble has lasted
+    `delivery_limit` rounds (20 by default: a few seconds of repeated channel errors)."""
+    settings = settings.model_copy(update={"delivery_limit": 2, "publish_timeout": 1e-4})
+    await start_worker(settings)
+    body = {"type": "CreateOrder", "command_id": "t-1", "order_id": "o-t", "customer_id": "c"}
+    await publish_many(amqp_url, settings.command_queue, [body])
+    store = await SqliteEventStore(settings.event_store).open()
+    try:
+        await eventually(lambda: _at_least(store, 1), what="the command applied")
+    finally:
+        await store.close()
+    await asyncio.sleep(2 * (settings.delivery_limit + 2))  # well past the delivery limit
+    assert await queue_depth(amqp_url, f"{settings.command_queue}.dlq") == 0
+
+
+class OneFailedRenewal:
+    """The real read store, whose first checkpoint write while armed fails as SQLite's does
+    when another writer holds the lock past the busy timeout: a transient fault."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def put(self, collection: str, doc_id: str, body: Any, *, expected_rev: int) -> int:
+        if self.armed:
+            self.armed = False
+            raise sqlite3.OperationalError("database is locked")
+        return int(await self._store.put(collection, doc_id, body, expected_rev=expected_rev))
+
+
+async def test_one_failed_renewal_during_a_page_neither_loses_the_lease_nor_the_page(
+    settings: Settings,
+) -> None:
+    """A renewal that fails for a moment (a locked database) must not end the renewals for
+    the rest of the page, letting the lease lapse mid-page so that a standby publishes the
+    same page; nor may it throw away the page once it is confirmed."""
+    await _store_commands(settings, [CreateOrder("o-flaky", "c")])
+    settings = settings.model_copy(update={"gateway_lease_seconds": 0.5})
+    event_store = await SqliteEventStore(settings.event_store).open()
+    read_store = await open_read_store(settings)
+    flaky = OneFailedRenewal(read_store)
+    broker = build_broker(settings)
+    await broker.connect()
+    await declare_topology(settings, broker, commands=False, events=True)
+    checkpoint = LeasedCheckpoint(flaky, GATEWAY_CHECKPOINT, "active", ttl=0.5)  # type: ignore[arg-type]
+    gateway = SlowPublishingGateway(
+        event_store, broker, checkpoint, publish_timeout=settings.publish_timeout
+    )
+    standby = LeasedCheckpoint(read_store, GATEWAY_CHECKPOINT, "standby", ttl=0.5)
+    stop = asyncio.Event()
+    running = asyncio.create_task(gateway.run(stop))
+    taken_over = []
+    try:
+        await eventually(lambda: gateway.active, what="the gateway active")
+        flaky.armed = True  # the page is in flight: its first renewal fails
+        while gateway.published == 0 and len(taken_over) < 50:
+            taken_over.append(await standby.try_acquire())
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        await broker.stop()
+        await read_store.close()
+        await event_store.close()
+    assert not flaky.armed  # the renewal did fail once
+    assert not any(taken_over)  # the standby never got the lease
+    assert gateway.published == 1  # and the confirmed page was saved, not dropped
+
+
+@pytest.mark.timeout(240)
+async def test_connections_dropped_mid_load_lose_and_double_nothing(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    amqp_url: str,
+    test_vhost: str,
+) -> None:
+    """The broker drops the worker's connection twice while commands, outcomes, events and
+    projection writes are in flight: publishes die unconfirmed and deliveries unacked on the
+    old channels, aio-pika reconnects. Every command is applied exactly once, nothing is
+    dead-lettered and the read models end equal to a rebuild."""
+    settings = settings.model_copy(update={"reconcile_settle_seconds": 0.5})
+    COMMANDS = 2000
+    commands = [
+        {
+            "type": "CreateOrder",
+            "command_id": f"d-{n}",
+            "order_id": f"d-{n}",
+            "customer_id": f"c{n % 50}",
+        }
+        for n in range(COMMANDS)
+    ]
+    await start_worker(settings, ("commands", "gateway", "projections"))
+    await publish_many(amqp_url, settings.command_queue, commands)  # its connection closed
+    reader = await SqliteEventStore(settings.event_store).open()
+    try:
+        async with ManagementApi(MANAGEMENT_URL, test_vhost) as api:
+            dropped: set[str] = set()
+            for _ in range(2):  # the second drop right after the worker has reconnected
+
+                async def new_connections() -> list[str]:
+                    names = {c["name"] for c in await api.connections()} - dropped
+                    return sorted(names)
+
+                listed = await eventually(new_connections, within=30, what="a new connection")
+                if not dropped:
+                    await eventually(lambda: _at_least(reader, COMMANDS // 10), what="load")
+                assert await reader.head_position() < COMMANDS  # still under load
+                for name in listed:  # the vhost is this test's: the worker's only
+                    await api.close_connection(name, "test: connection dropped")
+                dropped.update(listed)
+        await eventually(lambda: _at_least(reader, COMMANDS), within=90, what="every command")
+        await read_models_settle(settings, within=90)
+        events = await reader.read_all(after=0, limit=10_000)
+    finally:
+        await reader.close()
+    order_events = [e for e in events if e.stream_id.startswith("order-")]
+    assert len(order_events) == COMMANDS  # each command applied once
+    for queue in [settings.command_queue] + [
+        f"{settings.projection_queue_prefix}.{p.name}" for p in PROJECTIONS
+    ]:
+        assert await queue_depth(amqp_url, f"{queue}.dlq") == 0

@@ -312,3 +312,17 @@ async def test_rejection_records_are_skipped_quietly_by_the_gateway_and_lag(
     assert caplog.records == []
     assert not LogEntry.of(record).integration  # projections are never sent it
     assert (await order_history(store, "o-1")).events == []
+
+
+async def test_rejections_of_two_orders_never_share_a_record_stream(
+    store: InMemoryEventStore,
+) -> None:
+    """Order and command ids are free-form: order "a/b" with command "c" and order "a" with
+    command "b/c" must not meet in one stream "rejections-a/b/c" (the second rejection could
+    never be recorded: each append at "no stream" conflicts, until the command is
+    dead-lettered without an outcome)."""
+    handler = CommandHandler(store, conflict_attempts=2, clock=lambda: NOW)
+    first = await handler.handle(envelope(ConfirmOrder("a/b"), "c"))
+    second = await handler.handle(envelope(ConfirmOrder("a"), "b/c"))
+    assert (first.status, second.status) == ("rejected", "rejected")
+    assert rejection_stream("a/b", "c") != rejection_stream("a", "b/c")
