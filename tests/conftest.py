@@ -8,6 +8,9 @@ import pytest
 
 from tests.rabbit import AMQP_URL, MANAGEMENT_URL, Management, vhost_url
 
+# The MongoDB server (SecantusDB, or CONVEYOR_TEST_MONGODB_URL) and a database per test.
+pytest_plugins = ("tests.mongodb",)
+
 
 @pytest.fixture(scope="session")
 def management() -> Management:

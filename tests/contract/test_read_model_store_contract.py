@@ -4,7 +4,6 @@ test, and dropped afterwards, so the suite can run against a shared server."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,8 +12,6 @@ from typing import Any
 import pytest
 
 from readmodels.port import Document, ReadModelStore, RevisionConflict
-
-MONGODB_URL = os.environ.get("CONVEYOR_TEST_MONGODB_URL")
 
 NewCollection = Callable[[], str]
 
@@ -29,11 +26,9 @@ async def read_store(
 
         store = await SqliteReadModelStore(tmp_path / "read.db").open()
     else:
-        if not MONGODB_URL:
-            pytest.skip("CONVEYOR_TEST_MONGODB_URL is not set: no MongoDB server to test against")
         from readmodels.mongodb import MongoReadModelStore
 
-        store = await MongoReadModelStore(MONGODB_URL).open()
+        store = await MongoReadModelStore(request.getfixturevalue("mongodb_url")).open()
     try:
         yield store
     finally:
