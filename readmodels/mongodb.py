@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReadPreference, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -75,35 +75,54 @@ def database_name(url: str) -> str:
 
 
 class MongoReadModelStore:
-    def __init__(self, url: str, *, server_selection_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        operation_timeout: float = 20.0,
+    ) -> None:
         if not url.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError(f"not a MongoDB URL: {redact_url(url)}")
         self._url = url
         self._redacted_url = redact_url(url)
         self.database_name = database_name(url)
-        self._server_selection_timeout = server_selection_timeout
+        self._operation_timeout = operation_timeout
         self._client: AsyncMongoClient[MongoDocument] | None = None
         self._database: AsyncDatabase[MongoDocument] | None = None
+        self._primary: AsyncDatabase[MongoDocument] | None = None
 
     def __repr__(self) -> str:
         return f"MongoReadModelStore({self._redacted_url!r})"
 
+    def client_options(self) -> dict[str, Any]:
+        """Our defaults, each only where the URL does not set it: keyword options override
+        the URL's (mongo_client.py, _validate_kwargs_and_update_opts), so an operator's
+        URL setting must win by our leaving the keyword out."""
+        given = {key.lower() for key, _ in parse_qsl(self._url.partition("?")[2])}
+        defaults: dict[str, Any] = {
+            # Without it the server's default decides, and w:1 (an arbiter in the set, an
+            # older server, setDefaultRWConcern) acknowledges a write that a failover rolls
+            # back: the projection would ack its message and lose that update for good.
+            "w": "majority",
+            # A bound on every operation, sent to the server as maxTimeMS too: PyMongo has
+            # no socket timeout by default, and a server that stops answering would hold
+            # a projection worker's call forever. While it is set, PyMongo also waits for
+            # a server (and a retryable write for a new primary) for what remains of it,
+            # not serverSelectionTimeoutMS: 20 s rides out a replica set's election
+            # (electionTimeoutMillis 10 s, then the vote) within one call.
+            "timeoutMS": int(self._operation_timeout * 1000),
+            "appname": "conveyor",
+        }
+        return {key: value for key, value in defaults.items() if key.lower() not in given}
+
     async def open(self) -> MongoReadModelStore:
         if self._client is not None:
             return self
-        # Keyword options override the URL's (mongo_client.py, _validate_kwargs_and_update_
-        # opts), so ours are only defaults: an operator's URL setting wins.
-        given = {key.lower() for key, _ in parse_qsl(self._url.partition("?")[2])}
-        options: dict[str, Any] = {}
-        if "serverselectiontimeoutms" not in given:
-            # The driver's 30 s default would hold start-up and every call while the server
-            # is down; five seconds still rides out an election.
-            options["serverSelectionTimeoutMS"] = int(self._server_selection_timeout * 1000)
-        if "appname" not in given:
-            options["appname"] = "conveyor"
         try:
             # Parses and validates the URL; an asyncio client does no I/O until first used.
-            client: AsyncMongoClient[MongoDocument] = AsyncMongoClient(self._url, **options)
+            client: AsyncMongoClient[MongoDocument] = AsyncMongoClient(
+                self._url, **self.client_options()
+            )
         except (ConfigurationError, ValueError) as exc:
             # Its messages can quote the URL, password included.
             raise ValueError(
@@ -118,10 +137,16 @@ class MongoReadModelStore:
                 await client.close()
             raise
         self._client, self._database = client, database
+        # Reads by id are the projections' guards, the collection pointers, the leases
+        # and a rebuild's reads of its own writes: a secondary can serve them stale, and a
+        # stale guard re-applies or skips an event. The URL's readPreference applies only
+        # to queries over many documents (find, count).
+        self._primary = database.with_options(read_preference=ReadPreference.PRIMARY)
         return self
 
     async def close(self) -> None:
-        client, self._client, self._database = self._client, None, None
+        client, self._client = self._client, None
+        self._database = self._primary = None
         if client is not None:
             with contextlib.suppress(PyMongoError):
                 await client.close()
@@ -199,7 +224,7 @@ class MongoReadModelStore:
         descending: bool = False,
         limit: int = 100,
     ) -> list[Document]:
-        coll = self._collection(collection)
+        coll = self._collection(collection, query=True)
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         query = _query(where, before)
@@ -215,7 +240,7 @@ class MongoReadModelStore:
         return [_document(document) for document in found]
 
     async def count(self, collection: str, *, where: Mapping[str, Any] | None = None) -> int:
-        coll = self._collection(collection)
+        coll = self._collection(collection, query=True)
         query = _query(where, None)
         with self._errors():
             return await coll.count_documents(query)
@@ -256,12 +281,19 @@ class MongoReadModelStore:
 
     @property
     def _db(self) -> AsyncDatabase[MongoDocument]:
-        if self._database is None:
+        """The database read from the primary (see open)."""
+        if self._primary is None:
             raise ReadStoreUnavailable(f"MongoDB read store {self._redacted_url} is not open")
-        return self._database
+        return self._primary
 
-    def _collection(self, collection: str) -> AsyncCollection[MongoDocument]:
-        return self._db[check_collection_name(collection)]
+    def _collection(
+        self, collection: str, *, query: bool = False
+    ) -> AsyncCollection[MongoDocument]:
+        """The collection, read from the primary unless `query`: then as the URL says."""
+        database = self._database if query else self._primary
+        if database is None:
+            raise ReadStoreUnavailable(f"MongoDB read store {self._redacted_url} is not open")
+        return database[check_collection_name(collection)]
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

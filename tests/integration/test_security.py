@@ -328,11 +328,7 @@ def _broker_url(password: str, port: int = 5672) -> str:
         ),
         (
             ("query", "order", "o-1"),
-            {
-                "CONVEYOR_READ_STORE": (
-                    f"mongodb://reader:{PASSWORD}@127.0.0.1:1/db?serverSelectionTimeoutMS=200"
-                )
-            },
+            {"CONVEYOR_READ_STORE": (f"mongodb://reader:{PASSWORD}@127.0.0.1:1/db?timeoutMS=200")},
             "mongodb://reader:***@127.0.0.1:1",
         ),
         (

@@ -1,0 +1,166 @@
+"""What the MongoDB adapter sends on the wire beyond the port's contract: its write concern,
+which reads go to the primary, and its time limits. The real driver talks to the real
+server (tests/mongodb.py); a command listener on that client records what went out."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+
+from readmodels import mongodb
+from readmodels.mongodb import MongoReadModelStore
+from readmodels.port import ReadStoreUnavailable
+
+
+class Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def named(self, *names: str) -> list[dict[str, Any]]:
+        return [command for command in self.sent if next(iter(command)) in names]
+
+
+Listen = Callable[[], Commands]
+
+
+@pytest.fixture
+def listen(monkeypatch: pytest.MonkeyPatch) -> Listen:
+    """Attach a listener to the clients the adapter creates from now on."""
+
+    def attach() -> Commands:
+        commands = Commands()
+        monkeypatch.setattr(
+            mongodb,
+            "AsyncMongoClient",
+            functools.partial(AsyncMongoClient, event_listeners=[commands]),
+        )
+        return commands
+
+    return attach
+
+
+def with_options(url: str, options: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{options}"
+
+
+async def exercise(store: MongoReadModelStore) -> None:
+    """One of each kind of call a projection worker, a rebuild and a query make."""
+    await store.ensure_collection("orders", [("status",)])
+    await store.put("orders", "o-1", {"status": "pending"}, expected_rev=0)
+    await store.put("orders", "o-1", {"status": "confirmed"}, expected_rev=1)
+    await store.put_many("orders", {"o-2": {"status": "pending"}})
+    await store.get("orders", "o-1")
+    await store.get_many("orders", ["o-1", "o-2"])
+    await store.find("orders", where={"status": "pending"})
+    await store.count("orders")
+    await store.list_collections()
+
+
+WRITES = ("insert", "update", "createIndexes", "create")
+
+
+async def test_writes_wait_for_a_majority_unless_the_url_says_otherwise(
+    mongodb_url: str, listen: Listen
+) -> None:
+    # w:1 acknowledges a write a failover can roll back: the projection would ack its
+    # message and the read model would silently miss that event.
+    commands = listen()
+    store = await MongoReadModelStore(mongodb_url).open()
+    try:
+        await exercise(store)
+    finally:
+        await store.close()
+    writes = commands.named(*WRITES)
+    assert {command["insert"] for command in commands.named("insert")} == {"orders"}
+    assert writes
+    assert [c.get("writeConcern", {}).get("w") for c in writes] == ["majority"] * len(writes)
+
+    commands = listen()
+    store = await MongoReadModelStore(with_options(mongodb_url, "w=1")).open()
+    try:
+        await store.put("orders", "o-3", {"status": "pending"}, expected_rev=0)
+    finally:
+        await store.close()
+    assert [c["writeConcern"]["w"] for c in commands.named("insert")] == [1]
+
+
+async def test_guard_pointer_and_lease_reads_go_to_the_primary_whatever_the_url_says(
+    mongodb_url: str, listen: Listen
+) -> None:
+    commands = listen()
+    store = await MongoReadModelStore(
+        with_options(mongodb_url, "readPreference=secondaryPreferred")
+    ).open()
+    try:
+        await exercise(store)
+    finally:
+        await store.close()
+    by_kind = {
+        "id reads (guards, pointers, leases, a rebuild's own writes)": [
+            c for c in commands.named("find") if "_id" in c["filter"]
+        ],
+        "collection listing": commands.named("listCollections"),
+    }
+    for kind, sent in by_kind.items():
+        assert sent, kind
+        assert [c.get("$readPreference") for c in sent] == [None] * len(sent), kind
+    # queries over many documents may still be served by a secondary, as configured
+    queries = [c for c in commands.named("find", "aggregate") if "_id" not in c.get("filter", {})]
+    assert queries
+    assert {c["$readPreference"]["mode"] for c in queries} == {"secondaryPreferred"}
+
+
+async def test_an_id_read_does_not_wait_for_a_secondary_that_is_not_there(
+    mongodb_url: str,
+) -> None:
+    # The servers here are single-node replica sets: a read that insists on a secondary
+    # finds none. Reads that must see the latest write never ask for one.
+    url = with_options(mongodb_url, "readPreference=secondary&timeoutMS=300")
+    store = await MongoReadModelStore(url).open()
+    try:
+        await store.ensure_collection("orders")
+        await store.put("orders", "o-1", {"status": "pending"}, expected_rev=0)
+        assert (await store.get("orders", "o-1")) is not None
+        with pytest.raises(ReadStoreUnavailable):
+            await store.find("orders")
+    finally:
+        await store.close()
+
+
+async def test_every_operation_is_bounded_in_time(mongodb_url: str, listen: Listen) -> None:
+    # No socket timeout by default: a server that stops answering would hold a projection
+    # worker's call forever. Client-side operation timeouts put a server-side limit
+    # (maxTimeMS) on every command too.
+    commands = listen()
+    store = await MongoReadModelStore(mongodb_url).open()
+    try:
+        await exercise(store)
+    finally:
+        await store.close()
+    bounded = commands.named(*WRITES, "find", "aggregate", "listCollections")
+    assert bounded
+    limits = [c.get("maxTimeMS") for c in bounded]
+    assert limits
+    assert all(limit is not None and 0 < limit <= 20_000 for limit in limits), limits
+
+    commands = listen()
+    store = await MongoReadModelStore(with_options(mongodb_url, "timeoutMS=120000")).open()
+    try:
+        await store.get("orders", "o-1")
+    finally:
+        await store.close()
+    (read,) = commands.named("find")
+    assert 20_000 < read["maxTimeMS"] <= 120_000
