@@ -168,7 +168,10 @@ def test_the_three_projections_name_their_collections_indexes_and_document_ids()
     assert {p.name: p for p in PROJECTIONS} == PROJECTIONS_BY_NAME
     assert ORDER_SUMMARY.indexes == (("customer_id",),)
     assert CUSTOMER_HISTORY.indexes == ()
-    assert ACTIVE_ORDERS.indexes == (("status", "customer_id"), ("status", "created_at"))
+    assert ACTIVE_ORDERS.indexes == (
+        ("status", "customer_id", "created_at"),
+        ("status", "created_at"),
+    )
     event = OrderEvents("o-9", "c-9").created()
     assert ORDER_SUMMARY.document_id(event) == "o-9"
     assert CUSTOMER_HISTORY.document_id(event) == "c-9"
