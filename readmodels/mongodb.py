@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -154,6 +155,13 @@ class MongoReadModelStore:
     async def ping(self) -> None:
         await self._ping(self._db)
 
+    async def server_time(self) -> float:
+        with self._errors():
+            # The primary's clock: it is the member every lease write goes to.
+            hello = await self._db.command("hello")
+        local_time: datetime = hello["localTime"]  # naive UTC, millisecond precision
+        return local_time.replace(tzinfo=UTC).timestamp()
+
     async def _ping(self, database: AsyncDatabase[MongoDocument]) -> None:
         try:
             # A real round trip: the client connects lazily and would say nothing otherwise.
@@ -247,10 +255,19 @@ class MongoReadModelStore:
 
     # -- writes ------------------------------------------------------------------------
 
-    async def put(self, collection: str, doc_id: str, body: Body, *, expected_rev: int) -> int:
+    async def put(
+        self,
+        collection: str,
+        doc_id: str,
+        body: Body,
+        *,
+        expected_rev: int,
+        where: Mapping[str, Any] | None = None,
+    ) -> int:
         coll = self._collection(collection)
         if expected_rev < 0:
             raise ValueError(f"expected_rev must be >= 0, got {expected_rev}")
+        _check_where_on_update(expected_rev, where)
         _check_body(body)
         with self._errors():
             if expected_rev == 0:
@@ -260,7 +277,8 @@ class MongoReadModelStore:
                     raise RevisionConflict(collection, doc_id, expected_rev) from None
                 return 1
             result = await coll.replace_one(
-                {"_id": doc_id, "_rev": expected_rev}, {"_rev": expected_rev + 1, **body}
+                {**_query(where, None), "_id": doc_id, "_rev": expected_rev},
+                {"_rev": expected_rev + 1, **body},
             )
             if result.matched_count == 0:
                 raise RevisionConflict(collection, doc_id, expected_rev)
@@ -322,6 +340,11 @@ def _transient(exc: PyMongoError) -> bool:
         errors = exc.details.get("writeErrors", []) + exc.details.get("writeConcernErrors", [])
         return bool(errors) and all(error.get("code") in _TRANSIENT_CODES for error in errors)
     return isinstance(exc, OperationFailure) and exc.code in _TRANSIENT_CODES
+
+
+def _check_where_on_update(expected_rev: int, where: Mapping[str, Any] | None) -> None:
+    if where and expected_rev == 0:
+        raise ValueError("where applies to updates only: a new document has no fields yet")
 
 
 def _check_body(body: Body) -> None:

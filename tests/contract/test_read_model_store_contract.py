@@ -4,6 +4,7 @@ test, and dropped afterwards, so the suite can run against a shared server."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -158,6 +159,35 @@ async def test_body_fields_the_adapters_use_themselves_are_refused(
     with pytest.raises(ValueError, match="reserved"):
         await read_store.put_many(collection, {"d": {field: "x"}})
     assert await read_store.get(collection, "d") is None
+
+
+async def test_an_update_can_also_require_field_values(
+    read_store: ReadModelStore, collection: str
+) -> None:
+    # A lease is fenced on its owner as well as the revision: a revision can come round
+    # again (the document recreated, a write rolled back), an owner's name does not.
+    await read_store.put(collection, "d", {"owner": "a", "n": 1}, expected_rev=0)
+    for other in ({"owner": "b"}, {"owner": "a", "n": 2}, {"missing": "x"}):
+        with pytest.raises(RevisionConflict):
+            await read_store.put(collection, "d", {"owner": "b"}, expected_rev=1, where=other)
+    assert await read_store.get(collection, "d") == Document("d", 1, {"owner": "a", "n": 1})
+    rev = await read_store.put(
+        collection, "d", {"owner": "a", "n": 2}, expected_rev=1, where={"owner": "a", "n": 1}
+    )
+    assert rev == 2
+    with pytest.raises(RevisionConflict):  # the revision still counts
+        await read_store.put(collection, "d", {"owner": "a"}, expected_rev=1, where={"owner": "a"})
+    with pytest.raises(ValueError, match="where"):  # nothing stored to compare on create
+        await read_store.put(collection, "e", {"owner": "a"}, expected_rev=0, where={"owner": "a"})
+    assert await read_store.get(collection, "e") is None
+
+
+async def test_the_store_tells_its_own_time(read_store: ReadModelStore) -> None:
+    # Leases expire by the store's clock, which every process sees the same. The servers
+    # under test run on this machine, so here it is this machine's time.
+    before = time.time()
+    told = await read_store.server_time()
+    assert before - 1 <= told <= time.time() + 1
 
 
 async def test_concurrent_creates_exactly_one_wins(
