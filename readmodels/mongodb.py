@@ -8,13 +8,17 @@ collections of the database named in the URL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote_plus
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReadPreference, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -38,6 +42,7 @@ from readmodels.port import (
 )
 
 MongoDocument = dict[str, Any]
+T = TypeVar("T")
 
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_FIELDS = frozenset({"_id", "_rev"})
@@ -156,9 +161,8 @@ class MongoReadModelStore:
         await self._ping(self._db)
 
     async def server_time(self) -> float:
-        with self._errors():
-            # The primary's clock: it is the member every lease write goes to.
-            hello = await self._db.command("hello")
+        # The primary's clock: it is the member every lease write goes to.
+        hello = await self._run(lambda: self._db.command("hello"))
         local_time: datetime = hello["localTime"]  # naive UTC, millisecond precision
         return local_time.replace(tzinfo=UTC).timestamp()
 
@@ -177,7 +181,8 @@ class MongoReadModelStore:
     ) -> None:
         coll = self._collection(collection)
         keys = [_index_keys(collection, fields) for fields in indexes]
-        with self._errors():
+
+        async def ensure() -> None:
             try:
                 # Created explicitly: a collection without indexes must still exist (and
                 # be listed) once ensured. No check_exists round trip: the server's answer
@@ -190,14 +195,14 @@ class MongoReadModelStore:
                 # Idempotent on the server for the same keys and options.
                 await coll.create_index(key)
 
+        await self._run(ensure)
+
     async def drop_collection(self, collection: str) -> None:
         coll = self._collection(collection)
-        with self._errors():
-            await coll.drop()  # a missing collection is not an error (database.py)
+        await self._run(coll.drop)  # a missing collection is not an error (database.py)
 
     async def list_collections(self) -> list[str]:
-        with self._errors():
-            names = await self._db.list_collection_names()
+        names = await self._run(self._db.list_collection_names)
         # system.* and other tools' collections cannot be ours: they fail the name pattern.
         return sorted(name for name in names if COLLECTION_NAME.match(name))
 
@@ -205,21 +210,23 @@ class MongoReadModelStore:
 
     async def get(self, collection: str, doc_id: str) -> Document | None:
         coll = self._collection(collection)
-        with self._errors():
-            found = await coll.find_one({"_id": doc_id})
+        found = await self._run(lambda: coll.find_one({"_id": doc_id}))
         return None if found is None else _document(found)
 
     async def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Document]:
         coll = self._collection(collection)
         unique = list(dict.fromkeys(doc_ids))
         documents: dict[str, Document] = {}
-        with self._errors():
-            for start in range(0, len(unique), _IDS_PER_QUERY):
-                chunk = unique[start : start + _IDS_PER_QUERY]
-                async with coll.find({"_id": {"$in": chunk}}) as cursor:
-                    async for found in cursor:
-                        document = _document(found)
-                        documents[document.id] = document
+
+        async def read(chunk: list[str]) -> list[MongoDocument]:
+            async with coll.find({"_id": {"$in": chunk}}) as cursor:
+                return await cursor.to_list()
+
+        for start in range(0, len(unique), _IDS_PER_QUERY):
+            chunk = unique[start : start + _IDS_PER_QUERY]
+            for found in await self._run(functools.partial(read, chunk)):
+                document = _document(found)
+                documents[document.id] = document
         return documents
 
     async def find(
@@ -242,16 +249,17 @@ class MongoReadModelStore:
             sort.insert(0, (check_field_name(order_by), direction))
         if limit == 0:
             return []  # MongoDB reads a limit of 0 as "no limit"
-        with self._errors():
+
+        async def read() -> list[MongoDocument]:
             async with coll.find(query, sort=sort, limit=limit) as cursor:
-                found = await cursor.to_list()
-        return [_document(document) for document in found]
+                return await cursor.to_list()
+
+        return [_document(document) for document in await self._run(read)]
 
     async def count(self, collection: str, *, where: Mapping[str, Any] | None = None) -> int:
         coll = self._collection(collection, query=True)
         query = _query(where, None)
-        with self._errors():
-            return await coll.count_documents(query)
+        return await self._run(lambda: coll.count_documents(query))
 
     # -- writes ------------------------------------------------------------------------
 
@@ -269,31 +277,34 @@ class MongoReadModelStore:
             raise ValueError(f"expected_rev must be >= 0, got {expected_rev}")
         _check_where_on_update(expected_rev, where)
         _check_body(body)
-        with self._errors():
-            if expected_rev == 0:
-                try:
-                    await coll.insert_one({"_id": doc_id, "_rev": 1, **body})
-                except DuplicateKeyError:
-                    raise RevisionConflict(collection, doc_id, expected_rev) from None
-                return 1
-            result = await coll.replace_one(
+        # Run again after a lost connection, a write may find itself applied: as a
+        # conflict, which the caller's guard then reads as a duplicate.
+        if expected_rev == 0:
+            try:
+                await self._run(lambda: coll.insert_one({"_id": doc_id, "_rev": 1, **body}))
+            except DuplicateKeyError:
+                raise RevisionConflict(collection, doc_id, expected_rev) from None
+            return 1
+        result = await self._run(
+            lambda: coll.replace_one(
                 {**_query(where, None), "_id": doc_id, "_rev": expected_rev},
                 {"_rev": expected_rev + 1, **body},
             )
-            if result.matched_count == 0:
-                raise RevisionConflict(collection, doc_id, expected_rev)
-            return expected_rev + 1
+        )
+        if result.matched_count == 0:
+            raise RevisionConflict(collection, doc_id, expected_rev)
+        return expected_rev + 1
 
     async def put_many(self, collection: str, documents: Mapping[str, Body]) -> None:
         coll = self._collection(collection)
         for body in documents.values():
             _check_body(body)
         requests = [_upsert(doc_id, body) for doc_id, body in documents.items()]
-        with self._errors():
-            for start in range(0, len(requests), _BULK_BATCH):
-                # Unordered: the server may apply a batch in parallel, and every upsert
-                # touches a different document, so order carries no meaning.
-                await coll.bulk_write(requests[start : start + _BULK_BATCH], ordered=False)
+        for start in range(0, len(requests), _BULK_BATCH):
+            batch = requests[start : start + _BULK_BATCH]
+            # Unordered: the server may apply a batch in parallel, and every upsert touches
+            # a different document, so order carries no meaning.
+            await self._run(functools.partial(coll.bulk_write, batch, ordered=False))
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -313,14 +324,37 @@ class MongoReadModelStore:
             raise ReadStoreUnavailable(f"MongoDB read store {self._redacted_url} is not open")
         return database[check_collection_name(collection)]
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except PyMongoError as exc:
-            if _transient(exc):
-                raise self._unavailable(exc) from exc
-            raise
+    async def _run(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """`operation`, run again while the server is away, within the operation timeout.
+
+        After a lost connection PyMongo pauses the server's pool and fails what is in
+        flight at once ("connection pool paused"), and retries a read or write only once:
+        a restart or an election of a few seconds would fail every call in flight, and
+        each would spend a message's retry attempt. Waiting here turns it into a pause.
+        """
+        bound = self._bound()
+        deadline = time.monotonic() + bound
+        delay = 0.05
+        with pymongo.timeout(bound):  # one budget for every attempt together
+            while True:
+                try:
+                    return await operation()
+                except ConnectionFailure as exc:
+                    if exc.timeout or time.monotonic() + delay >= deadline:
+                        raise self._unavailable(exc) from exc
+                except PyMongoError as exc:
+                    if _transient(exc):
+                        raise self._unavailable(exc) from exc
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _bound(self) -> float:
+        """The URL's timeoutMS, else ours; with timeoutMS=0 (none), server selection's."""
+        if self._client is None:
+            raise ReadStoreUnavailable(f"MongoDB read store {self._redacted_url} is not open")
+        options = self._client.options
+        return options.timeout or options.server_selection_timeout
 
     def _unavailable(self, exc: Exception) -> ReadStoreUnavailable:
         detail = (str(exc) or type(exc).__name__).replace(self._url, self._redacted_url)

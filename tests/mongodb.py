@@ -35,11 +35,13 @@ STOP_TIMEOUT = 10.0
 
 
 class SecantusServer:
-    """`secantusd-py` in memory on a port the OS picks; `url` once it listens."""
+    """`secantusd-py` on a port the OS picks (or `port`), in memory unless given a
+    folder to keep its data in; `url` once it listens."""
 
-    def __init__(self, log: Path, *, port: int = 0) -> None:
+    def __init__(self, log: Path, *, port: int = 0, storage: Path | None = None) -> None:
         self.log = log
         self.port = port
+        self.storage = storage
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -51,15 +53,20 @@ class SecantusServer:
                 "install the dev extra (pip install -e '.[dev]'), or point the variable at "
                 "a MongoDB server"
             )
+        logged = self.log.stat().st_size if self.log.exists() else 0
         self.process = subprocess.Popen(
-            [executable, "--port", str(self.port), "--storage-path", ":memory:"],
+            [
+                executable,
+                *("--port", str(self.port)),
+                *("--storage-path", str(self.storage or ":memory:")),
+            ],
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if found := LISTENING.search(self.log.read_text(errors="replace")):
+            if found := LISTENING.search(self.log.read_text(errors="replace"), logged):
                 host, port = found.groups()
                 self.port = int(port)
                 self.url = f"mongodb://{host}:{port}/conveyor_test"

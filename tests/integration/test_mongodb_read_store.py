@@ -4,16 +4,30 @@ server (tests/mongodb.py); a command listener on that client records what went o
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
+from conveyor.settings import Settings
 from readmodels import mongodb
 from readmodels.mongodb import MongoReadModelStore
 from readmodels.port import ReadStoreUnavailable
+from tests.integration.test_gateway import store_orders
+from tests.integration.test_projections import (
+    integration_events,
+    publish_events,
+    read_models_settle,
+)
+from tests.mongodb import SecantusServer, with_database
+from tests.rabbit import eventually, queue_depth
+from workers.host import WorkerHost
+
+StartWorker = Callable[..., Awaitable[WorkerHost]]
 
 
 class Commands(monitoring.CommandListener):
@@ -164,3 +178,44 @@ async def test_every_operation_is_bounded_in_time(mongodb_url: str, listen: List
         await store.close()
     (read,) = commands.named("find")
     assert 20_000 < read["maxTimeMS"] <= 120_000
+
+
+@pytest.mark.rabbitmq
+async def test_a_projection_worker_rides_out_the_server_going_away_and_coming_back(
+    settings: Settings, start_worker: StartWorker, amqp_url: str, tmp_path: Path
+) -> None:
+    # A server of this test's own, keeping its data on disk across the restart.
+    log, data = tmp_path / "secantusd.log", tmp_path / "data"
+    server = SecantusServer(log, storage=data).start()
+    try:
+        settings = settings.model_copy(
+            update={
+                "read_store": with_database(server.url, "conveyor"),
+                # A call that fails during the outage would be dead-lettered at once.
+                "max_attempts": 2,
+                "retry_delays": (0.2,),
+            }
+        )
+        await store_orders(settings.event_store, 100)
+        events = await integration_events(settings)
+        await start_worker(settings, ("projections",))
+        half = len(events) // 2
+        await publish_events(amqp_url, events[:half])
+        summary_queue = f"{settings.projection_queue_prefix}.order_summary"
+
+        async def some_progress() -> bool:
+            return await queue_depth(amqp_url, summary_queue) < half * 0.8
+
+        await eventually(some_progress, within=60)
+        server.stop()
+        await publish_events(amqp_url, events[half:])
+        # Longer than PyMongo's wait for a server used to be (5 s), about as long as a
+        # replica set's election: the workers' calls wait for a server meanwhile.
+        await asyncio.sleep(8)
+        server = SecantusServer(log, port=server.port, storage=data).start()
+        await read_models_settle(settings, within=60)
+        for name in ("order_summary", "active_orders", "customer_history"):
+            dlq = f"{settings.projection_queue_prefix}.{name}.dlq"
+            assert await queue_depth(amqp_url, dlq) == 0, dlq
+    finally:
+        server.stop()
