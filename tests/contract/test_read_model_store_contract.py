@@ -398,6 +398,19 @@ async def test_put_many_over_existing_documents_replaces_them_and_bumps_revision
     assert await read_store.put(collection, "a", {"v": 4}, expected_rev=3) == 4
 
 
+async def test_concurrent_put_many_of_the_same_new_documents_all_succeed(
+    read_store: ReadModelStore, collection: str
+) -> None:
+    # Two upserts of one missing document can both try to insert it: the loser must not
+    # fail with a duplicate-key error (MongoDB retries such an upsert itself).
+    for round_ in range(5):
+        documents = {f"r{round_}-{n}": {"n": n} for n in range(50)}
+        await asyncio.gather(*(read_store.put_many(collection, documents) for _ in range(8)))
+        stored = await read_store.get_many(collection, list(documents))
+        assert {d: doc.body for d, doc in stored.items()} == documents
+        assert {doc.rev for doc in stored.values()} == {8}
+
+
 async def test_put_many_of_nothing_is_a_no_op(read_store: ReadModelStore, collection: str) -> None:
     await read_store.put_many(collection, {})
     assert await read_store.count(collection) == 0
