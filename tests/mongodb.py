@@ -38,10 +38,18 @@ class SecantusServer:
     """`secantusd-py` on a port the OS picks (or `port`), in memory unless given a
     folder to keep its data in; `url` once it listens."""
 
-    def __init__(self, log: Path, *, port: int = 0, storage: Path | None = None) -> None:
+    def __init__(
+        self,
+        log: Path,
+        *,
+        port: int = 0,
+        storage: Path | None = None,
+        options: tuple[str, ...] = (),
+    ) -> None:
         self.log = log
         self.port = port
         self.storage = storage
+        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -59,6 +67,7 @@ class SecantusServer:
                 executable,
                 *("--port", str(self.port)),
                 *("--storage-path", str(self.storage or ":memory:")),
+                *self.options,
             ],
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -76,6 +85,13 @@ class SecantusServer:
             time.sleep(0.05)
         self.stop()
         pytest.fail(f"SecantusDB did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: the server crashes."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL: bounded whatever the server does."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from pymongo import AsyncMongoClient
 
@@ -75,17 +76,63 @@ async def test_a_customers_orders_by_status_come_from_an_index_in_created_order(
     assert "TEMP B-TREE" not in by_status, by_status
 
 
-async def test_the_mongodb_collection_has_the_same_indexes(mongodb_url: str) -> None:
+def _stages(plan: dict[str, Any]) -> list[str]:
+    stages = [plan["stage"]]
+    while "inputStage" in plan:
+        plan = plan["inputStage"]
+        stages.append(plan["stage"])
+    return stages
+
+
+async def test_mongodb_serves_a_customers_orders_by_status_from_the_index(
+    mongodb_url: str,
+) -> None:
     store = await MongoReadModelStore(mongodb_url).open()
     try:
         await store.ensure_collection(ACTIVE, ActiveOrdersProjection.indexes)
+        await store.put_many(
+            ACTIVE,
+            {
+                f"o-{n}": {
+                    "status": "pending" if n % 2 else "confirmed",
+                    "customer_id": f"c-{n % 5}",
+                    "created_at": f"{n:04}",
+                }
+                for n in range(200)
+            },
+        )
     finally:
         await store.close()
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongodb_url)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
     try:
-        indexes = await client.get_default_database()[ACTIVE].index_information()
+        database = client.get_default_database()
+        indexes = await database[ACTIVE].index_information()
+        keys = {tuple(field for field, _ in index["key"]) for index in indexes.values()}
+        assert ("status", "customer_id", "created_at", "_id") in keys
+        assert ("status", "created_at", "_id") in keys
+        # The query as the adapter sends it (readmodels/mongodb.py, find).
+        explained = await database.command(
+            "explain",
+            {
+                "find": ACTIVE,
+                "filter": {
+                    "status": {"$eq": "pending"},
+                    "customer_id": {"$eq": "c-1"},
+                    "created_at": {"$lt": "0150"},
+                },
+                "sort": {"created_at": 1, "_id": 1},
+                "limit": 100,
+            },
+        )
+        build = await client.admin.command("buildInfo")
     finally:
         await client.close()
-    keys = {tuple(field for field, _ in index["key"]) for index in indexes.values()}
-    assert ("status", "customer_id", "created_at", "_id") in keys
-    assert ("status", "created_at", "_id") in keys
+    stages = _stages(explained["queryPlanner"]["winningPlan"])
+    if "secantusVersion" in build:
+        # SecantusDB's planner scans the collection and sorts the match for this query,
+        # and sorts even when told to use the index: a documented difference from mongod
+        # (README, Tests). Here the index's existence is what can be checked.
+        assert "SORT" in stages, stages
+    else:
+        assert "IXSCAN" in stages, stages
+        assert "SORT" not in stages, stages  # the index gives the order
