@@ -10,6 +10,7 @@ stops it when the session ends. Each test gets a database of its own, dropped af
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -31,6 +32,9 @@ from conveyor.settings import Settings
 MONGODB_URL_VARIABLE = "CONVEYOR_TEST_MONGODB_URL"
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 START_TIMEOUT = 30.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Loaded here, not in the forked child, where only async-signal-safe calls belong.
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
 STOP_TIMEOUT = 10.0
 
 
@@ -72,6 +76,7 @@ class SecantusServer:
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -104,6 +109,13 @@ class SecantusServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=STOP_TIMEOUT)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGKILL it when the test process dies, so a
+    run that is killed (a watchdog, a CI timeout, Ctrl-C twice) leaves no server behind."""
+    if _LIBC is not None and sys.platform == "linux":
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def with_database(url: str, database: str) -> str:
