@@ -32,10 +32,10 @@ from conveyor.settings import Settings
 MONGODB_URL_VARIABLE = "CONVEYOR_TEST_MONGODB_URL"
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Loaded here, not in the forked child, where only async-signal-safe calls belong.
 _LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
-STOP_TIMEOUT = 10.0
 
 
 class SecantusServer:
@@ -66,18 +66,19 @@ class SecantusServer:
                 "a MongoDB server"
             )
         logged = self.log.stat().st_size if self.log.exists() else 0
-        self.process = subprocess.Popen(
-            [
-                executable,
-                *("--port", str(self.port)),
-                *("--storage-path", str(self.storage or ":memory:")),
-                *self.options,
-            ],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
+        with self.log.open("ab") as output:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [
+                    executable,
+                    *("--port", str(self.port)),
+                    *("--storage-path", str(self.storage or ":memory:")),
+                    *self.options,
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if found := LISTENING.search(self.log.read_text(errors="replace"), logged):
