@@ -1,8 +1,11 @@
 # The two commands of the README: `make run` (the main job) and `make test`.
 # Each creates the virtualenv, installs what it needs and makes sure RabbitMQ runs.
 
+# Quiet when a candidate is missing: pyenv's shims exist for versions that are not
+# installed and would print "command not found" for each.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	command -v $$p >/dev/null 2>&1 \
+	&& $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 \
 	&& { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin

@@ -11,13 +11,18 @@ only arise between processes. A version conflict is retried here with jittered b
 conflicts outlast that, the ConcurrencyError escapes as a transient failure.
 
 A rejection is recorded too (application/rejections.py), before its outcome is published,
-in the order's rejection stream: a command seen again is answered from that record instead
-of being decided again against newer state, so "rejected" is as final as "accepted". The
-record is consulted before deciding when the delivery may have been seen before (broker
-redelivery, retry copy, re-driven dead letter, or a reload after a conflict) or, with
-`check_rejections="always"`, for every command (one more indexed read per command; it also
-covers a client that resends a rejected command under the same command_id). A command
-that is rejected again is always checked against the record before a new one is written.
+in a stream of its own per command: a command seen again is answered from that record
+instead of being decided again against newer state. The record is consulted before every
+decision — one read of a stream holding at most one event, so cheap whatever the order's
+history — which also covers a client that resends a rejected command under the same
+command_id as a fresh message (it used to be checked only on deliveries flagged as seen
+before, and such a resend could be accepted after its rejection). Two copies rejecting at
+once append at "no stream": one record wins, the other copy replays it.
+
+Not closed yet: an acceptance and a rejection of *one* command decided at the same moment
+by two processes against different states of the order (say a resend racing the original
+across a CreateOrder) write to two different streams and can both succeed. Closing that
+needs the rejection in the order stream itself, at the expected version (README).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from application.rejections import (
     COMMAND_REJECTED,
     COMMAND_REJECTED_SCHEMA_VERSION,
     StoredRejection,
+    legacy_rejection_stream,
     rejection_of,
     rejection_stream,
 )
@@ -53,7 +59,6 @@ from eventstore.port import NO_STREAM, ConcurrencyError, EventStore, NewEvent, R
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d7a3c-3b0e-4c8e-9a51-7f0c2f7e9b10")
 
 Status = Literal["accepted", "duplicate", "rejected"]
-RejectionChecks = Literal["suspected", "always"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,7 @@ class CommandEnvelope:
     causation_id: str
     seen_before: bool = False
     """This delivery may have been handled already (a broker redelivery, a retry copy, a
-    re-driven dead letter): look for a recorded rejection before deciding."""
+    re-driven dead letter): also look where earlier versions recorded rejections."""
 
     @property
     def order_id(self) -> str:
@@ -112,10 +117,8 @@ class CommandHandler:
         *,
         conflict_attempts: int = 10,
         clock: Callable[[], datetime] = _utcnow,
-        check_rejections: RejectionChecks = "suspected",
     ) -> None:
         self._store = store
-        self._always_check_rejections = check_rejections == "always"
         self._conflict_attempts = conflict_attempts
         self._clock = clock
         self._locks = KeyedLocks()
@@ -147,12 +150,9 @@ class CommandHandler:
                 version=earlier[-1].version,
                 event_ids=tuple(e.event_id for e in earlier),
             )
-        rejections: list[RecordedEvent] | None = None
-        if seen_before or self._always_check_rejections:
-            rejections = await self._store.read_stream(rejection_stream(envelope.order_id))
-            stored = rejection_of(rejections, envelope.command_id)
-            if stored is not None:
-                return _rejected(envelope, stored, replayed=True)
+        stored = await self._recorded_rejection(envelope, seen_before)
+        if stored is not None:
+            return _rejected(envelope, stored, replayed=True)
         state = fold(envelope.order_id, history)
         metadata = {
             "command_id": envelope.command_id,
@@ -162,9 +162,7 @@ class CommandHandler:
         try:
             decided = decide(state, envelope.command)
         except OrderRuleViolation as violation:
-            return await self._record_rejection(
-                envelope, state.version, violation, rejections, metadata
-            )
+            return await self._record_rejection(envelope, state.version, violation, metadata)
         now = self._clock()
         new_events = [
             NewEvent(
@@ -186,25 +184,28 @@ class CommandHandler:
             event_ids=tuple(e.event_id for e in new_events),
         )
 
+    async def _recorded_rejection(
+        self, envelope: CommandEnvelope, seen_before: bool
+    ) -> StoredRejection | None:
+        stream_id = rejection_stream(envelope.order_id, envelope.command_id)
+        stored = rejection_of(await self._store.read_stream(stream_id), envelope.command_id)
+        if stored is None and seen_before:  # a record an earlier version may have written
+            legacy = await self._store.read_stream(legacy_rejection_stream(envelope.order_id))
+            stored = rejection_of(legacy, envelope.command_id)
+        return stored
+
     async def _record_rejection(
         self,
         envelope: CommandEnvelope,
         order_version: int,
         violation: OrderRuleViolation,
-        rejections: list[RecordedEvent] | None,
         metadata: dict[str, str],
     ) -> CommandOutcome:
-        """Append CommandRejected before the outcome can be published. A record of this
-        command already there wins (its outcome was, or may have been, published); a
-        conflict (another command of this order rejected by another process, or this very
-        record appended by a racing copy: same derived event id) escapes as
-        ConcurrencyError, and `handle` reloads both streams and tries again."""
-        stream_id = rejection_stream(envelope.order_id)
-        if rejections is None:
-            rejections = await self._store.read_stream(stream_id)
-            stored = rejection_of(rejections, envelope.command_id)
-            if stored is not None:
-                return _rejected(envelope, stored, replayed=True)
+        """Append CommandRejected before the outcome can be published. The record is the
+        command's own stream, appended at "no stream": a racing copy that recorded it first
+        makes this a ConcurrencyError (or a duplicate event id), and `handle` reloads, finds
+        that record and replays it."""
+        stream_id = rejection_stream(envelope.order_id, envelope.command_id)
         rejection = StoredRejection(
             command_id=envelope.command_id,
             rule=violation.rule,
@@ -220,8 +221,7 @@ class CommandHandler:
             schema_version=COMMAND_REJECTED_SCHEMA_VERSION,
             metadata=metadata,
         )
-        expected = rejections[-1].version if rejections else NO_STREAM
-        await self._store.append(stream_id, expected, [record])
+        await self._store.append(stream_id, NO_STREAM, [record])
         return _rejected(envelope, rejection, replayed=False)
 
 

@@ -6,7 +6,7 @@ newer state and could be applied. Now the handler appends `CommandRejected` to t
 rejection stream first; a command seen again is answered from that record, so its outcome
 is final — exactly like an acceptance, which the order stream itself records.
 
-The stream is `rejections-<order_id>`, deliberately *not* under `order-`: order ids are
+The stream is `rejections-<order_id>/<command_id>`, deliberately *not* under `order-`: order ids are
 free-form, so `order-rejections-x` would be the stream of the order "rejections-x"; and
 everything that follows order streams (fold, history, customers, status, projections)
 selects them by the `order-` prefix. `CommandRejected` has no integration contract: the
@@ -28,7 +28,16 @@ COMMAND_REJECTED = "CommandRejected"
 COMMAND_REJECTED_SCHEMA_VERSION = 1
 
 
-def rejection_stream(order_id: str) -> str:
+def rejection_stream(order_id: str, command_id: str) -> str:
+    """One stream per rejected command: finding a command's record is one read of a stream
+    that holds at most that record, never a scan whose cost grows with every rejection of
+    the order (a flood of rejected commands used to make each later command slower)."""
+    return f"{REJECTIONS_PREFIX}{order_id}/{command_id}"
+
+
+def legacy_rejection_stream(order_id: str) -> str:
+    """Where records were kept before, all of an order's in one stream: still consulted for
+    a delivery that may have been handled before, so those rejections stay final."""
     return f"{REJECTIONS_PREFIX}{order_id}"
 
 

@@ -1,4 +1,4 @@
-"""The eight chaos scenarios. Each runs in its own Environment (vhost, SQLite files, worker
+"""The chaos scenarios. Each runs in its own Environment (vhost, SQLite files, worker
 processes), drives a load, injects its fault while the load is in flight, then hands what
 it saw to the checker.
 
@@ -11,6 +11,11 @@ it saw to the checker.
       cannot apply) → DLQs with headers; after the fix, a re-drive applies them once
     7 fuzzed messages on the command queue beside valid traffic
     8 concurrent commands on one order
+    9 a projection queue deleted (as from the console) during the load; the worker
+      recreates it by itself, and the events it lost are healed from the event store
+   10 a memory alarm during the load (set_vm_memory_high_watermark, then back): publishes
+      block; they time out and are retried, readiness says "blocked". Only against a node
+      of your own: CONVEYOR_CHAOS_ALARM_NODE names it (never a shared broker)
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -27,6 +34,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import aio_pika
+import httpx
 
 from chaos.checker import Verdict, check, events_by_command, read_models_settle, settle
 from chaos.environment import REPO, Environment, WorkerProcess, eventually
@@ -47,6 +57,7 @@ from messaging.failures import (
     ERROR_MESSAGE,
     ERROR_TYPE,
     FAILURE_CLASS,
+    NO_MESSAGE_ID,
     ORIGINAL_QUEUE,
 )
 from readmodels.projections import PROJECTIONS
@@ -158,6 +169,7 @@ def run_standard_load(
     env_overrides: dict[str, str] | None = None,
     rate: Callable[[Sizes], float | None] = lambda sizes: None,
     settle_within: float = 180.0,
+    after_check: Callable[[Environment, Verdict], None] | None = None,
 ) -> Callable[[Sizes], Awaitable[Verdict]]:
     """Start `kinds`, apply the setup, then run the load and `fault` side by side and check.
     `fault(env, outcomes, total, baseline, sizes)` returns a description of what it did."""
@@ -181,6 +193,8 @@ def run_standard_load(
                     )
                     await check(verdict, env, load.record, outcomes, settle_within=settle_within)
                     await _note_unbounded_consumers(env, verdict)
+                    if after_check is not None:
+                        after_check(env, verdict)
             finally:
                 verdict.seconds = time.monotonic() - started
                 _keep_logs_on_failure(env, verdict)
@@ -635,7 +649,8 @@ def _account_for_fuzz(
             reason = f"no reason header (broker dead-lettered: {deaths[0].get('reason')})"
             problems.append(f"fuzz-{number} dead-lettered without a reason")
         reasons[str(reason)] += 1
-        if reason == "MissingCommandId" and letter.get("properties", {}).get("message_id"):
+        # Every copy has a message_id of its own; the command id comes from the original's.
+        if reason == "MissingCommandId" and not _header(letter, NO_MESSAGE_ID):
             stamped += 1
     if stamped:
         verdict.notes.append(
@@ -690,6 +705,114 @@ async def scenario_8(sizes: Sizes) -> Verdict:
     return verdict
 
 
+# -- 9: a projection queue deleted during the load ----------------------------------------------
+
+DELETED_PROJECTION = "order_summary"
+
+
+async def _delete_projection_queue(
+    env: Environment, outcomes: OutcomeCollector, total: int, baseline: int, sizes: Sizes
+) -> str:
+    """Delete the queue as an operator would from the console (its backlog goes with it),
+    twice during the load; nobody recreates it but the projection worker itself."""
+    queue = f"projections.{DELETED_PROJECTION}"
+    moments = []
+    for share in (0.3, 0.6):
+        reached = await progress_reaches(outcomes, baseline + total * share, within=180)
+        connection = await aio_pika.connect(env.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            declared = await channel.declare_queue(queue, passive=True)
+            backlog = declared.declaration_result.message_count or 0
+            await channel.queue_delete(queue, if_unused=False, if_empty=False)
+        moments.append(f"at {reached - baseline}/{total} with {backlog} queued")
+        await eventually(lambda: _exists(env, queue), within=60, interval=0.1)
+    return f"{queue} deleted {', '.join(moments)}; recreated by the worker each time"
+
+
+async def _exists(env: Environment, queue: str) -> bool:
+    return await env.management.queue(queue) is not None
+
+
+def _count_healed(env: Environment, verdict: Verdict) -> None:
+    healed = log_lines(env.processes, "from the event store")
+    verdict.notes.append(f"{healed} log lines of events healed from the event store")
+
+
+scenario_9 = run_standard_load(
+    "a projection queue deleted during the load",
+    9,
+    kinds=KINDS,
+    workload=lambda s: order_workload(s.scaled(0.3), prefix="s9"),
+    fault=_delete_projection_queue,
+    env_overrides={"CONVEYOR_RECONCILE_SETTLE_SECONDS": "1"},
+    rate=lambda s: s.scaled(0.3) / 15,  # spread over ~15 s: both deletions hit a busy relay
+    after_check=_count_healed,
+)
+
+
+# -- 10: a memory alarm during the load ------------------------------------------------------------
+
+ALARM_SECONDS = 20.0
+ALARM_NODE = "CONVEYOR_CHAOS_ALARM_NODE"
+
+
+async def _readiness(worker: WorkerProcess) -> str:
+    """The worker's /health/ready answer (its ops port is in its log)."""
+    found = re.search(r"metrics and health on (http://\S+?)/", worker.log_text())
+    if found is None:
+        return "no ops address in the log"
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"{found.group(1)}/health/ready")
+    return f"{response.status_code} {response.text}"
+
+
+async def _memory_alarm(
+    env: Environment, outcomes: OutcomeCollector, total: int, baseline: int, sizes: Sizes
+) -> str:
+    node = os.environ.get(ALARM_NODE)
+    if not node:
+        raise RuntimeError(f"scenario 10 alarms a broker: set {ALARM_NODE} to a node of your own")
+    reached = await progress_reaches(outcomes, baseline + total * 0.1, within=180)
+    if await rabbitmqctl("-n", node, "set_vm_memory_high_watermark", "0.000001") != 0:
+        raise RuntimeError("rabbitmqctl set_vm_memory_high_watermark failed")
+    try:
+        await asyncio.sleep(ALARM_SECONDS / 2)
+        ready = await _readiness(env.running("commands")[0])
+        await asyncio.sleep(ALARM_SECONDS / 2)
+    finally:
+        await rabbitmqctl("-n", node, "set_vm_memory_high_watermark", "0.4")
+    blocked = "blocked" in ready
+    return (
+        f"memory alarm on {node} for {ALARM_SECONDS:g}s at {reached - baseline}/{total}; "
+        f"a command worker's readiness meanwhile: {ready[:120]!r}"
+        + ("" if blocked else " (NOT reported as blocked)")
+    )
+
+
+def _note_timeouts(env: Environment, verdict: Verdict) -> None:
+    requeued = log_lines(env.processes, "returning it to the queue")
+    verdict.notes.append(f"{requeued} deliveries returned to their queue after a publish failed")
+    if "NOT reported as blocked" in verdict.faults:
+        verdict.problems.append("readiness did not report the blocked connection")
+
+
+scenario_10 = run_standard_load(
+    "a memory alarm during the load",
+    10,
+    kinds=KINDS,
+    # All at once: a backlog the workers are still working through when the alarm blocks
+    # their publishes (the broker blocks a connection only when it publishes; the load
+    # generator is blocked too, so nothing new could arrive during the alarm).
+    # (2,000 at least: fewer are all handled before rabbitmqctl has even raised the alarm)
+    workload=lambda s: order_workload(max(2000, s.scaled(0.4)), prefix="s10"),
+    fault=_memory_alarm,
+    env_overrides={"CONVEYOR_PUBLISH_TIMEOUT": "3"},
+    settle_within=240,
+    after_check=_note_timeouts,
+)
+
+
 SCENARIOS: dict[int, Scenario] = {
     s.number: s
     for s in (
@@ -701,6 +824,8 @@ SCENARIOS: dict[int, Scenario] = {
         Scenario(6, "poison messages and re-drive", scenario_6),
         Scenario(7, "fuzzed messages", scenario_7),
         Scenario(8, "concurrent commands on one order", scenario_8),
+        Scenario(9, "a projection queue deleted", scenario_9),
+        Scenario(10, "a memory alarm (own node only)", scenario_10),
     )
 }
 

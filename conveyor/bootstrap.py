@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from faststream.rabbit import Channel, RabbitBroker
 
@@ -16,6 +17,7 @@ from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
 from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
 from messaging.command_consumer import OUTCOMES_EXCHANGE, CommandConsumer
+from messaging.connection import ClosingRobustConnection
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
 from messaging.topology import WorkQueue
@@ -23,6 +25,7 @@ from observability.metrics import TimedAppends
 from readmodels.applier import ProjectionApplier
 from readmodels.checkpoints import LeasedCheckpoint
 from readmodels.collections import ProjectionCollections
+from readmodels.healing import RECONCILER_CHECKPOINT, GapFiller, ProjectionReconciler
 from readmodels.port import ReadModelStore
 from readmodels.progress import ProgressWriter
 from readmodels.projections import PROJECTIONS, Projection
@@ -117,20 +120,33 @@ async def declare_topology(
     broker.config.declarer.disconnect()
 
 
+def rabbit_broker(settings: Settings, **options: Any) -> RabbitBroker:
+    """A FastStream broker for settings.amqp_url: verified TLS for amqps:// (a bad file fails
+    here), a bounded connect, and publisher confirms with returns raised, so that a copy
+    that cannot be routed fails loudly instead of vanishing."""
+    broker = RabbitBroker(
+        settings.amqp_url,
+        timeout=settings.amqp_connect_timeout,
+        security=amqp_security(settings),
+        default_channel=Channel(publisher_confirms=True, on_return_raises=True),
+        **options,
+    )
+    # FastStream passes these to aio_pika.connect_robust and has no parameter for the class:
+    # see messaging/connection.py for why conveyor needs its own.
+    broker._connection_kwargs["connection_class"] = ClosingRobustConnection
+    return broker
+
+
 def build_broker(settings: Settings) -> RabbitBroker:
     middlewares = []
     if settings.tracing:  # imported only when on: no OpenTelemetry cost otherwise
         from observability.tracing import telemetry_middleware
 
         middlewares.append(telemetry_middleware())
-    return RabbitBroker(
-        settings.amqp_url,
-        # amqps:// → verified TLS with the amqp_*_file settings (a bad file fails here)
-        security=amqp_security(settings),
+    return rabbit_broker(
+        settings,
         middlewares=middlewares,
         graceful_timeout=settings.shutdown_timeout,
-        # A retry or dead-letter copy that cannot be routed must fail loudly, never vanish.
-        default_channel=Channel(publisher_confirms=True, on_return_raises=True),
         logger=logging.getLogger("conveyor.broker"),
         log_level=logging.DEBUG,  # per-message lines from FastStream only when debugging
         apply_types=False,  # handlers take the delivery itself (messaging/consumer.py)
@@ -145,8 +161,14 @@ def build_command_consumer(
         broker,
         queue,
         CommandHandler(TimedAppends(store), conflict_attempts=settings.conflict_attempts),
-        FailureRouter(broker, queue, max_attempts=settings.max_attempts),
+        FailureRouter(
+            broker,
+            queue,
+            max_attempts=settings.max_attempts,
+            publish_timeout=settings.publish_timeout,
+        ),
         max_message_bytes=settings.max_message_bytes,
+        publish_timeout=settings.publish_timeout,
     )
     consumer.register(prefetch=settings.prefetch)
     return consumer
@@ -158,7 +180,10 @@ def build_projection_consumers(
     read_store: ReadModelStore,
     collections: ProjectionCollections,
     progress: ProgressWriter | None = None,
+    event_store: EventStore | None = None,
 ) -> list[ProjectionConsumer]:
+    """With `event_store`, a projection fills a gap from the store (readmodels/healing.py)."""
+    gaps = GapFiller(event_store) if event_store is not None else None
     consumers = []
     for projection in PROJECTIONS:
         queue = projection_queue(settings, projection)
@@ -166,12 +191,38 @@ def build_projection_consumers(
             broker,
             queue,
             ProjectionApplier(read_store, collections, projection),
-            FailureRouter(broker, queue, max_attempts=settings.max_attempts),
+            FailureRouter(
+                broker,
+                queue,
+                max_attempts=settings.max_attempts,
+                publish_timeout=settings.publish_timeout,
+            ),
             progress.tracker(projection.name) if progress is not None else None,
+            gaps,
         )
         consumer.register(prefetch=settings.prefetch, exchange=EVENTS)
         consumers.append(consumer)
     return consumers
+
+
+def build_reconciler(
+    settings: Settings,
+    store: EventStore,
+    read_store: ReadModelStore,
+    consumers: list[ProjectionConsumer],
+) -> ProjectionReconciler:
+    def lease(name: str, owner: str) -> LeasedCheckpoint:
+        return LeasedCheckpoint(read_store, name, owner, ttl=settings.gateway_lease_seconds)
+
+    owner = EventGateway.new_owner().replace("gateway", "reconciler")
+    return ProjectionReconciler(
+        store,
+        [consumer.applier for consumer in consumers],
+        lease(RECONCILER_CHECKPOINT, owner),
+        lease(GATEWAY_CHECKPOINT, owner),  # only read: how far the gateway has confirmed
+        settle=settings.reconcile_settle_seconds,
+        page_size=settings.gateway_batch_size,
+    )
 
 
 def build_gateway(
@@ -195,4 +246,5 @@ def build_gateway(
         batch_size=settings.gateway_batch_size,
         idle_poll=settings.gateway_poll_interval,
         wait_for_append=wait_for_append,
+        publish_timeout=settings.publish_timeout,
     )

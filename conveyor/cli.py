@@ -15,7 +15,6 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from aiormq.exceptions import AMQPConnectionError, ChannelPreconditionFailed, PublishError
-from faststream.rabbit import Channel, RabbitBroker
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
@@ -27,6 +26,7 @@ from conveyor.bootstrap import (
     describe_read_store,
     open_event_store,
     open_read_store,
+    rabbit_broker,
 )
 from conveyor.settings import Settings
 from eventstore.port import EventStoreUnavailable
@@ -174,14 +174,7 @@ def send(
     body = json.dumps(payload, default=str).encode()
 
     async def main(settings: Settings) -> dict[str, Any] | None:
-        from conveyor.tls import amqp_security
-
-        broker = RabbitBroker(
-            settings.amqp_url,
-            security=amqp_security(settings),
-            default_channel=Channel(publisher_confirms=True, on_return_raises=True),
-            logger=None,
-        )
+        broker = rabbit_broker(settings, logger=None)
         async with broker:
             await broker.connect()
             options: dict[str, Any] = {

@@ -98,7 +98,11 @@ def script_orders(count: int, seed: int = 42) -> list[OrderScript]:
 
 
 async def _workers_running(settings: Settings) -> bool:
-    connection = await aio_pika.connect(settings.amqp_url, ssl_context=amqp_ssl_context(settings))
+    connection = await aio_pika.connect(
+        settings.amqp_url,
+        ssl_context=amqp_ssl_context(settings),
+        timeout=settings.amqp_connect_timeout,
+    )
     async with connection:
         channel = await connection.channel()
         try:
@@ -126,7 +130,11 @@ async def run_demo(
         await host.start()
         report.started_workers = True
     read_store = await open_read_store(settings)
-    connection = await aio_pika.connect(settings.amqp_url, ssl_context=amqp_ssl_context(settings))
+    connection = await aio_pika.connect(
+        settings.amqp_url,
+        ssl_context=amqp_ssl_context(settings),
+        timeout=settings.amqp_connect_timeout,
+    )
     try:
         if scripts is None:
             scripts = script_orders(orders)

@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     gateway_lease_seconds: float = Field(default=10.0, gt=0)
     """A gateway that stops renewing its lease is replaced by a standby after this long."""
 
+    publish_timeout: float = Field(default=10.0, gt=0)
+    """Longest wait for one publish and its confirm (seconds). A broker under a memory or
+    disk alarm blocks publishing connections: unbounded, a handler or the gateway would
+    wait for ever. A publish that times out is retried, never dropped."""
+    reconcile_settle_seconds: float = Field(default=5.0, gt=0)
+    """The projection reconciler (readmodels/healing.py) checks events the gateway confirmed
+    at least this long ago against the read models, and heals what never arrived."""
+
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     """The query API (and, per process, health and metrics); 0 picks a free port."""
@@ -161,7 +169,12 @@ class Settings(BaseSettings):
 
     sqlite_busy_timeout: float = Field(default=5.0, gt=0)
     shutdown_timeout: float = Field(default=15.0, gt=0)
-    """How long a stopping worker lets in-flight messages finish."""
+    """How long a stopping worker lets in-flight messages finish; stopping as a whole ends
+    within this plus a few seconds, even when the broker no longer answers."""
+    amqp_connect_timeout: float = Field(default=15.0, gt=0)
+    """How long connecting to RabbitMQ (TCP, TLS and the AMQP handshake) may take. A broker
+    that accepts connections but never answers — one out of file handles does — fails the
+    start with this, instead of hanging it."""
 
     @classmethod
     def settings_customise_sources(

@@ -110,13 +110,15 @@ class SqliteDatabase:
                         self._unavailable(f"SQLite database {self.path} was closed")
                     )
             self._queue = None
+        # Threads first: closing a connection while a reader thread is inside a query on it
+        # crashes the process (a segfault in sqlite3), not just that query.
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
         with self._connections_lock:
             connections, self._connections = self._connections, []
         for connection in connections:
             with contextlib.suppress(sqlite3.Error):
                 connection.close()
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 
@@ -44,6 +44,7 @@ class EventGateway:
         batch_size: int = 500,
         idle_poll: float = 0.2,
         wait_for_append: Callable[[float], Awaitable[None]] | None = None,
+        publish_timeout: float | None = None,
     ) -> None:
         self._store = store
         self._broker = broker
@@ -52,6 +53,7 @@ class EventGateway:
         self._batch_size = batch_size
         self._idle_poll = idle_poll
         self._wait_for_append = wait_for_append
+        self._publish_timeout = publish_timeout
         self.published = 0
         self.active = False
         self.last_error: str | None = None
@@ -85,7 +87,7 @@ class EventGateway:
                 self.last_error = f"{type(error).__name__}: {error}"
                 logger.warning("gateway paused %.1fs: %s", backoff, self.last_error)
                 with contextlib.suppress(Exception):  # the lag grows while the relay waits
-                    GATEWAY_LAG.set(await self._store.head_position() - self._checkpoint.position)
+                    GATEWAY_LAG.set(await self._seconds_behind(self._checkpoint.position))
                 await _sleep_unless(stop, backoff)
                 backoff = min(backoff * 2, 10.0)
         if self.active:
@@ -110,7 +112,8 @@ class EventGateway:
                 (await self._customers.integration_event(event), event.position) for event in page
             ]
             events = [(event, at) for event, at in mapped if event is not None]
-            await asyncio.gather(*(self._publish(event, at) for event, at in events))
+            async with self._lease_renewed():
+                await asyncio.gather(*(self._publish(event, at) for event, at in events))
             position = page[-1].position
             await self._checkpoint.save(position)
             last_saved = time.monotonic()
@@ -118,9 +121,21 @@ class EventGateway:
             GATEWAY_PUBLISHED.inc(len(events))
             # A short page reached the head; after a full one, ask how far the head is.
             full = len(page) == self._batch_size
-            GATEWAY_LAG.set(await self._store.head_position() - position if full else 0)
+            GATEWAY_LAG.set(await self._seconds_behind(position) if full else 0)
+
+    async def _seconds_behind(self, position: int) -> float:
+        # Positions are not event counts (KurrentDB's are byte offsets): the age of the
+        # oldest event still to publish is a lag that means the same on every store.
+        oldest = await self._store.read_all(after=position, limit=1)
+        return max(0.0, time.time() - oldest[0].occurred_at.timestamp()) if oldest else 0.0
 
     async def _publish(self, event: IntegrationEvent, position: int) -> None:
+        # aio-pika waits for a blocked connection *before* its own publish timeout starts:
+        # only a deadline around the whole call bounds it.
+        async with asyncio.timeout(self._publish_timeout):
+            await self._publish_now(event, position)
+
+    async def _publish_now(self, event: IntegrationEvent, position: int) -> None:
         await self._broker.publish(
             encode(event),
             exchange=EVENTS,
@@ -134,7 +149,30 @@ class EventGateway:
             persist=True,
             # No binding for a routing key means nobody subscribed: not an error.
             mandatory=False,
+            timeout=self._publish_timeout,
         )
+
+    @contextlib.asynccontextmanager
+    async def _lease_renewed(self) -> AsyncIterator[None]:
+        """Keep the lease while a page is in flight: publishes slowed by a blocked broker
+        (bounded by the publish timeout) must not outlast the lease, or a standby takes
+        over and publishes the same page at the same time. A renewal that finds the lease
+        taken (LeaseLost) ends the page: its checkpoint save would be fenced anyway."""
+        done = asyncio.Event()
+
+        async def renew() -> None:
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), self._checkpoint.ttl / 3)
+                if not done.is_set():
+                    await self._checkpoint.renew()
+
+        renewer = asyncio.create_task(renew(), name="gateway-lease")
+        try:
+            yield
+        finally:
+            done.set()  # let a renewal under way finish: cancelling it would lose its revision
+            await renewer
 
     async def _idle(self, stop: asyncio.Event) -> None:
         if self._wait_for_append is not None:

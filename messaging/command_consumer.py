@@ -12,6 +12,7 @@ messaging/consumer.py).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -22,7 +23,12 @@ from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 from application.commands import CommandHandler, CommandOutcome
 from messaging.command_messages import InvalidCommandMessage, parse_command
 from messaging.consumer import QueueConsumer
-from messaging.failures import NO_MESSAGE_ID, FailureRouter, previous_attempts, was_dead_lettered
+from messaging.failures import (
+    FailureRouter,
+    original_message_id,
+    previous_attempts,
+    was_dead_lettered,
+)
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE, WorkQueue
 from observability.logs import bind_message
 from observability.metrics import MESSAGES_HANDLED, LabelCache
@@ -43,18 +49,20 @@ class CommandConsumer(QueueConsumer):
         failures: FailureRouter,
         *,
         max_message_bytes: int,
+        publish_timeout: float | None = None,
     ) -> None:
         super().__init__(broker, queue, failures)
         self._handler = handler
         self._max_message_bytes = max_message_bytes
+        self._publish_timeout = publish_timeout
         self._handled = LabelCache(MESSAGES_HANDLED, queue.name)
 
     async def process(self, raw: AbstractIncomingMessage) -> None:
         try:
             envelope = parse_command(
                 raw.body,
-                # a copy of a message published without an id carries an invented one
-                message_id=None if (raw.headers or {}).get(NO_MESSAGE_ID) else raw.message_id,
+                # a retry or dead-letter copy carries the original id in a header
+                message_id=original_message_id(raw),
                 correlation_id=raw.correlation_id,
                 max_bytes=self._max_message_bytes,
             )
@@ -69,7 +77,8 @@ class CommandConsumer(QueueConsumer):
             return
         bind_message(envelope.correlation_id, envelope.causation_id)
         try:
-            if self.seen_before(raw):
+            seen_before = self.seen_before(raw)
+            if seen_before:
                 envelope = dataclasses.replace(envelope, seen_before=True)
             outcome = await self._handler.handle(envelope)
         except Exception as failure:
@@ -98,7 +107,7 @@ class CommandConsumer(QueueConsumer):
             f" — {outcome.reason}" if outcome.reason else "",
             extra={"correlation_id": envelope.correlation_id},
         )
-        await self._publish_outcome(raw, outcome, envelope.correlation_id)
+        await self._publish_outcome(raw, outcome, envelope.correlation_id, seen_before)
         self._handled(command_type, outcome.status).inc()
 
     def seen_before(self, raw: AbstractIncomingMessage) -> bool:
@@ -110,9 +119,9 @@ class CommandConsumer(QueueConsumer):
           recording a rejection (say, the store's answer to the append timed out);
         * a re-driven dead letter: an earlier attempt could not settle it, e.g. the outcome
           publish failed after the rejection was recorded.
-        A first delivery carries none of these and cannot have been decided yet — unless a
-        client resent the command under the same command_id: the handler's
-        `check_rejections="always"` covers that, at one more read per command.
+        A first delivery carries none of these, but a client may have resent the command
+        under the same command_id: the handler reads the command's own rejection record
+        every time; "seen before" adds only the records kept by earlier versions.
         """
         headers = raw.headers or {}
         return bool(
@@ -122,9 +131,48 @@ class CommandConsumer(QueueConsumer):
         )
 
     async def _publish_outcome(
-        self, raw: AbstractIncomingMessage, outcome: CommandOutcome, correlation_id: str
+        self,
+        raw: AbstractIncomingMessage,
+        outcome: CommandOutcome,
+        correlation_id: str,
+        seen_before: bool,
     ) -> None:
+        if outcome.status == "duplicate" and seen_before:
+            # This very delivery was accepted before; if the worker died between the append
+            # and the outcome, nobody heard so. Publish that original outcome again (same
+            # body and message_id: a consumer that did hear it dedupes), as for a rejection.
+            accepted = dataclasses.replace(outcome, status="accepted")
+            await self._publish_to_exchange(
+                json.dumps(accepted.as_message()).encode(), accepted, correlation_id
+            )
         body = json.dumps(outcome.as_message()).encode()
+        await self._publish_to_exchange(body, outcome, correlation_id)
+        if raw.reply_to:
+            try:
+                async with asyncio.timeout(self._publish_timeout):  # see _publish_to_exchange
+                    await self.broker.publish(
+                        body,
+                        queue=raw.reply_to,
+                        content_type="application/json",
+                        correlation_id=raw.correlation_id or correlation_id,
+                        message_type="CommandOutcome",
+                        mandatory=False,
+                        timeout=self._publish_timeout,
+                    )
+            except Exception:  # the caller may have gone away; the outcome is published anyway
+                logger.warning("could not reply to %s for %s", raw.reply_to, outcome.command_id)
+
+    async def _publish_to_exchange(
+        self, body: bytes, outcome: CommandOutcome, correlation_id: str
+    ) -> None:
+        # aio-pika waits for a blocked connection *before* its own publish timeout starts:
+        # only a deadline around the whole call bounds it.
+        async with asyncio.timeout(self._publish_timeout):
+            await self._publish_outcome_now(body, outcome, correlation_id)
+
+    async def _publish_outcome_now(
+        self, body: bytes, outcome: CommandOutcome, correlation_id: str
+    ) -> None:
         await self.broker.publish(
             body,
             exchange=OUTCOMES_EXCHANGE,
@@ -135,16 +183,5 @@ class CommandConsumer(QueueConsumer):
             message_type="CommandOutcome",
             persist=True,
             mandatory=False,
+            timeout=self._publish_timeout,
         )
-        if raw.reply_to:
-            try:
-                await self.broker.publish(
-                    body,
-                    queue=raw.reply_to,
-                    content_type="application/json",
-                    correlation_id=raw.correlation_id or correlation_id,
-                    message_type="CommandOutcome",
-                    mandatory=False,
-                )
-            except Exception:  # the caller may have gone away; the outcome is published anyway
-                logger.warning("could not reply to %s for %s", raw.reply_to, outcome.command_id)

@@ -8,10 +8,12 @@ If even that fails, the delivery is rejected so that the broker dead-letters it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
+import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
@@ -23,6 +25,16 @@ from observability.logs import MESSAGE_IDS
 from observability.metrics import HANDLING_SECONDS, MESSAGES_UNSETTLED
 
 logger = logging.getLogger("conveyor.consumer")
+
+PUBLISH_TROUBLE = (
+    TimeoutError,  # the publish timeout: a blocked connection (resource alarm)
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.AMQPChannelError,  # a channel-level error closed the publishing channel
+    aiormq.exceptions.ChannelInvalidStateError,  # (aio_pika re-exports it)
+)
+"""Failures of the transport, not of the message. A broker nack or a return (PublishError,
+DeliveryError) is not here: those still reject the delivery to its dead-letter queue."""
+REQUEUE_PAUSE = 1.0
 
 
 async def the_message_itself(message: Any) -> Any:
@@ -71,6 +83,24 @@ class QueueConsumer:
         try:
             try:
                 await self.process(raw)
+            except PUBLISH_TROUBLE as trouble:
+                # The broker or the publishing channel failed us, not the message: a copy or
+                # outcome that timed out (a blocked connection) or died with its channel. Back
+                # to the queue after a pause, never to the DLQ: the redelivery is recognised
+                # (already applied → its outcome again, duplicate → acked).
+                self._unsettled.inc()
+                logger.warning(
+                    "could not publish for message %s (%s: %s); returning it to the queue",
+                    raw.message_id,
+                    type(trouble).__name__,
+                    trouble,
+                )
+                await asyncio.sleep(REQUEUE_PAUSE)
+                try:
+                    await message.nack(requeue=True)
+                except Exception:
+                    logger.exception("nack failed: the broker will redeliver %s", raw.message_id)
+                return
             except Exception:
                 self._unsettled.inc()
                 logger.exception("could not settle message %s; rejecting it", raw.message_id)

@@ -14,7 +14,9 @@ Retry copies never carry either: they are published without the broker's headers
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +40,11 @@ ORIGINAL_QUEUE = "x-conveyor-original-queue"
 DEAD_LETTERED_AT = "x-conveyor-dead-lettered-at"
 ORIGINAL_USER_ID = "x-conveyor-original-user-id"
 ORIGINAL_APP_ID = "x-conveyor-original-app-id"
+ORIGINAL_MESSAGE_ID = "x-conveyor-original-message-id"
+"""On a copy we publish: the message_id of the message it copies. Every copy gets an id of
+its own, because aiormq matches a `basic.return` to its publish by message_id: two
+publishes with one id in flight on one channel (three projections routing copies of one
+event at once) can have their returns swapped, acking an original whose copy was lost."""
 NO_MESSAGE_ID = "x-conveyor-no-message-id"
 """On a copy of a message that had no message_id: the publishing client invents one, which
 must not become the command id of a command that never had one."""
@@ -79,6 +86,19 @@ def was_dead_lettered(headers: Mapping[str, Any], work_queue: str) -> bool:
     return False
 
 
+def original_message_id(message: AbstractIncomingMessage) -> str | None:
+    """The id the message was first published with: a copy carries it in a header."""
+    headers = message.headers or {}
+    if headers.get(NO_MESSAGE_ID):
+        return None
+    original = headers.get(ORIGINAL_MESSAGE_ID)
+    if isinstance(original, bytes):
+        original = original.decode(errors="replace")
+    if isinstance(original, str) and original:
+        return original
+    return message.message_id
+
+
 def previous_attempts(headers: Mapping[str, Any] | None, work_queue: str = "") -> int:
     """Failed attempts recorded on the message; 0 for a fresh or re-driven one."""
     headers = headers or {}
@@ -104,11 +124,13 @@ class FailureRouter:
         queue: WorkQueue,
         *,
         max_attempts: int,
+        publish_timeout: float | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self._broker = broker
         self._queue = queue
         self._max_attempts = max_attempts
+        self._publish_timeout = publish_timeout
         self._clock = clock
         self._retried = LabelCache(MESSAGES_RETRIED, queue.name)
         self._dead_lettered = LabelCache(MESSAGES_DEAD_LETTERED, queue.name)
@@ -160,8 +182,11 @@ class FailureRouter:
                 ORIGINAL_QUEUE: self._queue.name,
             }
         )
-        if not message.message_id:
+        original_id = original_message_id(message)
+        if original_id is None:
             headers[NO_MESSAGE_ID] = True
+        else:
+            headers[ORIGINAL_MESSAGE_ID] = original_id
         if message.user_id:
             # Republishing with another user's user_id is refused by the broker.
             headers[ORIGINAL_USER_ID] = message.user_id
@@ -172,6 +197,16 @@ class FailureRouter:
         else:
             headers[DEAD_LETTERED_AT] = now
             route = FailureRoute(self._queue.dead_letter_queue, attempts, True)
+        # aio-pika waits for a blocked connection *before* its own publish timeout starts:
+        # only a deadline around the whole call bounds it.
+        async with asyncio.timeout(self._publish_timeout):
+            await self._publish(message, route, headers)
+        (self._dead_lettered if route.dead_lettered else self._retried)(error_type).inc()
+        return route
+
+    async def _publish(
+        self, message: AbstractIncomingMessage, route: FailureRoute, headers: dict[str, Any]
+    ) -> None:
         await self._broker.publish(
             message.body,
             queue=route.destination,
@@ -179,13 +214,12 @@ class FailureRouter:
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             correlation_id=message.correlation_id,
-            message_id=message.message_id,
+            message_id=uuid.uuid4().hex,  # unique per copy: see ORIGINAL_MESSAGE_ID
             reply_to=message.reply_to,
             message_type=message.type,
             timestamp=message.timestamp,
             priority=message.priority,
             persist=True,
             mandatory=True,
+            timeout=self._publish_timeout,
         )
-        (self._dead_lettered if route.dead_lettered else self._retried)(error_type).inc()
-        return route

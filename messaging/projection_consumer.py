@@ -2,8 +2,10 @@
 
 not an integration event  → dead-letter queue at once
 duplicate (already applied) → acked, nothing written
-gap (an earlier event of the order has not been applied yet) → retry ladder; the
-    earlier event usually lands meanwhile; a gap that persists dead-letters
+gap (an earlier event of the order has not been applied yet) → the missing versions are
+    read from the event store and applied first (readmodels/healing.py): a copy that was
+    only reordered arrives later as a duplicate, one that was lost is healed; without an
+    event store, or if it fails, → retry ladder
 any other failure          → retry ladder, then dead-letter queue
 """
 
@@ -21,7 +23,8 @@ from messaging.integration_events import NotAnIntegrationEvent, decode
 from messaging.topology import WorkQueue
 from observability.logs import bind_message
 from observability.metrics import MESSAGES_HANDLED, PROJECTION_LAG, LabelCache
-from readmodels.applier import ProjectionApplier
+from readmodels.applier import ProjectionApplier, ProjectionGap
+from readmodels.healing import GapFiller
 from readmodels.progress import ProgressTracker, position_of
 from readmodels.projections import ContractViolation
 
@@ -36,10 +39,12 @@ class ProjectionConsumer(QueueConsumer):
         applier: ProjectionApplier,
         failures: FailureRouter,
         progress: ProgressTracker | None = None,
+        gaps: GapFiller | None = None,
     ) -> None:
         super().__init__(broker, queue, failures)
         self.applier = applier
         self.progress = progress or ProgressTracker(applier.projection.name)
+        self._gaps = gaps
         self.description = (
             f"Integration events applied to the {applier.projection.name} read model."
         )
@@ -62,7 +67,13 @@ class ProjectionConsumer(QueueConsumer):
             return
         bind_message(event.correlation_id, event.causation_id)
         try:
-            result = await self.applier.apply(event)
+            try:
+                result = await self.applier.apply(event)
+            except ProjectionGap:
+                if self._gaps is None:
+                    raise
+                await self._gaps.fill(self.applier, event)
+                result = "updated"
         except ContractViolation as violation:  # no retry can make this event applicable
             route = await self.failures.dead_letter(raw, "ContractViolation", str(violation))
             logger.warning(

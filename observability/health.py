@@ -57,6 +57,16 @@ class ReadinessChecks:
         return Readiness(all(result == "ok" for result in checks.values()), checks)
 
 
+async def _blocked(connection: Any) -> bool:
+    """aiormq's `ready()` waits until the connection is up and not blocked (it tracks the
+    broker's connection.blocked/unblocked): not ready at once means blocked."""
+    try:
+        await asyncio.wait_for(connection.ready(), timeout=0.05)
+    except TimeoutError:
+        return True
+    return False
+
+
 def broker_connection(broker: RabbitBroker) -> Check:
     async def check() -> str | None:
         connection = broker._connection  # FastStream's robust aio-pika connection
@@ -64,6 +74,10 @@ def broker_connection(broker: RabbitBroker) -> Check:
             return "not connected"
         if not connection.connected.is_set():
             return "connection down (reconnecting)"
+        transport = connection.transport
+        if transport is not None and await _blocked(transport.connection):
+            # connection.blocked: a memory or disk alarm; every publish waits until it ends
+            return "connection blocked by the broker (resource alarm)"
         return None
 
     return check

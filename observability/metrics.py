@@ -61,8 +61,15 @@ GATEWAY_PUBLISHED = Counter(
     "Integration events published by the gateway (confirmed by the broker).",
 )
 GATEWAY_LAG = Gauge(
-    "conveyor_gateway_lag_events",
-    "Events in the global log after the gateway's checkpoint, when last measured.",
+    "conveyor_gateway_lag_seconds",
+    "Age of the oldest event in the global log not yet published by the gateway (0 when "
+    "caught up), when last measured.",
+)
+PROJECTION_HEALED = Counter(
+    "conveyor_projection_healed_total",
+    "Events applied to a read model from the event store because the broker never delivered "
+    "them (a gap filled, or found by the reconciler), by projection.",
+    ["projection"],
 )
 PROJECTION_LAG = Gauge(
     "conveyor_projection_lag_seconds",

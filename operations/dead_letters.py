@@ -209,15 +209,21 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def error_type_of(headers: Mapping[str, Any]) -> str:
-    """Ours: x-conveyor-error-type; the broker's: the reason it dead-lettered the message
-    (delivery_limit, rejected, expired, maxlen)."""
+    """Ours (x-conveyor-error-type) on a dead letter we published; the broker's reason
+    (delivery_limit, rejected, maxlen) on one the broker dead-lettered itself.
+
+    A retry copy carries the error type of the attempt that sent it round the ladder; if the
+    broker later dead-letters it (its delivery limit, or a reject when the worker could not
+    settle it), that header is stale: the broker's latest reason is what put it here."""
     ours = _text(headers.get(failures.ERROR_TYPE))
-    if ours:
+    if ours and failures.DEAD_LETTERED_AT in headers:
         return ours
-    reason = _text(headers.get("x-first-death-reason"))
+    reason = _text(headers.get("x-last-death-reason"))
     if not reason and (deaths := _deaths(headers)):
-        reason = _text(deaths[0].get("reason"))
-    return reason or "unknown"
+        reason = _text(deaths[0].get("reason"))  # the most recent death comes first
+    if not reason:
+        reason = _text(headers.get("x-first-death-reason"))
+    return reason or ours or "unknown"
 
 
 def dead_lettered_at(message: AbstractIncomingMessage) -> datetime | None:
@@ -244,7 +250,7 @@ def describe(message: AbstractIncomingMessage, dead_letter_queue: str) -> DeadLe
     delivery_count = headers.get("x-delivery-count")
     dead_at = dead_lettered_at(message)
     return DeadLetter(
-        message_id=message.message_id,
+        message_id=failures.original_message_id(message),
         error_type=error_type_of(headers),
         error_message=_text(headers.get(failures.ERROR_MESSAGE)),
         failure_class=_text(headers.get(failures.FAILURE_CLASS)),
@@ -269,6 +275,7 @@ async def connect(settings: Settings, purpose: str) -> aio_pika.abc.AbstractConn
     return await aio_pika.connect(
         settings.amqp_url,
         ssl_context=amqp_ssl_context(settings),
+        timeout=settings.amqp_connect_timeout,
         client_properties={"connection_name": f"conveyor dlq {purpose}"},
     )
 

@@ -138,6 +138,11 @@ class ManagementApi:
             )
         return response.json() if response.content else None
 
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The cluster's nodes with their resource limits (needs the monitoring tag)."""
+        result: list[dict[str, Any]] = await self.request("GET", "/nodes")
+        return result
+
     async def queues(self) -> list[dict[str, Any]]:
         """Every queue of the vhost with its statistics (messages, consumers, rates)."""
         result: list[dict[str, Any]] = await self.request("GET", f"/queues/{self._vhost_path}")

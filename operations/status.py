@@ -45,7 +45,7 @@ from eventstore.serialization import redact_url
 from gateway.relay import GATEWAY_CHECKPOINT
 from messaging.integration_events import ROUTING_KEYS
 from messaging.topology import WorkQueue
-from operations.management import ManagementApi, amqp_vhost, management_url
+from operations.management import ManagementApi, ManagementApiError, amqp_vhost, management_url
 from readmodels.checkpoints import CHECKPOINTS
 from readmodels.port import ReadModelStore
 from readmodels.progress import read_progress
@@ -58,6 +58,8 @@ EXIT_UNAVAILABLE = 2
 
 SCAN_PAGE = 1000
 MIN_SCAN_LIMIT = 10_000
+RECOMMENDED_FD_LIMIT = 50_000
+"""RabbitMQ's production checklist: allow the broker at least 50K open file descriptors."""
 
 
 # --- queues -----------------------------------------------------------------------------
@@ -284,6 +286,8 @@ class StatusReport:
     gateway: GatewayStatus
     projections: tuple[ProjectionStatus, ...]
     reasons: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
+    """Worth an operator's attention, not unhealthy (they do not change the exit code)."""
 
     @property
     def healthy(self) -> bool:
@@ -309,6 +313,7 @@ class StatusReport:
             "healthy": self.healthy,
             "exit_code": self.exit_code,
             "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
             "checked_at": _iso(self.checked_at),
             "sources": dict(self.sources),
             "limits": {
@@ -340,6 +345,26 @@ def _lag_reason(who: str, lag: Lag, limits: Limits) -> str:
         f"{lag.seconds_behind:.1f}s behind (limits {limits.max_lag_events} events, "
         f"{limits.max_lag_seconds:g}s)"
     )
+
+
+def broker_warnings(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per broker node whose open-files limit is below the production checklist's.
+
+    Each quorum queue is a Raft group holding file handles: at 1024 (Debian's default for a
+    service started by hand) a few hundred queues make RabbitMQ 3.x stop accepting
+    connections, without an error anywhere."""
+    warnings = []
+    for node in nodes:
+        fd_total = node.get("fd_total")
+        if isinstance(fd_total, int) and fd_total < RECOMMENDED_FD_LIMIT:
+            warnings.append(
+                f"RabbitMQ node {node.get('name', '?')} may open only {fd_total} files "
+                f"(fd_total); its production checklist asks for at least "
+                f"{RECOMMENDED_FD_LIMIT}: raise the broker's open-files limit (LimitNOFILE= "
+                "in its systemd unit, or `ulimit -n 65536` before rabbitmq-server) and "
+                "restart it"
+            )
+    return warnings
 
 
 def health_reasons(
@@ -382,6 +407,8 @@ def build_report(
     gateway_checkpoint: Mapping[str, Any] | None,
     progress: Mapping[str, tuple[int, float]],
     tail: LogTail,
+    nodes: Sequence[Mapping[str, Any]] = (),
+    blocked_connections: Sequence[str] = (),
 ) -> StatusReport:
     """The report from raw inputs: management API answers by queue name, the gateway's
     checkpoint document, the projections' recorded (position, updated_at), and the tail of
@@ -412,8 +439,31 @@ def build_report(
         commands=commands,
         gateway=gateway,
         projections=tuple(projections),
-        reasons=tuple(health_reasons(commands, gateway, projections, limits)),
+        reasons=tuple(
+            health_reasons(commands, gateway, projections, limits)
+            + _blocked_reasons(blocked_connections)
+        ),
+        warnings=tuple(broker_warnings(nodes)),
     )
+
+
+def _blocked_reasons(blocked: Sequence[str]) -> list[str]:
+    """Connections a resource alarm blocks: their publishes wait (then time out) until it
+    ends, whatever the queues say."""
+    if not blocked:
+        return []
+    names = ", ".join(blocked[:3]) + (", …" if len(blocked) > 3 else "")
+    return [f"{len(blocked)} connection(s) blocked by a memory or disk alarm: {names}"]
+
+
+def blocked_connections(connections: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The management API's connections that the broker blocks (state `blocked`, or
+    `blocking`: flagged, and blocked at their next publish)."""
+    return [
+        str(c.get("client_properties", {}).get("connection_name") or c.get("name"))
+        for c in connections
+        if c.get("state") in ("blocked", "blocking")
+    ]
 
 
 # --- collecting ---------------------------------------------------------------------------
@@ -445,6 +495,14 @@ async def collect_status(
     ]
     answers = await asyncio.gather(*(api.queue(name) for name in names))
     raw_queues = dict(zip(names, answers, strict=True))
+    try:
+        nodes = await api.nodes()
+    except ManagementApiError:  # a user without the monitoring tag: no node limits to show
+        nodes = []
+    try:
+        blocked = blocked_connections(await api.connections())
+    except ManagementApiError:  # a user who may not list the vhost's connections
+        blocked = []
 
     checkpoint_document = await read_store.get(CHECKPOINTS, GATEWAY_CHECKPOINT)
     checkpoint = checkpoint_document.body if checkpoint_document else None
@@ -469,6 +527,8 @@ async def collect_status(
         gateway_checkpoint=checkpoint,
         progress=progress,
         tail=tail,
+        nodes=nodes,
+        blocked_connections=blocked,
     )
 
 
@@ -511,9 +571,10 @@ def render(report: StatusReport, *, with_verdict: bool = True) -> Group:
             str(projection.queues.pending),
             Text(str(dlq), style="red" if dlq else ""),
         )
+    warnings = [Text(f"warning: {line}", style="yellow") for line in report.warnings]
     if not with_verdict:
-        return Group(header, queues, lag)
-    return Group(header, queues, lag, verdict(report))
+        return Group(header, queues, lag, *warnings)
+    return Group(header, queues, lag, *warnings, verdict(report))
 
 
 def verdict(report: StatusReport) -> Text:

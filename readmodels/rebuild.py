@@ -52,7 +52,9 @@ from readmodels.projections import (
 )
 
 Progress = Callable[[int, int], None]
-"""Called with (events folded so far, events in the log as far as known)."""
+"""Called with (events folded so far, events in the log as far as known). Positions are
+not event counts (KurrentDB's are byte offsets), so the second is extrapolated from how far
+through the log the fold is: exact where positions count events, as on SQLite."""
 
 
 class RebuildError(Exception):
@@ -243,7 +245,7 @@ async def _rebuild_held(
             head = max(head, position)
             await renew()
             if progress is not None:
-                progress(folded, head)
+                progress(folded, max(folded, round(folded * head / position)))
     finally:
         if not ahead.done():
             ahead.cancel()

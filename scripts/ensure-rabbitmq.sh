@@ -72,4 +72,30 @@ if [ "$local_host" = true ] && command -v rabbitmq-plugins >/dev/null 2>&1; then
   done
   listening 127.0.0.1 "$mgmt_port" || { echo "management plugin did not come up on $mgmt_port" >&2; exit 1; }
   echo "RabbitMQ management console: http://127.0.0.1:$mgmt_port/ (plugins: management, shovel)"
+  # A broker someone else started is used as it is: say so when its open-files limit is too
+  # low for quorum queues, never restart it behind their back.
+  python3 - "$amqp_url" "$mgmt_port" <<'PY' || true
+import base64, json, sys, urllib.request
+from urllib.parse import unquote, urlsplit
+RECOMMENDED = 50_000  # RabbitMQ's production checklist
+amqp = urlsplit(sys.argv[1])
+user, password = unquote(amqp.username or "guest"), unquote(amqp.password or "guest")
+request = urllib.request.Request(f"http://127.0.0.1:{sys.argv[2]}/api/nodes")
+token = base64.b64encode(f"{user}:{password}".encode()).decode()
+request.add_header("Authorization", f"Basic {token}")
+try:
+    nodes = json.load(urllib.request.urlopen(request, timeout=10))
+except Exception:
+    sys.exit(0)  # no monitoring rights: nothing to report
+for node in nodes:
+    fd_total = node.get("fd_total")
+    if isinstance(fd_total, int) and fd_total < RECOMMENDED:
+        print(
+            f"warning: RabbitMQ node {node.get('name')} may open only {fd_total} files "
+            f"(fd_total; the production checklist asks for at least {RECOMMENDED}): a few "
+            "hundred quorum queues will stall it. Raise it with LimitNOFILE=65536 in its "
+            "systemd unit, or restart it as: ulimit -n 65536; rabbitmq-server -detached",
+            file=sys.stderr,
+        )
+PY
 fi

@@ -8,8 +8,12 @@ import pytest
 
 from tests.rabbit import AMQP_URL, MANAGEMENT_URL, Management, vhost_url
 
-# The MongoDB server (SecantusDB, or CONVEYOR_TEST_MONGODB_URL) and a database per test.
-pytest_plugins = ("tests.mongodb",)
+# The whole-suite watchdog; the MongoDB server (SecantusDB, or CONVEYOR_TEST_MONGODB_URL)
+# and a database per test.
+pytest_plugins = ["tests.watchdog", "tests.mongodb"]
+
+# Fixtures that put a test on the broker: the topology it declares is deleted when it ends.
+BROKER_FIXTURES = frozenset({"amqp_url", "test_vhost"})
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +40,43 @@ def test_vhost(management: Management) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def amqp_url(test_vhost: str) -> str:
     return vhost_url(test_vhost)
+
+
+class QueueCount:
+    """How many queues were alive in the test vhost, at most, over the run (shown at the end)."""
+
+    peak = 0
+    peak_test = ""
+
+
+@pytest.fixture(autouse=True)
+def _delete_declared_topology(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test deletes the queues and exchanges it declared when it ends.
+
+    Every quorum queue is a Raft group holding file handles: on a broker started with an
+    open-files limit of 1024 (Debian's default), a few hundred left alive at once make
+    RabbitMQ 3.10 stop answering new connections and vhost creation. Autouse fixtures are
+    set up first and so torn down last: the test's workers have stopped by then.
+    """
+    if not BROKER_FIXTURES & set(request.fixturenames):
+        yield
+        return
+    management: Management = request.getfixturevalue("management")
+    vhost: str = request.getfixturevalue("test_vhost")
+    queues, exchanges = management.queue_names(vhost), management.exchange_names(vhost)
+    yield
+    alive = management.queue_names(vhost)
+    if len(alive) > QueueCount.peak:
+        QueueCount.peak, QueueCount.peak_test = len(alive), request.node.nodeid
+    for name in alive - queues:
+        management.delete_queue(vhost, name)
+    for name in management.exchange_names(vhost) - exchanges:
+        management.delete_exchange(vhost, name)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if QueueCount.peak:
+        terminalreporter.write_line(
+            f"queues alive in the test vhost at once, at most: {QueueCount.peak} "
+            f"(at the end of {QueueCount.peak_test})"
+        )

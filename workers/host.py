@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Iterable
-from contextlib import suppress
+from typing import Any
 
+from aio_pika.abc import AbstractConnection
 from faststream.rabbit import RabbitBroker
 
 from conveyor.bootstrap import (
@@ -26,6 +28,7 @@ from conveyor.bootstrap import (
     build_command_consumer,
     build_gateway,
     build_projection_consumers,
+    build_reconciler,
     declare_topology,
     open_event_store,
     open_read_store,
@@ -35,15 +38,47 @@ from eventstore.notifying import NotifyingEventStore
 from eventstore.port import EventStore
 from gateway.relay import EventGateway
 from messaging.consumer import QueueConsumer
+from messaging.projection_consumer import ProjectionConsumer
 from observability.health import Readiness, ReadinessChecks, broker_connection, consuming, pings
 from observability.server import OpsServer
 from readmodels.collections import ProjectionCollections
+from readmodels.healing import ProjectionReconciler
 from readmodels.port import ReadModelStore
 from readmodels.progress import ProgressWriter
 
 logger = logging.getLogger("conveyor.worker")
 
 COMPONENTS = ("commands", "gateway", "projections", "http")
+STOP_MARGIN = 5.0
+"""Seconds stop() may take beyond shutdown_timeout: closing the connection and the stores."""
+
+
+class Deadline:
+    def __init__(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._at - time.monotonic())
+
+
+async def finish_or_cancel(task: asyncio.Future[Any], within: float, what: str) -> bool:
+    """Wait up to `within` seconds for `task`; past it cancel it and move on without waiting for
+    the cancellation to be honoured (asyncio.wait_for would wait, and a step stuck in a
+    library that ignores cancellation would hang the whole stop). True if it finished."""
+    done, _ = await asyncio.wait({task}, timeout=within)
+    if not done:
+        logger.warning("stopping: %s did not finish within %.1f s; cancelled", what, within)
+        task.cancel()
+        task.add_done_callback(_retrieve_outcome)
+        return False
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.warning("stopping: %s failed: %s", what, error)
+    return True
+
+
+def _retrieve_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" noise
 
 
 class WorkerHost:
@@ -59,6 +94,7 @@ class WorkerHost:
         self.store: EventStore | None = None
         self.read_store: ReadModelStore | None = None
         self.broker: RabbitBroker | None = None
+        self._connection: AbstractConnection | None = None
         self.collections: ProjectionCollections | None = None
         self.consumers: list[QueueConsumer] = []
         self.gateway: EventGateway | None = None
@@ -69,6 +105,8 @@ class WorkerHost:
         self._checks: ReadinessChecks | None = None
         self._stop = asyncio.Event()
         self._gateway_task: asyncio.Task[None] | None = None
+        self.reconciler: ProjectionReconciler | None = None
+        self._reconciler_task: asyncio.Task[None] | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._http_server: object | None = None
 
@@ -111,7 +149,8 @@ class WorkerHost:
         self._ops = await OpsServer.start(settings.ops_host, settings.ops_port, self.readiness)
         self.ops_port = self._ops.port
         logger.info("metrics and health on http://%s:%d/", settings.ops_host, self.ops_port)
-        needs_events = self.hosts("commands") or self.hosts("gateway") or self.hosts("http")
+        # Projections read the event store to heal what the broker never delivered.
+        needs_events = any(map(self.hosts, ("commands", "gateway", "http", "projections")))
         if needs_events:
             # In one process the gateway is woken by each append instead of polling.
             self.store = NotifyingEventStore(await open_event_store(settings))
@@ -128,8 +167,18 @@ class WorkerHost:
             self.progress = ProgressWriter(self.read_store)
             self.consumers.extend(
                 build_projection_consumers(
-                    settings, self.broker, self.read_store, self.collections, self.progress
+                    settings,
+                    self.broker,
+                    self.read_store,
+                    self.collections,
+                    self.progress,
+                    self.store,
                 )
+            )
+            assert self.store is not None
+            projection_consumers = [c for c in self.consumers if isinstance(c, ProjectionConsumer)]
+            self.reconciler = build_reconciler(
+                settings, self.store, self.read_store, projection_consumers
             )
         if self.hosts("gateway"):
             assert self.store is not None
@@ -142,7 +191,7 @@ class WorkerHost:
                 self.read_store,
                 wait_for_append=notifying.wait_for_append if notifying else None,
             )
-        await self.broker.connect()
+        self._connection = await self.broker.connect()
         await declare_topology(
             settings,
             self.broker,
@@ -156,6 +205,10 @@ class WorkerHost:
             self.progress.start()
         if self.gateway is not None:
             self._gateway_task = asyncio.create_task(self.gateway.run(self._stop), name="gateway")
+        if self.reconciler is not None:
+            self._reconciler_task = asyncio.create_task(
+                self.reconciler.run(self._stop), name="reconciler"
+            )
         if self.hosts("http"):
             await self._start_http()
 
@@ -173,30 +226,54 @@ class WorkerHost:
 
     async def stop(self) -> None:
         """Gateway first (it finishes its page while the broker is up), then the query API,
-        then the consumers (in-flight messages finish, bounded by shutdown_timeout), and
-        only then the stores they write to."""
+        then the consumers (in-flight messages finish), and only then the stores they write
+        to.
+
+        Bounded as a whole: every step shares one deadline, shutdown_timeout from now, and a
+        step still running at the deadline is cancelled without waiting for it to agree.
+        Past it, the broker connection is closed outright (unacknowledged messages go back
+        to their queues) and the stores are closed; this takes at most STOP_MARGIN more
+        seconds, even when the broker no longer answers at all.
+        """
         self._stop.set()
-        timeout = self.settings.shutdown_timeout
+        deadline = Deadline(self.settings.shutdown_timeout)
+        hard_deadline = Deadline(self.settings.shutdown_timeout + STOP_MARGIN)
         if self._gateway_task is not None:
-            with suppress(Exception):
-                await asyncio.wait_for(self._gateway_task, timeout)
+            await finish_or_cancel(self._gateway_task, deadline.remaining(), "gateway")
             self._gateway_task = None
         if self._http_task is not None:
             self._http_server.should_exit = True  # type: ignore[union-attr]
-            with suppress(Exception):
-                await asyncio.wait_for(self._http_task, timeout)
+            await finish_or_cancel(self._http_task, deadline.remaining(), "query API")
             self._http_task = None
         if self.broker is not None:
-            with suppress(Exception):
-                await self.broker.stop()
-            self.broker = None
+            broker, self.broker = self.broker, None
+            stopped = await finish_or_cancel(
+                asyncio.ensure_future(broker.stop()), deadline.remaining(), "broker"
+            )
+            if not stopped and self._connection is not None:
+                await finish_or_cancel(
+                    asyncio.ensure_future(self._connection.close()),
+                    hard_deadline.remaining(),
+                    "closing the AMQP connection",
+                )
+            self._connection = None
+        if self._reconciler_task is not None:
+            await finish_or_cancel(self._reconciler_task, deadline.remaining(), "reconciler")
+            self._reconciler_task = None
         if self.progress is not None:  # after the consumers: their last positions count
-            await self.progress.stop()
+            await finish_or_cancel(
+                asyncio.ensure_future(self.progress.stop()),
+                hard_deadline.remaining(),
+                "progress writer",
+            )
             self.progress = None
         for store in (self.store, self.read_store):
             if store is not None:
-                with suppress(Exception):
-                    await store.close()
+                await finish_or_cancel(
+                    asyncio.ensure_future(store.close()),
+                    hard_deadline.remaining(),
+                    "closing a store",
+                )
         self.store = None
         self.read_store = None
         if self._ops is not None:  # last: live (and "not ready") until the end
@@ -208,11 +285,20 @@ class WorkerHost:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await self.start()
+        # A signal during start stops the start too: a broker that never answers must not
+        # make the worker deaf to SIGTERM.
+        starting = asyncio.ensure_future(self.start())
+        signalled = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                logger.info("stopping while starting")
+            await starting  # raises what start raised, CancelledError included
+            await signalled
             logger.info("stopping: finishing in-flight messages")
         finally:
+            signalled.cancel()
             await self.stop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)

@@ -138,6 +138,20 @@ async def test_concurrent_appends_at_one_version_let_exactly_one_win(
     assert len(await event_store.read_stream(stream_id)) == 2
 
 
+async def test_appending_the_same_events_again_at_the_same_version_conflicts(
+    event_store: EventStore,
+) -> None:
+    # Two deliveries of one command decide the same events (same ids) at the same version:
+    # the second must learn it lost, so that its handler reloads and answers `duplicate`.
+    # (KurrentDB accepts such a repeat as an idempotent no-op; the adapter still reports it.)
+    stream_id = stream()
+    events = [new_event(1), new_event(2)]
+    await event_store.append(stream_id, NO_STREAM, events)
+    with pytest.raises(ConcurrencyError):
+        await event_store.append(stream_id, NO_STREAM, events)
+    assert len(await event_store.read_stream(stream_id)) == 2
+
+
 async def test_many_concurrent_appends_to_different_streams_all_land(
     event_store: EventStore,
 ) -> None:

@@ -1,6 +1,7 @@
 """A shortened `make chaos` (chaos/): the same scenarios and checker with small loads, so a
 regression that loses or duplicates a command fails CI. The broker-restart scenario (4)
-stays out: it would stop the RabbitMQ other test runs share."""
+and the memory alarm (10) stay out: they would stop or block the RabbitMQ other test runs
+share."""
 
 from __future__ import annotations
 

@@ -277,7 +277,7 @@ async def test_correlation_and_causation_flow_from_command_to_read_models(
     samples = await scrape(host)
     published = value(samples, "conveyor_gateway_events_published_total") - published_before
     assert published == 1
-    assert value(samples, "conveyor_gateway_lag_events") == 0
+    assert value(samples, "conveyor_gateway_lag_seconds") == 0
     for projection in PROJECTIONS:
         lag = ("conveyor_projection_lag_seconds", frozenset({("projection", projection.name)}))
         assert 0 <= samples[lag] < 30

@@ -235,7 +235,10 @@ async def test_a_poison_event_is_dead_lettered_and_the_others_flow(
             within=30,
             what=f"two dead letters in {dlq}",
         )
-        by_id = {m["properties"].get("message_id"): m["properties"]["headers"] for m in dead}
+        by_id = {
+            m["properties"]["headers"][failures.ORIGINAL_MESSAGE_ID]: m["properties"]["headers"]
+            for m in dead
+        }
         assert by_id["junk"][failures.ERROR_TYPE] == "InvalidIntegrationEvent"
         assert by_id["junk"][failures.ATTEMPTS] == 1
         ghost = by_id[str(orphan.event_id)]

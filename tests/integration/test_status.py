@@ -25,7 +25,7 @@ from operations.status import StatusReport, collect_status
 from readmodels.progress import ProgressWriter, read_progress
 from tests.integration.test_gateway import store_orders
 from tests.processes import conveyor_env
-from tests.rabbit import eventually, publish
+from tests.rabbit import Management, eventually, publish
 from workers.host import WorkerHost
 
 pytestmark = pytest.mark.rabbitmq
@@ -123,6 +123,15 @@ async def test_healthy_when_every_worker_runs_and_has_caught_up(
     assert document["healthy"] is True
     assert document["exit_code"] == 0
     assert document["reasons"] == []
+    # The broker's open-files limit, as this broker really has it: one warning line per node
+    # below the production checklist's 50K (the system's broker here runs with 1024).
+    nodes = Management().get("/nodes")
+    low = [n["name"] for n in nodes if n["fd_total"] < 50_000]
+    assert len(document["warnings"]) == len(low)
+    for name, line in zip(low, document["warnings"], strict=True):
+        assert f"RabbitMQ node {name} may open only" in line
+        assert "fd_total" in line
+        assert "ulimit -n" in line
     assert document["head_position"] == stored
     assert document["gateway"] | {"owner": None} == {
         "position": stored,

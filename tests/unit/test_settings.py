@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import subprocess
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from conveyor.bootstrap import build_broker
+from conveyor.bootstrap import build_broker, describe_event_store
 from conveyor.settings import URL_SETTINGS, Settings
 from conveyor.tls import amqp_security, amqp_ssl_context
 
@@ -253,3 +254,24 @@ def test_unusable_tls_files_are_clear_errors(
     with pytest.raises(ValueError, match=expected) as raised:
         amqp_ssl_context(settings)
     assert "BEGIN" not in str(raised.value)
+
+
+# --------------------------------------------------------------- KurrentDB URIs
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+KURRENTDB_URI = re.compile(r"`((?:kurrentdb|esdb)(?:\+discover)?://[^`\s]+)`")
+
+
+def test_every_kurrentdb_uri_the_readme_shows_builds_a_store() -> None:
+    from eventstore.kurrentdb import KurrentDBEventStore
+
+    uris = KURRENTDB_URI.findall(README.read_text(encoding="utf-8"))
+    # The single node, both cluster forms and the development node at least.
+    assert any("+discover://" in uri for uri in uris)
+    assert any(uri.split("@")[-1].count(",") >= 2 for uri in uris)
+    for uri in uris:
+        settings = Settings(event_store=uri)
+        assert describe_event_store(settings).startswith("KurrentDB at"), uri
+        # What open_event_store does before connecting: parses the URI, refusing a bad one.
+        KurrentDBEventStore(settings.event_store)

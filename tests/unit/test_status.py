@@ -102,6 +102,7 @@ def test_a_caught_up_system_with_consumers_is_healthy() -> None:
         "healthy",
         "exit_code",
         "reasons",
+        "warnings",
         "checked_at",
         "sources",
         "limits",
@@ -150,3 +151,29 @@ def test_the_position_header_is_read_leniently_and_kept_as_a_maximum() -> None:
     for position in (3, 9, None, 4):
         tracker.observe(position)
     assert tracker.position == 9
+
+
+def test_a_broker_below_the_recommended_open_files_limit_is_a_warning_not_unhealthy() -> None:
+    nodes = [{"name": "rabbit@a", "fd_total": 1024}, {"name": "rabbit@b", "fd_total": 65536}]
+    checked = build_report(
+        now=NOW,
+        sources={"rabbitmq": "amqp://guest:***@host/"},
+        limits=LIMITS,
+        head_position=0,
+        raw_queues=healthy_queues(),
+        command=COMMANDS,
+        projection_queues={"order_summary": PROJECTION},
+        gateway_checkpoint=None,
+        progress={},
+        tail=EMPTY,
+        nodes=nodes,
+    )
+    assert checked.warnings == (
+        "RabbitMQ node rabbit@a may open only 1024 files (fd_total); its production checklist "
+        "asks for at least 50000: raise the broker's open-files limit (LimitNOFILE= in its "
+        "systemd unit, or `ulimit -n 65536` before rabbitmq-server) and restart it",
+    )
+    assert checked.as_json()["warnings"] == list(checked.warnings)
+    without_nodes = report(queues=healthy_queues())
+    assert checked.reasons == without_nodes.reasons  # the verdict does not change
+    assert without_nodes.warnings == ()  # no node answers (no monitoring tag): nothing to say
