@@ -77,6 +77,7 @@ async def test_a_customers_orders_by_status_come_from_an_index_in_created_order(
 
 
 def _stages(plan: dict[str, Any]) -> list[str]:
+    plan = plan.get("queryPlan", plan)  # mongod's slot-based engine nests it there
     stages = [plan["stage"]]
     while "inputStage" in plan:
         plan = plan["inputStage"]
