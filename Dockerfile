@@ -11,6 +11,10 @@ RUN python -m venv /opt/conveyor
 ENV PATH=/opt/conveyor/bin:$PATH
 
 WORKDIR /src
+# Dependencies first, exactly as locked: every file's hash is checked, so a tampered or
+# substituted package fails the build instead of entering the image.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 # Only the packages (pyproject's packages.find list): nothing else of the context, so no
 # deploy/secrets, .env or local databases can end up in an image layer.
@@ -26,7 +30,8 @@ COPY workers ./workers
 COPY observability ./observability
 COPY operations ./operations
 COPY conveyor ./conveyor
-RUN pip install .
+# conveyor itself, without resolving anything again (its dependencies are installed above)
+RUN pip install --no-deps .
 
 
 FROM python:3.11-slim

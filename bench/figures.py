@@ -324,7 +324,7 @@ async def conveyor_command_core(path: Path, orders: Sequence[str], concurrency: 
 
 
 def conveyor_sqlite_settings(path: Path) -> dict[str, Any]:
-    import sqlite3
+    from embedded.sqlite_library import sqlite3
 
     connection = sqlite3.connect(path)
     try:

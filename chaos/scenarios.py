@@ -340,7 +340,8 @@ async def scenario_4(sizes: Sizes) -> Verdict:
 # -- 5: event store unavailable --------------------------------------------------------------------
 
 LOCK_HOLDER = """
-import sqlite3, sys, time
+import sys, time
+from embedded.sqlite_library import sqlite3  # the library the workers link
 connection = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
 connection.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)

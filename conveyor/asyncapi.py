@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from conveyor.bootstrap import PROJECTION_BINDING, command_queue, projection_queue
 from conveyor.settings import Settings
 from gateway.relay import EVENTS
-from messaging.command_consumer import OUTCOMES_EXCHANGE
+from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE
 from messaging.command_messages import (
     COMMAND_MESSAGE,
     AddItemMessage,
@@ -78,6 +78,7 @@ def specification(settings: Settings | None = None) -> AsyncAPI:
 
     @broker.subscriber(
         commands.work(),
+        exchange=COMMANDS_EXCHANGE,
         title=commands.name,
         description=(
             "Order commands as JSON. Invalid messages go to "

@@ -7,16 +7,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aio_pika
+from aiormq.exceptions import ChannelPreconditionFailed
 from faststream.rabbit import Channel, RabbitBroker
 
 from application.commands import CommandHandler
-from conveyor.settings import Settings
-from conveyor.tls import amqp_security
+from conveyor.embedded_http import HttpAccess
+from conveyor.settings import Settings, sqlite_location
+from conveyor.tls import amqp_security, amqp_ssl_context
 from eventstore.port import EventStore
 from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
 from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
-from messaging.command_consumer import OUTCOMES_EXCHANGE, CommandConsumer
+from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.connection import ClosingRobustConnection
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
@@ -34,10 +37,13 @@ KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+d
 MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
 PROJECTION_BINDING = "orders.#"
 
+logger = logging.getLogger("conveyor.topology")
+
 
 def _sqlite_file(location: str) -> Path:
-    # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them
-    return Path(location.removeprefix("sqlite:///"))
+    # Settings made it one absolute path (sqlite_location); Settings built without
+    # validation (model_construct) still get the same treatment.
+    return Path(sqlite_location(location))
 
 
 def describe_event_store(settings: Settings) -> str:
@@ -52,7 +58,9 @@ def describe_read_store(settings: Settings) -> str:
     return f"SQLite at {_sqlite_file(settings.read_store)}"
 
 
-async def open_event_store(settings: Settings) -> EventStore:
+async def open_event_store(settings: Settings, *, read_only: bool = False) -> EventStore:
+    """`read_only`: for a command that only reads — a missing SQLite file is refused (with
+    where it was looked for), never created empty."""
     if settings.event_store.startswith(KURRENTDB_SCHEMES):
         # Imported only when chosen: the gRPC stack costs start-up time for SQLite users.
         from eventstore.kurrentdb import KurrentDBEventStore
@@ -61,11 +69,14 @@ async def open_event_store(settings: Settings) -> EventStore:
         await kurrent.open()
         return kurrent
     return await SqliteEventStore(
-        _sqlite_file(settings.event_store), busy_timeout=settings.sqlite_busy_timeout
+        _sqlite_file(settings.event_store),
+        busy_timeout=settings.sqlite_busy_timeout,
+        read_only=read_only,
+        allow_affected_sqlite=settings.sqlite_allow_affected_version,
     ).open()
 
 
-async def open_read_store(settings: Settings) -> ReadModelStore:
+async def open_read_store(settings: Settings, *, read_only: bool = False) -> ReadModelStore:
     if settings.read_store.startswith(MONGODB_SCHEMES):
         from readmodels.mongodb import MongoReadModelStore
 
@@ -73,12 +84,27 @@ async def open_read_store(settings: Settings) -> ReadModelStore:
     from readmodels.sqlite import SqliteReadModelStore
 
     return await SqliteReadModelStore(
-        _sqlite_file(settings.read_store), busy_timeout=settings.sqlite_busy_timeout
+        _sqlite_file(settings.read_store),
+        busy_timeout=settings.sqlite_busy_timeout,
+        read_only=read_only,
+        allow_affected_sqlite=settings.sqlite_allow_affected_version,
     ).open()
 
 
 def command_queue(settings: Settings) -> WorkQueue:
-    return WorkQueue(settings.command_queue, settings.retry_delays, settings.delivery_limit)
+    return WorkQueue(
+        settings.command_queue,
+        settings.retry_delays,
+        settings.delivery_limit,
+        binding_key=settings.command_queue,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+    )
+
+
+def trusted_event_publishers(settings: Settings) -> frozenset[str]:
+    """Whose integration events projections apply: the gateway's user, and this process's
+    own (its retry and dead-letter copies; that account can reach the queues anyway)."""
+    return frozenset({settings.event_publisher or settings.amqp_user(), settings.amqp_user()})
 
 
 def projection_queue(settings: Settings, projection: Projection) -> WorkQueue:
@@ -87,6 +113,7 @@ def projection_queue(settings: Settings, projection: Projection) -> WorkQueue:
         settings.retry_delays,
         settings.delivery_limit,
         binding_key=PROJECTION_BINDING,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
 
 
@@ -100,24 +127,73 @@ async def declare_topology(
     would confirm and drop the events. So the gateway's process declares them too, not
     only the projection workers'.
     """
+    with_dead_letters: list[WorkQueue] = []
     if commands:
-        for queue in command_queue(settings).all_queues():
-            await broker.declare_queue(queue)
+        work_queue = command_queue(settings)
+        with_dead_letters.append(work_queue)
+        exchange = await broker.declare_exchange(COMMANDS_EXCHANGE)
+        for queue in (work_queue.work(), *work_queue.retries()):
+            declared = await broker.declare_queue(queue)
+            if queue.name == work_queue.name:
+                await declared.bind(exchange, routing_key=work_queue.binding_key)
         await broker.declare_exchange(OUTCOMES_EXCHANGE)
     if events:
         exchange = await broker.declare_exchange(EVENTS)
         for projection in PROJECTIONS:
             work_queue = projection_queue(settings, projection)
-            for queue in work_queue.all_queues():
+            with_dead_letters.append(work_queue)
+            for queue in (work_queue.work(), *work_queue.retries()):
                 declared = await broker.declare_queue(queue)
                 if queue.name == work_queue.name:
                     await declared.bind(exchange, routing_key=work_queue.binding_key)
+    await _declare_dead_letter_queues(settings, with_dead_letters)
     # FastStream caches declared queues by name and arguments, not by channel: without this
     # every subscriber would reuse the queue object declared here on the default channel and
     # consume there, with no prefetch limit (unbounded in-flight work, no competition
     # between workers). Forgetting them makes each subscriber declare its queue again on its
     # own channel, with its own prefetch.
     broker.config.declarer.disconnect()
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def http_access(settings: Settings, bound_host: str) -> HttpAccess:
+    """A server bound to loopback answers only to loopback names unless told otherwise;
+    one bound elsewhere to any name (it is reached under names we cannot guess)."""
+    hosts = settings.http_allowed_hosts
+    if hosts is None:
+        hosts = LOOPBACK_NAMES if bound_host in LOOPBACK_NAMES else ("*",)
+    token = settings.http_token.get_secret_value() if settings.http_token else None
+    return HttpAccess(allowed_hosts=hosts, token=token)
+
+
+async def _declare_dead_letter_queues(settings: Settings, work_queues: list[WorkQueue]) -> None:
+    """Each .dlq with its byte limit. A DLQ declared by an earlier conveyor, without the
+    limit, cannot be redeclared with it (PRECONDITION_FAILED closes the channel — hence a
+    connection of our own, a channel per queue): it is kept as it is, with a warning."""
+    connection = await aio_pika.connect(
+        settings.amqp_url,
+        ssl_context=amqp_ssl_context(settings),
+        timeout=settings.amqp_connect_timeout,
+    )
+    async with connection:
+        for work_queue in work_queues:
+            queue = work_queue.dead_letters()
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
+            except ChannelPreconditionFailed:
+                logger.warning(
+                    "%s was declared without a size limit by an earlier conveyor: kept as it "
+                    "is. Limit it with a policy: rabbitmqctl set_policy --apply-to queues "
+                    "conveyor-dlq '\\.dlq$' "
+                    '\'{"max-length-bytes": %d, "overflow": "reject-publish"}\'',
+                    queue.name,
+                    work_queue.dead_letter_max_bytes,
+                )
+            else:
+                await channel.close()
 
 
 def rabbit_broker(settings: Settings, **options: Any) -> RabbitBroker:
@@ -166,11 +242,13 @@ def build_command_consumer(
             queue,
             max_attempts=settings.max_attempts,
             publish_timeout=settings.publish_timeout,
+            user_id=settings.amqp_user(),
+            max_body_bytes=settings.max_message_bytes,
         ),
         max_message_bytes=settings.max_message_bytes,
         publish_timeout=settings.publish_timeout,
     )
-    consumer.register(prefetch=settings.prefetch)
+    consumer.register(prefetch=settings.prefetch, exchange=COMMANDS_EXCHANGE)
     return consumer
 
 
@@ -196,9 +274,13 @@ def build_projection_consumers(
                 queue,
                 max_attempts=settings.max_attempts,
                 publish_timeout=settings.publish_timeout,
+                user_id=settings.amqp_user(),
+                max_body_bytes=settings.max_message_bytes,
             ),
             progress.tracker(projection.name) if progress is not None else None,
             gaps,
+            trusted_publishers=trusted_event_publishers(settings),
+            max_message_bytes=settings.max_message_bytes,
         )
         consumer.register(prefetch=settings.prefetch, exchange=EVENTS)
         consumers.append(consumer)
@@ -247,4 +329,5 @@ def build_gateway(
         idle_poll=settings.gateway_poll_interval,
         wait_for_append=wait_for_append,
         publish_timeout=settings.publish_timeout,
+        user_id=settings.amqp_user(),
     )

@@ -14,7 +14,12 @@ from decimal import Decimal
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from aiormq.exceptions import AMQPConnectionError, ChannelPreconditionFailed, PublishError
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    PublishError,
+)
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
@@ -29,11 +34,14 @@ from conveyor.bootstrap import (
     rabbit_broker,
 )
 from conveyor.settings import Settings
-from eventstore.port import EventStoreUnavailable
+from embedded.sqlite import SqliteFileMissing, SqliteFileUnusable
+from eventstore.port import EventStore, EventStoreUnavailable
 from eventstore.serialization import redact_url, to_utc
+from messaging.command_consumer import COMMANDS_EXCHANGE
+from observability.logs import escape_controls
 from queries.service import OrderQueries, history_as_json
 from readmodels.collections import ProjectionCollections
-from readmodels.port import ReadStoreUnavailable
+from readmodels.port import ReadModelStore, ReadStoreUnavailable
 
 app = typer.Typer(
     name="conveyor",
@@ -88,6 +96,8 @@ def run_async(make: Callable[[Settings], Awaitable[T]]) -> T:
         return asyncio.run(make(settings))  # type: ignore[arg-type]
     except CliError:
         raise
+    except SqliteFileUnusable as exc:  # permanent: says which file and why
+        fail(str(exc), 2)
     except EventStoreUnavailable as exc:
         fail(f"event store unavailable ({describe_event_store(settings)}): {exc}")
     except ReadStoreUnavailable as exc:
@@ -106,6 +116,25 @@ def run_async(make: Callable[[Settings], Awaitable[T]]) -> T:
     except Exception as exc:  # anything else: still one line, the traceback only with -v
         logging.getLogger("conveyor").debug("unexpected failure", exc_info=True)
         fail(f"{type(exc).__name__}: {exc}")
+
+
+async def _open_event_store(settings: Settings, *, read_only: bool) -> EventStore:
+    store = await open_event_store(settings, read_only=read_only)
+    _using(f"event store {describe_event_store(settings)}")
+    return store
+
+
+async def _open_read_store(settings: Settings, *, read_only: bool) -> ReadModelStore:
+    store = await open_read_store(settings, read_only=read_only)
+    _using(f"read store {describe_read_store(settings)}")
+    return store
+
+
+def _using(store: str) -> None:
+    """A command's first line names the store it opened (a SQLite file by its absolute
+    path): one started in another directory cannot use another file unnoticed. On stderr,
+    so that --json output stays one document."""
+    print(f"conveyor: {store}", file=sys.stderr, flush=True)
 
 
 def configure_logging(verbose: bool, settings: Settings | None = None) -> None:
@@ -142,9 +171,10 @@ def run(
         configure_logging(verbose, settings)
         host = WorkerHost(settings, components)
         logging.getLogger("conveyor.worker").info(
-            "RabbitMQ %s, event store %s",
+            "RabbitMQ %s, event store %s, read store %s",
             redact_url(settings.amqp_url),
             describe_event_store(settings),
+            describe_read_store(settings),
         )
         await host.run_until_signalled()
 
@@ -178,7 +208,9 @@ def send(
         async with broker:
             await broker.connect()
             options: dict[str, Any] = {
-                "queue": settings.command_queue,
+                # Through the command exchange: the only thing a producer may write to.
+                "exchange": COMMANDS_EXCHANGE,
+                "routing_key": settings.command_queue,
                 "content_type": "application/json",
                 "message_id": payload["command_id"],
                 "correlation_id": payload.get("correlation_id") or payload["command_id"],
@@ -189,10 +221,10 @@ def send(
                     await broker.publish(body, **options)
                     return None
                 reply = await broker.request(body, timeout=timeout, **options)
-            except PublishError:
+            except (PublishError, ChannelNotFoundEntity):
                 fail(
-                    f"queue {settings.command_queue!r} does not exist: start the workers "
-                    "(conveyor run) once to declare it"
+                    f"exchange {COMMANDS_EXCHANGE.name!r} or queue {settings.command_queue!r} "
+                    "does not exist: start the workers (conveyor run) once to declare them"
                 )
             except TimeoutError:
                 fail(
@@ -227,7 +259,14 @@ async def _wait_for_order_summary(
     settings: Settings, order_id: str, version: int, deadline: float
 ) -> bool:
     """Read-your-writes: poll the order summary until it shows `version` or time runs out."""
-    read_store = await open_read_store(settings)
+    while True:
+        try:
+            read_store = await open_read_store(settings, read_only=True)
+            break
+        except SqliteFileMissing:  # no projection worker has run yet: as not caught up
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
     try:
         queries = OrderQueries(read_store, ProjectionCollections(read_store, cache_seconds=0))
         while True:
@@ -265,7 +304,7 @@ def history(
     moment = _parse_time(as_of) if as_of else None
 
     async def main(settings: Settings) -> OrderHistory:
-        store = await open_event_store(settings)
+        store = await _open_event_store(settings, read_only=True)
         try:
             return await order_history(store, order_id, as_of_version=as_of_version, as_of=moment)
         finally:
@@ -353,9 +392,10 @@ def status(
 
     async def main(settings: Settings) -> None:
         async with AsyncExitStack() as stack:
-            event_store = await open_event_store(settings)
+            # The report names both stores (absolute paths for SQLite files).
+            event_store = await open_event_store(settings, read_only=True)
             stack.push_async_callback(event_store.close)
-            read_store = await open_read_store(settings)
+            read_store = await open_read_store(settings, read_only=True)
             stack.push_async_callback(read_store.close)
             api = await stack.enter_async_context(ManagementApi.from_settings(settings))
             if not watch:
@@ -414,7 +454,7 @@ def _run_query(
     ask: Callable[[OrderQueries], Awaitable[T]],
 ) -> T:
     async def main(settings: Settings) -> T:
-        read_store = await open_read_store(settings)
+        read_store = await _open_read_store(settings, read_only=True)
         try:
             return await ask(OrderQueries(read_store, ProjectionCollections(read_store)))
         finally:
@@ -549,8 +589,8 @@ def projections_rebuild(
     )
 
     async def main(settings: Settings) -> Any:
-        event_store = await open_event_store(settings)
-        read_store = await open_read_store(settings)
+        event_store = await _open_event_store(settings, read_only=False)
+        read_store = await _open_read_store(settings, read_only=False)
         task = progress.add_task(f"rebuilding {', '.join(names)}", total=None, rate="-")
         started = time.monotonic()
 
@@ -670,16 +710,24 @@ def dlq_show(
             }
         )
         return
+    # Everything shown came from whoever published the message: escape what would drive
+    # the terminal (escape sequences) or fake a line (newlines).
     for number, letter in enumerate(result.dead_letters, 1):
         failure = f" ({letter.failure_class})" if letter.failure_class else ""
-        print(f"#{number} message_id={letter.message_id} error={letter.error_type}{failure}")
-        if letter.error_message:
-            print(f"   message: {letter.error_message}")
         print(
-            f"   attempts {letter.attempts if letter.attempts is not None else '-'}, "
-            f"first failure {letter.first_failure_at or '-'}, "
-            f"last failure {letter.last_failure_at or '-'}, "
-            f"dead-lettered {letter.dead_lettered_at or '-'}, from {letter.original_queue}"
+            escape_controls(
+                f"#{number} message_id={letter.message_id} error={letter.error_type}{failure}"
+            )
+        )
+        if letter.error_message:
+            print(f"   message: {escape_controls(letter.error_message)}")
+        print(
+            escape_controls(
+                f"   attempts {letter.attempts if letter.attempts is not None else '-'}, "
+                f"first failure {letter.first_failure_at or '-'}, "
+                f"last failure {letter.last_failure_at or '-'}, "
+                f"dead-lettered {letter.dead_lettered_at or '-'}, from {letter.original_queue}"
+            )
         )
         print(f"   body: {body_preview(letter.body)}")
     print(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -87,6 +87,24 @@ def _read_setting_file(variable: str, path: str) -> str:
     return value
 
 
+def sqlite_location(value: str) -> str:
+    """A SQLite store's location as one absolute file path; server URLs unchanged.
+
+    Resolved here, once: every process (and the messages it prints) names the same file
+    only if a relative path never reaches code that runs after a change of directory.
+    """
+    if "://" in value and not value.startswith("sqlite:"):
+        return value  # a server: kurrentdb://, mongodb://, …
+    path = value.removeprefix("sqlite:///")  # sqlite:///relative, sqlite:////absolute
+    in_memory = path in ("", ":memory:") or path.startswith("file:") or "mode=memory" in path
+    if in_memory or path.startswith("sqlite:"):
+        raise ValueError(
+            f"{value!r} names no SQLite file: give a file path, or sqlite:///path (an "
+            "in-memory database cannot be shared: each connection would get its own)"
+        )
+    return str(Path(path).expanduser().resolve())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -95,13 +113,18 @@ class Settings(BaseSettings):
     for TLS (with the amqp_*_file settings). guest/guest only works from localhost: RabbitMQ
     refuses the guest user over the network by default, which is why it is the default."""
 
-    event_store: str = DEFAULT_SQLITE_PATH
-    """A SQLite file path (or sqlite:///path), or kurrentdb://… / esdb://… for KurrentDB."""
+    event_store: str = Field(default=DEFAULT_SQLITE_PATH, validate_default=True)
+    """A SQLite file path (or sqlite:///path), or kurrentdb://… / esdb://… for KurrentDB.
+    A relative path is made absolute once, against the directory the process started in."""
 
-    read_store: str = DEFAULT_READ_STORE_PATH
+    read_store: str = Field(default=DEFAULT_READ_STORE_PATH, validate_default=True)
     """A SQLite file path (or sqlite:///path), or mongodb://host:port/dbname for MongoDB."""
 
     command_queue: str = "orders.commands"
+    event_publisher: str | None = None
+    """The RabbitMQ user of the gateway: projections apply only integration events whose
+    broker-validated AMQP `user_id` is this user (or their own). Unset: the user of
+    amqp_url — right when the gateway and the projection workers share an account."""
     projection_queue_prefix: str = "projections"
     """Projection queues are <prefix>.order_summary, <prefix>.customer_history, …"""
 
@@ -122,6 +145,13 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     """The query API (and, per process, health and metrics); 0 picks a free port."""
+    http_token: SecretStr | None = None
+    """When set, the query API and /metrics answer only requests carrying
+    `Authorization: Bearer <token>` (health probes stay open). Give it as
+    CONVEYOR_HTTP_TOKEN_FILE to keep it out of the environment."""
+    http_allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = None
+    """Host names the HTTP servers answer to (comma-separated; `*` any). Unset: a server
+    bound to loopback answers only to localhost/127.0.0.1/::1, any other to any name."""
     max_attempts: int = Field(default=5, ge=1, le=100)
     """Failed attempts of a message before it is dead-lettered (transient failures)."""
 
@@ -135,6 +165,11 @@ class Settings(BaseSettings):
     """Broker-side safety net (quorum x-delivery-limit) for a message that crashes workers."""
 
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    """A larger command or event is invalid (DLQ). The broker's own max_message_size
+    (deploy/rabbitmq/rabbitmq.conf) refuses much larger ones before a worker reads them."""
+    dead_letter_max_bytes: int = Field(default=1024**3, ge=1024)
+    """Each .dlq holds at most this many bytes of bodies (x-max-length-bytes); when full it
+    refuses new dead letters and their work queue holds them instead."""
     conflict_attempts: int = Field(default=10, ge=1)
     """In-process retries of a command on an optimistic-concurrency conflict."""
 
@@ -168,6 +203,9 @@ class Settings(BaseSettings):
     """PEM private key of amqp_cert_file, when it is a separate file."""
 
     sqlite_busy_timeout: float = Field(default=5.0, gt=0)
+    sqlite_allow_affected_version: bool = False
+    """Open SQLite files even with a SQLite library that has the WAL-reset bug (with a
+    warning): only safe when a single process ever opens each file."""
     shutdown_timeout: float = Field(default=15.0, gt=0)
     """How long a stopping worker lets in-flight messages finish; stopping as a whole ends
     within this plus a few seconds, even when the broker no longer answers."""
@@ -200,6 +238,15 @@ class Settings(BaseSettings):
             else:
                 yield name, value
 
+    def amqp_user(self) -> str:
+        """The RabbitMQ user this process logs in as: what the broker validates an AMQP
+        `user_id` against (AMQP's default login is guest)."""
+        try:
+            username = urlsplit(self.amqp_url).username
+        except ValueError:
+            username = None
+        return unquote(username or "") or "guest"
+
     def secrets(self) -> set[str]:
         """The passwords in the URL settings, as written and percent-decoded."""
         found = set()
@@ -227,6 +274,18 @@ class Settings(BaseSettings):
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"{value} does not exist or is not a file")
+        return value
+
+    @field_validator("event_store", "read_store")
+    @classmethod
+    def _absolute_sqlite_path(cls, value: str) -> str:
+        return sqlite_location(value)
+
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("retry_delays", mode="before")

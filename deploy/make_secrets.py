@@ -10,7 +10,14 @@ password hashes, and writes the URLs the conveyor service reads through CONVEYOR
 The hash is what `rabbitmqctl hash_password <password>` prints (SHA-256 with a 4-byte salt),
 computed here so no broker is needed.
 
-Standard library only, so it runs with any python3.
+MongoDB gets a root password (administration only) and an application user's password
+(deploy/mongodb/create-app-user.js creates the user); KurrentDB gets admin and ops
+passwords (deploy/secrets/kurrentdb.env) and a private CA with a node certificate for
+the names kurrentdb and localhost (deploy/secrets/kurrentdb/, made with openssl), so it
+runs with TLS and authentication.
+
+Standard library only (and the openssl command for the certificates), so it runs with any
+python3.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import hashlib
 import json
 import os
 import secrets
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -54,6 +63,48 @@ def _write(path: Path, text: str) -> None:
     path.chmod(0o644)
 
 
+def _password(path: Path, rotate: bool) -> str:
+    if rotate or not path.exists():
+        _write(path, secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def make_kurrentdb_certificates(out: Path, rotate: bool) -> None:
+    """A private CA (its key stays outside the mounted directory) and a node certificate
+    for kurrentdb/localhost with the server and client uses KurrentDB asks for."""
+    certs = out / "kurrentdb"
+    node_cert = certs / "node.crt"
+    if node_cert.exists() and not rotate:
+        return
+    (certs / "ca").mkdir(parents=True, exist_ok=True)
+    certs.chmod(0o755)  # the container's kurrentdb user reads the bind-mounted directory
+    (certs / "ca").chmod(0o755)
+    ca_key, ca_cert = out / "kurrentdb-ca.key", certs / "ca" / "ca.crt"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
+             "-subj", "/CN=conveyor local KurrentDB CA",
+             "-keyout", str(ca_key), "-out", str(ca_cert))  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        request, extensions = Path(scratch) / "node.csr", Path(scratch) / "node.ext"
+        extensions.write_text(
+            "subjectAltName=DNS:kurrentdb,DNS:localhost,IP:127.0.0.1\n"
+            "extendedKeyUsage=serverAuth,clientAuth\n"
+            "keyUsage=digitalSignature,keyEncipherment\n"
+        )
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kurrentdb",
+                 "-keyout", str(certs / "node.key"), "-out", str(request))  # fmt: skip
+        _openssl("x509", "-req", "-in", str(request), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+                 "-set_serial", str(secrets.randbits(63)), "-days", "825",
+                 "-extfile", str(extensions),
+                 "-out", str(node_cert))  # fmt: skip
+    for path in (ca_cert, node_cert, certs / "node.key"):
+        path.chmod(0o644)
+    ca_key.chmod(0o600)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rotate", action="store_true", help="new passwords for everything")
@@ -70,10 +121,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.rotate or not path.exists():
             _write(path, secrets.token_urlsafe(24) + "\n")
         passwords[user] = path.read_text().strip()
-    mongodb_path = out / "mongodb.password"
-    if args.rotate or not mongodb_path.exists():
-        _write(mongodb_path, secrets.token_urlsafe(24) + "\n")
-    mongodb_password = mongodb_path.read_text().strip()
+    _password(out / "mongodb.password", args.rotate)  # root: administration only
+    mongodb_app = _password(out / "mongodb-app.password", args.rotate)
+    kurrentdb_admin = _password(out / "kurrentdb-admin.password", args.rotate)
+    kurrentdb_ops = _password(out / "kurrentdb-ops.password", args.rotate)
+    _write(
+        out / "kurrentdb.env",
+        f"KURRENTDB_DEFAULT_ADMIN_PASSWORD={kurrentdb_admin}\n"
+        f"KURRENTDB_DEFAULT_OPS_PASSWORD={kurrentdb_ops}\n",
+    )
+    try:
+        make_kurrentdb_certificates(out, args.rotate)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"could not make KurrentDB's certificates with openssl: {exc}", file=sys.stderr)
+        return 1
 
     _write(
         out / "rabbitmq-definitions.json",
@@ -83,9 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     _write(out / "conveyor-amqp-url", f"amqp://conveyor-worker:{worker}@rabbitmq:5672/\n")
     _write(
         out / "conveyor-read-store",
-        f"mongodb://conveyor:{quote(mongodb_password, safe='')}@mongodb:27017/conveyor"
-        "?authSource=admin\n",
+        f"mongodb://conveyor:{quote(mongodb_app, safe='')}@mongodb:27017/conveyor"
+        "?authSource=conveyor\n",
     )
+    _write(
+        out / "conveyor-event-store",
+        f"kurrentdb://admin:{quote(kurrentdb_admin, safe='')}@kurrentdb:2113"
+        "?tlsCaFile=/run/secrets/kurrentdb_ca\n",
+    )
+    _write(out / "conveyor-event-store.insecure", "kurrentdb://kurrentdb:2113?tls=false\n")
     print(f"secrets in {out} (restart rabbitmq to load new passwords)", file=sys.stderr)
     return 0
 

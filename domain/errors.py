@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_REASON_CHARS = 500
+"""A reason is stored, logged and published with every rejection: it quotes the values that
+broke the rule, so a 200,000-digit price must not make a 200 KB reason."""
+MAX_DETAIL_CHARS = 100
+
+
+def clipped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class OrderRuleViolation(Exception):
     """A command was refused by a business rule: a normal outcome, never retried."""
@@ -11,9 +20,13 @@ class OrderRuleViolation(Exception):
     rule: str = "order_rule"
 
     def __init__(self, message: str, **details: Any) -> None:
+        message = clipped(message, MAX_REASON_CHARS)
         super().__init__(message)
         self.message = message
-        self.details = details
+        self.details = {
+            name: clipped(value, MAX_DETAIL_CHARS) if isinstance(value, str) else value
+            for name, value in details.items()
+        }
 
 
 class OrderAlreadyExists(OrderRuleViolation):

@@ -28,6 +28,7 @@ from domain.errors import (
     OrderNotPending,
     QuantityLimitExceeded,
     UnitPriceMismatch,
+    clipped,
 )
 from domain.events import (
     DomainEvent,
@@ -246,7 +247,8 @@ def _valid_unit_price(sku: str, price: Decimal) -> Decimal:
     if not exact or not 0 <= price <= MAX_UNIT_PRICE:
         raise InvalidUnitPrice(
             f"unit_price must be a decimal >= 0 and <= {MAX_UNIT_PRICE} with at most "
-            f"{PRICE_DECIMAL_PLACES} decimal places, got {price!r} for sku {sku!r}",
+            f"{PRICE_DECIMAL_PLACES} decimal places, got {clipped(repr(price), 60)} "
+            f"for sku {sku!r}",
             sku=sku,
             unit_price=str(price),
         )

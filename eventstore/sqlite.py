@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import gc
 import json
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, SafeUUID
 
 from embedded.sqlite import SqliteAdapter
+from embedded.sqlite_library import sqlite3
 from eventstore.port import (
     AppendResult,
     ConcurrencyError,

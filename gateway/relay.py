@@ -45,8 +45,12 @@ class EventGateway:
         idle_poll: float = 0.2,
         wait_for_append: Callable[[float], Awaitable[None]] | None = None,
         publish_timeout: float | None = None,
+        user_id: str | None = None,
     ) -> None:
         self._store = store
+        # Stamped on every event; the broker refuses it unless it is our login, so a
+        # projection can tell the gateway's events from anyone else's.
+        self._user_id = user_id
         self._broker = broker
         self._checkpoint = checkpoint
         self._customers = CustomerDirectory(store)
@@ -146,6 +150,7 @@ class EventGateway:
             message_type=event.type,
             content_type="application/json",
             correlation_id=event.correlation_id,
+            user_id=self._user_id,
             persist=True,
             # No binding for a routing key means nobody subscribed: not an error.
             mandatory=False,

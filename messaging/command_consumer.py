@@ -29,13 +29,14 @@ from messaging.failures import (
     previous_attempts,
     was_dead_lettered,
 )
-from messaging.topology import COMMAND_OUTCOMES_EXCHANGE, WorkQueue
+from messaging.topology import COMMAND_OUTCOMES_EXCHANGE, COMMANDS_EXCHANGE_NAME, WorkQueue
 from observability.logs import bind_message
 from observability.metrics import MESSAGES_HANDLED, LabelCache
 
 logger = logging.getLogger("conveyor.commands")
 
 OUTCOMES_EXCHANGE = RabbitExchange(COMMAND_OUTCOMES_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
+COMMANDS_EXCHANGE = RabbitExchange(COMMANDS_EXCHANGE_NAME, type=ExchangeType.DIRECT, durable=True)
 
 
 class CommandConsumer(QueueConsumer):

@@ -12,17 +12,84 @@ be silently dropped and the command applied without it.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 from application.commands import CommandEnvelope
 from domain.commands import AddItem, CancelOrder, Command, ConfirmOrder, CreateOrder, RemoveItem
 
-Identifier = Annotated[str, Field(min_length=1, max_length=200, strict=True)]
-Text = Annotated[str, Field(min_length=1, max_length=2000, strict=True)]
+ID_PUNCTUATION = "-_.:@/+#~="
+ID_ALPHABET = f"letters, digits and {' '.join(ID_PUNCTUATION)}"
+# control, format, surrogate, private use, unassigned
+_CONTROL_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn")
+
+
+def _nfc(value: object) -> object:
+    """One spelling per text: "café" typed as é or as e + U+0301 is one customer."""
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
+
+
+def _character(char: str) -> str:
+    return f"U+{ord(char):04X}" + (f" {name}" if (name := unicodedata.name(char, "")) else "")
+
+
+def _id_alphabet(value: str) -> str:
+    for char in value:
+        if char not in ID_PUNCTUATION and unicodedata.category(char)[0] not in "LMN":
+            raise ValueError(f"an id may hold only {ID_ALPHABET}; found {_character(char)}")
+    return value
+
+
+def _no_control_characters(value: str) -> str:
+    for char in value:
+        if unicodedata.category(char) in _CONTROL_CATEGORIES:
+            raise ValueError(f"control or unassigned character {_character(char)} is not allowed")
+    return value
+
+
+Identifier = Annotated[
+    str,
+    BeforeValidator(_nfc),
+    Field(
+        min_length=1,
+        max_length=200,
+        strict=True,
+        description=f"1-200 characters after Unicode NFC normalisation: {ID_ALPHABET}",
+    ),
+    AfterValidator(_id_alphabet),
+]
+Text = Annotated[
+    str,
+    BeforeValidator(_nfc),
+    Field(min_length=1, max_length=2000, strict=True, description="No control characters"),
+    AfterValidator(_no_control_characters),
+]
+IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+# Wide enough for every value the domain judges (its rules then say yes or no, with a
+# reason), narrow enough that no number costs more than a few digits to handle.
+Quantity = Annotated[int, Field(strict=True, ge=-(10**9), le=10**9)]
+Price = Annotated[
+    Decimal,
+    Field(
+        max_digits=24,
+        ge=-(10**15),
+        le=10**15,
+        allow_inf_nan=False,
+        description='A decimal as a JSON string ("9.99") or number; never read as a float',
+    ),
+]
 
 
 class _CommandMessage(BaseModel):
@@ -47,10 +114,8 @@ class CreateOrderMessage(_CommandMessage):
 class AddItemMessage(_CommandMessage):
     type: Literal["AddItem"]
     sku: Identifier
-    quantity: StrictInt
-    unit_price: Decimal = Field(
-        description='A decimal as a JSON string ("9.99") or number; never read as a float'
-    )
+    quantity: Quantity
+    unit_price: Price
 
     def to_command(self) -> Command:
         return AddItem(
@@ -143,18 +208,29 @@ def parse_command(
         message: _CommandMessage = COMMAND_MESSAGE.validate_python(raw)
     except ValidationError as exc:
         raise InvalidCommandMessage("SchemaError", _describe(raw["type"], exc)) from exc
-    command_id = message.command_id or message_id
+    command_id = message.command_id or _amqp_id("message_id", message_id)
     if not command_id:
         raise InvalidCommandMessage(
             "MissingCommandId", "no command_id in the body and no AMQP message_id"
         )
-    correlation = message.correlation_id or correlation_id or command_id
+    correlation = message.correlation_id or _amqp_id("correlation_id", correlation_id) or command_id
     return CommandEnvelope(
         command=message.to_command(),
         command_id=command_id,
         correlation_id=correlation,
         causation_id=command_id,
     )
+
+
+def _amqp_id(name: str, value: str | None) -> str | None:
+    """An AMQP property standing in for a body field: held to the same rules."""
+    if not value:
+        return None
+    try:
+        return IDENTIFIER.validate_python(value)
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False)[0]["msg"]
+        raise InvalidCommandMessage("SchemaError", f"AMQP {name}: {problem}") from exc
 
 
 def _describe(command_type: str, error: ValidationError) -> str:

@@ -40,6 +40,8 @@ ORIGINAL_QUEUE = "x-conveyor-original-queue"
 DEAD_LETTERED_AT = "x-conveyor-dead-lettered-at"
 ORIGINAL_USER_ID = "x-conveyor-original-user-id"
 ORIGINAL_APP_ID = "x-conveyor-original-app-id"
+ORIGINAL_SIZE = "x-conveyor-original-size"
+"""On a dead letter whose body was cut to the size limit: the body's size before."""
 ORIGINAL_MESSAGE_ID = "x-conveyor-original-message-id"
 """On a copy we publish: the message_id of the message it copies. Every copy gets an id of
 its own, because aiormq matches a `basic.return` to its publish by message_id: two
@@ -126,8 +128,12 @@ class FailureRouter:
         max_attempts: int,
         publish_timeout: float | None = None,
         clock: Callable[[], datetime] = _now,
+        user_id: str | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         self._broker = broker
+        self._user_id = user_id
+        self._max_body_bytes = max_body_bytes
         self._queue = queue
         self._max_attempts = max_attempts
         self._publish_timeout = publish_timeout
@@ -187,6 +193,11 @@ class FailureRouter:
             headers[NO_MESSAGE_ID] = True
         else:
             headers[ORIGINAL_MESSAGE_ID] = original_id
+        if ATTEMPTS not in (message.headers or {}) or redriven:
+            # A message from a sender, not a copy of ours: what it claims about its origin is
+            # not evidence. Only the broker-validated properties are recorded.
+            for name in (ORIGINAL_USER_ID, ORIGINAL_APP_ID):
+                headers.pop(name, None)
         if message.user_id:
             # Republishing with another user's user_id is refused by the broker.
             headers[ORIGINAL_USER_ID] = message.user_id
@@ -207,8 +218,13 @@ class FailureRouter:
     async def _publish(
         self, message: AbstractIncomingMessage, route: FailureRoute, headers: dict[str, Any]
     ) -> None:
+        body = message.body
+        if self._max_body_bytes is not None and len(body) > self._max_body_bytes:
+            # Too large to be valid anyway: keep enough to recognise it, not the whole cost.
+            headers[ORIGINAL_SIZE] = len(body)
+            body = body[: self._max_body_bytes]
         await self._broker.publish(
-            message.body,
+            body,
             queue=route.destination,
             headers=headers,
             content_type=message.content_type,
@@ -219,6 +235,9 @@ class FailureRouter:
             message_type=message.type,
             timestamp=message.timestamp,
             priority=message.priority,
+            # Our own user_id survives the copy (the broker accepts only our login): a retry
+            # of the gateway's event stays trusted when the gateway shares our account.
+            user_id=message.user_id if message.user_id == self._user_id else None,
             persist=True,
             mandatory=True,
             timeout=self._publish_timeout,

@@ -32,7 +32,13 @@ ROUTING_KEYS: dict[str, str] = {
     "OrderCancelled": "orders.cancelled",
 }
 
-DecimalText = Annotated[str, Field(pattern=r"^-?\d+(\.\d+)?$", description="A decimal as text")]
+DecimalText = Annotated[
+    str, Field(pattern=r"^-?\d+(\.\d+)?$", max_length=40, description="A decimal as text")
+]
+# Bounded like the commands they come from (messaging/command_messages.py): a consumer
+# never holds more than a few KB per event.
+Id = Annotated[str, Field(max_length=255)]  # an AMQP short string: what any stored id fits in
+Reason = Annotated[str, Field(max_length=2000)]
 
 
 class _Data(BaseModel):
@@ -40,17 +46,17 @@ class _Data(BaseModel):
 
 
 class OrderCreatedData(_Data):
-    customer_id: str
+    customer_id: Id
 
 
 class ItemAddedData(_Data):
-    sku: str
-    quantity: int
+    sku: Id
+    quantity: int = Field(ge=-(10**9), le=10**9)
     unit_price: DecimalText
 
 
 class ItemRemovedData(_Data):
-    sku: str
+    sku: Id
 
 
 class OrderConfirmedData(_Data):
@@ -58,7 +64,7 @@ class OrderConfirmedData(_Data):
 
 
 class OrderCancelledData(_Data):
-    reason: str
+    reason: Reason
 
 
 class _IntegrationEvent(BaseModel):
@@ -67,12 +73,12 @@ class _IntegrationEvent(BaseModel):
 
     event_id: UUID
     schema_version: int = Field(ge=1)
-    order_id: str
-    customer_id: str
-    version: int = Field(ge=1, description="The order's version after this event")
+    order_id: Id
+    customer_id: Id
+    version: int = Field(ge=1, le=2**53, description="The order's version after this event")
     occurred_at: datetime
-    correlation_id: str | None = None
-    causation_id: str | None = None
+    correlation_id: Id | None = None
+    causation_id: Id | None = None
 
     @property
     def routing_key(self) -> str:

@@ -1,5 +1,7 @@
 """A projection worker's consumer: integration events in, one read model updated.
 
+not from the gateway       → dead-letter queue at once (UntrustedPublisher): its body,
+    its position header and its provenance are not believed
 not an integration event  → dead-letter queue at once
 duplicate (already applied) → acked, nothing written
 gap (an earlier event of the order has not been applied yet) → the missing versions are
@@ -40,9 +42,16 @@ class ProjectionConsumer(QueueConsumer):
         failures: FailureRouter,
         progress: ProgressTracker | None = None,
         gaps: GapFiller | None = None,
+        *,
+        trusted_publishers: frozenset[str] | None = None,
+        max_message_bytes: int | None = None,
     ) -> None:
         super().__init__(broker, queue, failures)
         self.applier = applier
+        self.trusted_publishers = trusted_publishers
+        """RabbitMQ users whose deliveries are applied (the broker validates `user_id`);
+        None trusts every delivery (tests that feed a projection directly)."""
+        self.max_message_bytes = max_message_bytes
         self.progress = progress or ProgressTracker(applier.projection.name)
         self._gaps = gaps
         self.description = (
@@ -57,6 +66,23 @@ class ProjectionConsumer(QueueConsumer):
         await self.applier.ensure_collection()
 
     async def process(self, raw: AbstractIncomingMessage) -> None:
+        if self.trusted_publishers is not None and raw.user_id not in self.trusted_publishers:
+            reason = (
+                f"published by user {raw.user_id!r}, not by the gateway "
+                f"({', '.join(sorted(self.trusted_publishers))}): not applied"
+            )
+            route = await self.failures.dead_letter(raw, "UntrustedPublisher", reason)
+            logger.warning(
+                "event %r dead-lettered to %s: %s", raw.message_id, route.destination, reason
+            )
+            return
+        if self.max_message_bytes is not None and len(raw.body) > self.max_message_bytes:
+            reason = f"message body is {len(raw.body)} bytes; the limit is {self.max_message_bytes}"
+            route = await self.failures.dead_letter(raw, "MessageTooLarge", reason)
+            logger.warning(
+                "event %r dead-lettered to %s: %s", raw.message_id, route.destination, reason
+            )
+            return
         try:
             event = decode(raw.body)
         except NotAnIntegrationEvent as invalid:

@@ -5,7 +5,10 @@
     <name>.retry.<N>ms     one quorum queue per delay tier; messages expire after N ms and
                            are dead-lettered back to <name> (per-tier TTL: per-message TTLs
                            would block behind each other)
-    <name>.dlq             quorum dead-letter queue, kept until an operator acts
+    <name>.dlq             quorum dead-letter queue, kept until an operator acts; at most
+                           `dead_letter_max_bytes` of bodies, then it refuses new dead
+                           letters (reject-publish): the work queue stops moving instead of
+                           a flood of junk filling the broker's disk
 
 Dead-lettering from quorum queues is at-least-once only with
 `x-dead-letter-strategy=at-least-once` AND `x-overflow=reject-publish`; without the
@@ -38,6 +41,7 @@ class WorkQueue:
     delivery_limit: int
     binding_key: str = ""
     """Routing key binding the work queue to its exchange (for queues fed by an exchange)."""
+    dead_letter_max_bytes: int = 1024**3
 
     @property
     def dead_letter_queue(self) -> str:
@@ -73,11 +77,20 @@ class WorkQueue:
         ]
 
     def dead_letters(self) -> RabbitQueue:
-        return _quorum(self.dead_letter_queue)
+        return _quorum(
+            self.dead_letter_queue,
+            x_max_length_bytes=self.dead_letter_max_bytes,
+            x_overflow="reject-publish",
+        )
 
     def all_queues(self) -> list[RabbitQueue]:
         return [self.work(), *self.retries(), self.dead_letters()]
 
+
+COMMANDS_EXCHANGE_NAME = "conveyor.commands"
+"""Direct exchange where producers publish commands (routing key = the command queue's name).
+Producers get write permission on this exchange only: the default exchange would let them
+reach every queue, the projection queues included."""
 
 COMMAND_OUTCOMES_EXCHANGE = "conveyor.command-outcomes"
 """Topic exchange where every command outcome is published (routing key

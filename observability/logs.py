@@ -38,16 +38,44 @@ class MessageIdsFilter(logging.Filter):
         return True
 
 
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+# C0 and C1 controls (newline, ESC…), DEL, and the invisible format characters that
+# reorder or hide text on a terminal (bidi overrides, zero-width spaces).
+_CONTROLS = {
+    code: _escape(chr(code))
+    for code in (
+        *range(0x20),
+        *range(0x7F, 0xA0),
+        0xAD,
+        *range(0x200B, 0x2010),
+        *range(0x202A, 0x202F),
+        *range(0x2060, 0x2070),
+        0xFEFF,
+    )
+}
+
+
+def escape_controls(text: str) -> str:
+    """`text` safe for one terminal line: controls shown as \\xNN / \\uNNNN, so a newline
+    in an id cannot forge a log line and an escape sequence cannot drive the terminal."""
+    return text.translate(_CONTROLS)
+
+
 class TextFormatter(logging.Formatter):
-    """The plain format, with the message ids appended when there are any."""
+    """The plain format, with the message ids appended when there are any. Everything
+    but the traceback stays on one line: control characters are escaped."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         correlation_id = getattr(record, "correlation_id", None)
         causation_id = getattr(record, "causation_id", None)
-        if correlation_id is None and causation_id is None:
-            return line
-        return f"{line} [correlation_id={correlation_id} causation_id={causation_id}]"
+        if correlation_id is not None or causation_id is not None:
+            line = f"{line} [correlation_id={correlation_id} causation_id={causation_id}]"
+        return escape_controls(line)
 
 
 def log_handler(

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from conveyor.embedded_http import serve_embedded
+from conveyor.embedded_http import HttpAccess, serve_embedded
 from observability.health import Readiness
 
 
@@ -50,7 +50,11 @@ class OpsServer:
 
     @classmethod
     async def start(
-        cls, host: str, port: int, readiness: Callable[[], Awaitable[Readiness]]
+        cls,
+        host: str,
+        port: int,
+        readiness: Callable[[], Awaitable[Readiness]],
+        access: HttpAccess | None = None,
     ) -> OpsServer:
         server, bound, task = await serve_embedded(
             create_ops_app(readiness),
@@ -60,6 +64,7 @@ class OpsServer:
             port_variable="CONVEYOR_OPS_PORT",
             task_name="ops-http",
             backlog=64,
+            access=access,
         )
         return cls(server, task, bound)
 

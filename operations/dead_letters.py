@@ -76,6 +76,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from conveyor.settings import Settings
 from conveyor.tls import amqp_ssl_context
 from messaging import failures
+from observability.logs import escape_controls
 from operations.management import ManagementApi, ManagementApiError
 
 DLQ_SUFFIX = ".dlq"
@@ -240,7 +241,9 @@ def dead_lettered_at(message: AbstractIncomingMessage) -> datetime | None:
 
 
 def original_queue_of(headers: Mapping[str, Any], dead_letter_queue: str) -> str:
-    return _text(headers.get(failures.ORIGINAL_QUEUE)) or dead_letter_queue.removesuffix(DLQ_SUFFIX)
+    """The queue a dead letter goes back to: always the one its DLQ belongs to. A header
+    naming another queue is anybody's claim (a sender can set it), so it is not followed."""
+    return dead_letter_queue.removesuffix(DLQ_SUFFIX)
 
 
 def describe(message: AbstractIncomingMessage, dead_letter_queue: str) -> DeadLetter:
@@ -423,7 +426,9 @@ async def list_dead_letter_queues(
 # --- re-drive --------------------------------------------------------------------------
 
 
-def _copy(message: AbstractIncomingMessage, *, redriven: bool) -> aio_pika.Message:
+def _copy(
+    message: AbstractIncomingMessage, *, redriven: bool, own_user: str | None = None
+) -> aio_pika.Message:
     headers: dict[str, Any] = dict(message.headers or {})
     for name in _BROKER_COUNTERS:
         headers.pop(name, None)
@@ -434,6 +439,9 @@ def _copy(message: AbstractIncomingMessage, *, redriven: bool) -> aio_pika.Messa
         headers[failures.DEAD_LETTERED_AT] = moment.isoformat()
     if message.user_id:
         headers.setdefault(failures.ORIGINAL_USER_ID, message.user_id)
+    # The broker accepts only our own login as user_id. Kept when it is ours, a re-driven
+    # gateway event (same account) stays trusted by the projections; any other is dropped.
+    user_id = message.user_id if message.user_id == own_user else None
     return aio_pika.Message(
         message.body,
         headers=headers,
@@ -448,6 +456,7 @@ def _copy(message: AbstractIncomingMessage, *, redriven: bool) -> aio_pika.Messa
         timestamp=message.timestamp,
         type=message.type,
         app_id=message.app_id,
+        user_id=user_id,
     )
 
 
@@ -487,6 +496,7 @@ async def redrive(
     await check_dead_letter_queue(api, name)
     result = RedriveResult(queue=name)
     connection = await connect(settings, "redrive")
+    own_user = settings.amqp_user()
     async with connection:
         channel = await connection.channel(publisher_confirms=False)
         queue, to_examine = await _message_count(channel, name)
@@ -506,10 +516,10 @@ async def redrive(
                 if wanted and (limit is None or result.moved + moved.total() < limit):
                     destination = original_queue_of(headers, name)
                     moved[destination] += 1
-                    copy = _copy(message, redriven=True)
+                    copy = _copy(message, redriven=True, own_user=own_user)
                 else:
                     destination = name  # stays: re-appended at the tail
-                    copy = _copy(message, redriven=False)
+                    copy = _copy(message, redriven=False, own_user=own_user)
                 await channel.default_exchange.publish(copy, routing_key=destination)
                 await message.ack()
             await _check_destinations(channel, moved, name, result.moved)
@@ -563,11 +573,13 @@ async def purge(settings: Settings, api: ManagementApi, name: str) -> int:
 
 
 def body_preview(body: bytes, width: int = 2000) -> str:
-    """The body as text for a terminal: JSON compacted, other text as is, binary as hex."""
+    """The body as text for a terminal: JSON compacted, other text with its control
+    characters escaped (no escape sequence reaches the terminal), binary as hex."""
     try:
         text = body.decode()
     except UnicodeDecodeError:
         return body[: width // 2].hex() + ("…" if len(body) > width // 2 else "")
     with contextlib.suppress(ValueError):
         text = json.dumps(json.loads(text), ensure_ascii=False)
+    text = escape_controls(text)
     return text if len(text) <= width else text[:width] + "…"

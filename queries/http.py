@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query
 
+from conveyor.bootstrap import http_access
 from conveyor.embedded_http import serve_embedded
 from conveyor.settings import Settings
 from eventstore.port import EventStore
@@ -25,6 +26,11 @@ from eventstore.serialization import to_utc
 from queries.service import OrderQueries, OrderStatus, history_as_json
 from readmodels.collections import ProjectionCollections
 from readmodels.port import ReadModelStore
+
+MAX_VERSION = 2**53
+"""Above any real order's version, and inside every store's integer range."""
+MAX_AGE_SECONDS = 100 * 365 * 24 * 3600.0
+"""Inside what a timedelta holds (and what "older than" can sensibly mean)."""
 
 
 def create_app(queries: OrderQueries) -> FastAPI:
@@ -44,16 +50,16 @@ def create_app(queries: OrderQueries) -> FastAPI:
     @app.get("/orders/{order_id}/history")
     async def get_order_history(
         order_id: str,
-        as_of_version: Annotated[int | None, Query(ge=0)] = None,
+        as_of_version: Annotated[int | None, Query(ge=0, le=MAX_VERSION)] = None,
         as_of: datetime | None = None,
     ) -> dict[str, Any]:
         if as_of_version is not None and as_of is not None:
             raise HTTPException(422, "give as_of_version or as_of, not both")
-        history = await queries.history(
-            order_id,
-            as_of_version=as_of_version,
-            as_of=to_utc(as_of) if as_of is not None else None,
-        )
+        try:
+            as_of_utc = to_utc(as_of) if as_of is not None else None
+        except OverflowError:  # a valid ISO time whose UTC form is before year 1 / after 9999
+            raise HTTPException(422, "as_of is out of range in UTC") from None
+        history = await queries.history(order_id, as_of_version=as_of_version, as_of=as_of_utc)
         if not history.events and as_of_version is None and as_of is None:
             raise HTTPException(404, f"order {order_id!r} not found")
         return history_as_json(history)
@@ -69,7 +75,9 @@ def create_app(queries: OrderQueries) -> FastAPI:
     async def list_orders(
         status: OrderStatus = "pending",
         customer_id: str | None = None,
-        older_than_seconds: Annotated[float | None, Query(ge=0)] = None,
+        older_than_seconds: Annotated[
+            float | None, Query(ge=0, le=MAX_AGE_SECONDS, allow_inf_nan=False)
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         orders = await queries.orders(
@@ -100,4 +108,5 @@ async def serve(
         what="HTTP",
         port_variable="CONVEYOR_HTTP_PORT",
         task_name="http",
+        access=http_access(settings, settings.http_host),
     )

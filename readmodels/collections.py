@@ -46,8 +46,11 @@ class ProjectionCollections:
         cached = self._cache.get(name)
         if cached is not None and self._clock() - cached[0] < self.cache_seconds:
             return cached[1]
+        # The time before the read: a switch may land while a slow read is under way, and
+        # the rebuild's catch-up waits only `cache_seconds` from its switch.
+        asked = self._clock()
         active = await self.read(name)
-        self._cache[name] = (self._clock(), active)
+        self._cache[name] = (asked, active)
         return active
 
     async def read(self, name: str) -> ActiveCollection:
@@ -73,7 +76,8 @@ class ProjectionCollections:
         """Point readers at version `version`; RevisionConflict if another switch won."""
         collection = collection_name(current.name, version)
         body = {"collection": collection, "version": version}
+        asked = self._clock()
         rev = await self._store.put(PROJECTION_STATE, current.name, body, expected_rev=current.rev)
         switched = ActiveCollection(current.name, collection, version, rev)
-        self._cache[current.name] = (self._clock(), switched)
+        self._cache[current.name] = (asked, switched)
         return switched

@@ -257,12 +257,13 @@ async def _rebuild_held(
     if fast is not None:
         await _write_fold(fast, projections, targets, read_store, written, customers, renew)
         fast = None  # the states can go before the catch-up
-    await asyncio.gather(
-        *(
-            read_store.ensure_collection(target, projection.indexes)
-            for projection, target in zip(projections, targets, strict=True)
-        )
-    )
+    # One index per transaction, one after the other: an index build holds SQLite's write
+    # lock while it runs, so other processes' writes go in between, and the leases are
+    # renewed before each (a build on a large collection can take a while).
+    for projection, target in zip(projections, targets, strict=True):
+        for fields in projection.indexes:
+            await renew(force=True)
+            await read_store.ensure_collection(target, (fields,))
     await renew(force=True)
 
     switched: list[ActiveCollection] = []
@@ -384,15 +385,27 @@ async def _write_fold(
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
                 if len(writes) > _WRITES_IN_FLIGHT:
-                    await writes[-1 - _WRITES_IN_FLIGHT]
+                    await _finished(writes[-1 - _WRITES_IN_FLIGHT])
                 await renew()
-        await asyncio.gather(*writes)
+        for write in writes:
+            await _finished(write)
     finally:
-        for write in writes:  # a failed batch: the others must not outlive the rebuild
-            if not write.done():
-                write.cancel()
+        # A failed batch: the others must not outlive the rebuild (and its leases), and
+        # cancelling one cannot unsend it. At most _WRITES_IN_FLIGHT are left to wait for.
+        if writes:
+            await asyncio.wait(writes)
+            for write in writes:
+                if not write.cancelled():
+                    write.exception()  # retrieved: the first failure is the one raised
     for order_id, customer in fast.customers().items():
         customers.remember(order_id, customer)
+
+
+async def _finished(write: asyncio.Future[None]) -> None:
+    """Wait for a batch and raise its failure; a cancelled rebuild does not cancel the
+    batch (as awaiting it directly would): it is waited for, below."""
+    await asyncio.wait([write])
+    write.result()
 
 
 async def _fold_page(

@@ -17,12 +17,12 @@ from __future__ import annotations
 import gc
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from embedded.sqlite import SqliteAdapter
+from embedded.sqlite_library import sqlite3
 from readmodels.port import (
     Body,
     Document,

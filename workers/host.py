@@ -30,6 +30,7 @@ from conveyor.bootstrap import (
     build_projection_consumers,
     build_reconciler,
     declare_topology,
+    http_access,
     open_event_store,
     open_read_store,
 )
@@ -146,7 +147,12 @@ class WorkerHost:
         settings = self.settings
         # First, so that a taken port fails before anything else and /health/live answers
         # while the rest starts.
-        self._ops = await OpsServer.start(settings.ops_host, settings.ops_port, self.readiness)
+        self._ops = await OpsServer.start(
+            settings.ops_host,
+            settings.ops_port,
+            self.readiness,
+            http_access(settings, settings.ops_host),
+        )
         self.ops_port = self._ops.port
         logger.info("metrics and health on http://%s:%d/", settings.ops_host, self.ops_port)
         # Projections read the event store to heal what the broker never delivered.

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.settings import Settings
+from eventstore.sqlite import SqliteEventStore
 from workers.host import WorkerHost
 
 pytestmark = pytest.mark.rabbitmq
@@ -50,10 +51,13 @@ async def aconveyor(
 def assert_one_line_error(
     result: subprocess.CompletedProcess[str], *fragments: str, logs_before: bool = False
 ) -> None:
-    """A failure is one line on stderr (after the worker's own log lines, for `run`)."""
+    """A failure is one line on stderr (after the worker's own log lines, for `run`, and
+    the line naming the store a command opened)."""
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
+    while lines and lines[0].startswith(("conveyor: event store ", "conveyor: read store ")):
+        lines = lines[1:]
     if logs_before:
         assert all(" INFO " in line for line in lines[:-1]), result.stderr
     else:
@@ -123,8 +127,10 @@ async def test_send_wait_and_history_through_a_running_worker(
     assert "total 20.48" in text.stdout
 
 
-def test_history_of_an_unknown_order_says_so(settings: Settings) -> None:
-    result = conveyor(settings, "history", "nobody")
+async def test_history_of_an_unknown_order_says_so(settings: Settings) -> None:
+    # An event store that exists (a missing one is refused: test_sqlite_paths.py).
+    await (await SqliteEventStore(settings.event_store).open()).close()
+    result = await aconveyor(settings, "history", "nobody")
     assert result.returncode == 1
     assert "has no events" in result.stdout
 

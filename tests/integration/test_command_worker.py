@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ import pytest
 
 from application.streams import order_stream
 from conveyor.settings import Settings
+from embedded.sqlite_library import sqlite3
 from eventstore.sqlite import SqliteEventStore
 from messaging import failures
 from operations import dead_letters

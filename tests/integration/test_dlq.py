@@ -330,29 +330,45 @@ async def test_redrive_with_limit_and_error_type_moves_only_those(
     assert set(ids) == {f"m{n}" for n in range(6)}
 
 
-async def test_redrive_stops_before_a_missing_queue_and_leaves_that_batch_in_the_dlq(
+async def test_redrive_moves_only_to_the_queue_the_dlq_belongs_to(
     settings: Settings, channel: aio_pika.abc.AbstractChannel
 ) -> None:
-    """The batch holding a message for a queue that does not exist is rolled back: the
-    copies already published in its transaction are discarded, not delivered."""
+    """An original-queue header is a sender's claim: one naming another queue (a projection
+    queue, a queue that does not exist) is not followed."""
     dlq_name = await declare_queues(channel, settings)
-    for number in range(25):
-        original = "no-such-queue" if number == 15 else settings.command_queue
+    elsewhere = f"{settings.projection_queue_prefix}.order_summary"
+    await channel.declare_queue(elsewhere, auto_delete=True)
+    for number in range(6):
+        original = ("no-such-queue", elsewhere, settings.command_queue)[number % 3]
         await put(
             channel,
             dlq_name,
             conveyor_headers("Invalid", **{failures.ORIGINAL_QUEUE: original}),
             f"m{number}",
         )
-    result = await dlq(settings, "redrive", dlq_name, "--batch-size", "10")
-    assert_one_line_error(result, "'no-such-queue'", "does not exist", "10 message(s) moved")
-    await eventually(lambda: _depth_is(channel, dlq_name, 15), what="the batch back in the DLQ")
-    assert [m.message_id for m in await drain(channel, settings.command_queue)] == [
-        f"m{n}" for n in range(10)
+    result = await dlq(settings, "redrive", dlq_name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(m.message_id for m in await drain(channel, settings.command_queue)) == [
+        f"m{n}" for n in range(6)
     ]
-    assert sorted(m.message_id for m in await drain(channel, dlq_name)) == sorted(
-        f"m{n}" for n in range(10, 25)
-    )
+    assert await depth(channel, elsewhere) == 0
+
+
+async def test_redrive_stops_before_a_missing_queue_and_leaves_the_batch_in_the_dlq(
+    settings: Settings, channel: aio_pika.abc.AbstractChannel
+) -> None:
+    """The work queue deleted under the DLQ: the batch is rolled back, the copies already
+    published in its transaction are discarded, not delivered."""
+    dlq_name = await declare_queues(channel, settings)
+    for number in range(5):
+        await put(channel, dlq_name, conveyor_headers("Invalid"), f"m{number}")
+    await channel.queue_delete(settings.command_queue, if_unused=False, if_empty=False)
+    result = await dlq(settings, "redrive", dlq_name)
+    assert_one_line_error(result, repr(settings.command_queue), "does not exist")
+    await eventually(lambda: _depth_is(channel, dlq_name, 5), what="the batch back in the DLQ")
+    assert sorted(m.message_id for m in await drain(channel, dlq_name)) == [
+        f"m{n}" for n in range(5)
+    ]
 
 
 class Interrupted(Exception):
@@ -514,3 +530,26 @@ def test_the_error_type_of_a_broker_dead_letter_is_its_reason() -> None:
     assert error_type_of(broker_headers("q")) == "delivery_limit"
     assert error_type_of({"x-death": [{"reason": b"rejected"}]}) == "rejected"
     assert error_type_of({}) == "unknown"
+
+
+async def test_show_escapes_what_would_drive_the_terminal(
+    settings: Settings, channel: aio_pika.abc.AbstractChannel
+) -> None:
+    """message_id, headers and a non-JSON body come from whoever published the message."""
+    dlq_name = await declare_queues(channel, settings)
+    await channel.default_exchange.publish(
+        aio_pika.Message(
+            b"not json \x1b]0;owned\x07\x1b[2J\nfake line",
+            message_id="m\x1b[31m-1\n#2 message_id=forged",
+            headers=conveyor_headers("Bad\x1b[5m", **{failures.ERROR_MESSAGE: "x\ry"}),
+        ),
+        routing_key=dlq_name,
+    )
+    shown = await dlq(settings, "show", dlq_name)
+    assert shown.returncode == 0, shown.stderr
+    assert "\x1b" not in shown.stdout
+    assert "\x07" not in shown.stdout
+    assert "\r" not in shown.stdout
+    assert "message_id=m\\x1b[31m-1\\x0a#2 message_id=forged" in shown.stdout
+    assert "body: not json \\x1b]0;owned\\x07\\x1b[2J\\x0afake line" in shown.stdout
+    assert len(shown.stdout.splitlines()) == 5  # four lines for the letter, one summary

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import sqlite3
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from application.streams import order_stream
 from conveyor.bootstrap import build_broker, projection_queue
 from conveyor.settings import Settings
+from embedded.sqlite_library import sqlite3
 from eventstore.sqlite import SqliteEventStore
 from observability import tracing
 from observability.logs import log_handler

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
@@ -120,6 +121,8 @@ async def publish_events(amqp_url: str, events: list[Any]) -> None:
                         aio_pika.Message(
                             encode(event),
                             message_id=str(event.event_id),
+                            # as the gateway does: projections apply only its user's events
+                            user_id=urlsplit(amqp_url).username or "guest",
                             content_type="application/json",
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                         ),
@@ -222,7 +225,10 @@ async def test_a_poison_event_is_dead_lettered_and_the_others_flow(
         channel = await connection.channel()
         exchange = await channel.get_exchange("conveyor.events")
         await exchange.publish(
-            aio_pika.Message(b"{not json", message_id="junk"), routing_key="orders.created"
+            aio_pika.Message(
+                b"{not json", message_id="junk", user_id=urlsplit(amqp_url).username or "guest"
+            ),
+            routing_key="orders.created",
         )
     await read_models_settle(settings)
 

@@ -30,7 +30,9 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelClosed, ProbableAuthe
 
 from conveyor.bootstrap import build_broker, declare_topology
 from conveyor.settings import Settings
+from eventstore.sqlite import SqliteEventStore
 from gateway.relay import EVENTS
+from readmodels.sqlite import SqliteReadModelStore
 from tests.rabbit import AMQP_URL, MANAGEMENT_URL, Management, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +68,7 @@ def test_the_definitions_file_declares_least_privilege_users_without_passwords()
         "user": "",
         "vhost": "",
         "configure": "^$",
-        "write": r"^amq\.default$",
+        "write": r"^conveyor\.commands$",
         "read": "^$",
     }
     assert permissions["conveyor-operator"]["configure"] == "^$"
@@ -215,11 +217,12 @@ async def test_the_definitions_load_and_each_user_can_do_only_its_job(
         channel = await worker.channel()
         await _refused(channel.declare_queue("someone-elses-queue", durable=True))
 
-    # The publisher publishes commands through the default exchange, and that is all.
+    # The publisher publishes commands through the command exchange, and that is all.
     publisher = await aio_pika.connect(loaded.amqp_url("conveyor-publisher"))
     async with publisher:
         channel = await publisher.channel(publisher_confirms=True)
-        await channel.default_exchange.publish(
+        commands_exchange = await channel.get_exchange("conveyor.commands", ensure=False)
+        await commands_exchange.publish(
             aio_pika.Message(b'{"type": "ConfirmOrder", "order_id": "o-1"}', message_id="c-1"),
             routing_key=settings.command_queue,
         )
@@ -308,6 +311,11 @@ def _broker_url(password: str, port: int = 5672) -> str:
 
 
 @pytest.mark.rabbitmq
+async def _create_sqlite_stores(directory: Path) -> None:
+    await (await SqliteEventStore(directory / "events.db").open()).close()
+    await (await SqliteReadModelStore(directory / "readmodels.db").open()).close()
+
+
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [
@@ -354,6 +362,8 @@ def test_a_failed_connection_never_prints_the_password(
         "CONVEYOR_OPS_PORT": "0",
         **env,
     }
+    if args == ("status",):  # it only reads: it refuses stores that do not exist yet
+        asyncio.run(_create_sqlite_stores(tmp_path))
     done = _cli(*args, **env)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
@@ -432,3 +442,275 @@ async def test_amqps_verifies_the_broker_with_the_configured_ca(
     finally:
         server.close()
         await server.wait_closed()
+
+
+# --------------------------------------------------------------- forgeries (issue 18 part 1)
+
+FORGED_POSITION = 10**15
+
+
+def _fake_event(order_id: str, customer_id: str) -> bytes:
+    return json.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "OrderCreated",
+            "schema_version": 1,
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "version": 1,
+            "occurred_at": "2026-01-01T00:00:00+00:00",
+            "data": {"customer_id": customer_id},
+        }
+    ).encode()
+
+
+@pytest.mark.rabbitmq
+async def test_forgeries_are_refused_by_the_broker_or_ignored_by_the_projections(
+    loaded: LoadedDefinitions, tmp_path: Path
+) -> None:
+    """The attacks of issue 18, run with the shipped definitions: the publisher reaches
+    nothing but the command queue, and an account that can reach the projection queues but
+    is not the gateway's cannot make the read models or the progress believe anything."""
+    from conveyor.bootstrap import COMMANDS_EXCHANGE
+    from messaging import failures
+    from messaging.projection_consumer import ProjectionConsumer
+    from tests.integration.test_projections import read_models
+    from workers.host import WorkerHost
+
+    loaded.load(with_passwords=True)
+    settings = Settings(
+        amqp_url=loaded.amqp_url("conveyor-worker"),
+        event_store=str(tmp_path / "events.db"),
+        read_store=str(tmp_path / "readmodels.db"),
+        http_port=0,
+        ops_port=0,
+        retry_delays=(0.2,),
+        max_attempts=2,
+        gateway_poll_interval=0.05,
+    )
+    host = WorkerHost(settings, ("commands", "gateway", "projections"))
+    await host.start()
+    try:
+        summary_queue = f"{settings.projection_queue_prefix}.order_summary"
+
+        # The publisher's one way in: the command exchange, routed to the command queue.
+        publisher = await aio_pika.connect(loaded.amqp_url("conveyor-publisher"))
+        async with publisher:
+            channel = await publisher.channel(publisher_confirms=True, on_return_raises=True)
+            commands = await channel.get_exchange(COMMANDS_EXCHANGE.name, ensure=False)
+            await commands.publish(
+                aio_pika.Message(
+                    json.dumps(
+                        {"type": "CreateOrder", "order_id": "o-real", "customer_id": "alice"}
+                    ).encode(),
+                    message_id="c-real",
+                ),
+                routing_key=settings.command_queue,
+            )
+            # …and it routes nowhere else: not to a projection queue by its name.
+            with pytest.raises(aio_pika.exceptions.DeliveryError):
+                await commands.publish(
+                    aio_pika.Message(_fake_event("o-forged", "mallory")),
+                    routing_key=summary_queue,
+                )
+
+        # Every other door is shut: the default exchange (to any queue), the events exchange.
+        for queue in (settings.command_queue, summary_queue, f"{summary_queue}.dlq"):
+            publisher = await aio_pika.connect(loaded.amqp_url("conveyor-publisher"))
+            async with publisher:
+                channel = await publisher.channel(publisher_confirms=True)
+                await _refused(
+                    channel.default_exchange.publish(
+                        aio_pika.Message(_fake_event("o-forged", "mallory")), routing_key=queue
+                    )
+                )
+        publisher = await aio_pika.connect(loaded.amqp_url("conveyor-publisher"))
+        async with publisher:
+            channel = await publisher.channel(publisher_confirms=True)
+            events = await channel.get_exchange(EVENTS.name, ensure=False)
+            await _refused(
+                events.publish(
+                    aio_pika.Message(_fake_event("o-forged", "mallory")),
+                    routing_key="orders.created",
+                )
+            )
+        # Nor can it claim to be the gateway: the broker validates user_id.
+        publisher = await aio_pika.connect(loaded.amqp_url("conveyor-publisher"))
+        async with publisher:
+            channel = await publisher.channel(publisher_confirms=True)
+            commands = await channel.get_exchange(COMMANDS_EXCHANGE.name, ensure=False)
+            with pytest.raises((ChannelClosed, ChannelAccessRefused)) as raised:
+                await commands.publish(
+                    aio_pika.Message(b"{}", user_id=loaded.users["conveyor-worker"]),
+                    routing_key=settings.command_queue,
+                )
+            assert "PRECONDITION_FAILED" in str(raised.value)
+
+        async def real_order_projected() -> bool:
+            return "o-real" in (await read_models(settings))["order_summary"]
+
+        await eventually(real_order_projected, within=30, what="the real order in the summary")
+        trackers = {
+            c.progress.name: c.progress for c in host.consumers if isinstance(c, ProjectionConsumer)
+        }
+        honest_position = trackers["order_summary"].position
+        assert 0 < honest_position < FORGED_POSITION
+
+        # An account that *can* reach the events exchange but is not the gateway's (here the
+        # admin; on the embedded set-up, any other user): a fake confirmed order, a fake
+        # OrderCreated ahead of the real one, a position of 10^15 — with no user_id and
+        # with its own, broker-validated one.
+        admin = await aio_pika.connect(loaded.amqp_url("conveyor-admin"))
+        async with admin:
+            channel = await admin.channel(publisher_confirms=True)
+            events = await channel.get_exchange(EVENTS.name, ensure=False)
+            for user_id in (None, loaded.users["conveyor-admin"]):
+                await events.publish(
+                    aio_pika.Message(
+                        _fake_event("o-ahead", "mallory"),
+                        message_id=str(uuid.uuid4()),
+                        user_id=user_id,
+                        headers={"x-conveyor-position": FORGED_POSITION},
+                    ),
+                    routing_key="orders.created",
+                )
+        with loaded.http("conveyor-admin") as http:
+
+            async def refused_into_the_dlq() -> bool:
+                peek = {"count": 10, "ackmode": "ack_requeue_true", "encoding": "auto"}
+                dlq = quote(f"{summary_queue}.dlq", safe="")
+                got = http.post(f"/queues/{quote(loaded.vhost, safe='')}/{dlq}/get", json=peek)
+                letters = got.json() if got.status_code == 200 else []
+                return len(letters) == 2 and all(
+                    letter["properties"]["headers"][failures.ERROR_TYPE] == "UntrustedPublisher"
+                    for letter in letters
+                )
+
+            await eventually(refused_into_the_dlq, within=30, what="two refused forgeries")
+
+        # The real OrderCreated of that order, sent afterwards, is applied as the real one.
+        publisher = await aio_pika.connect(loaded.amqp_url("conveyor-publisher"))
+        async with publisher:
+            channel = await publisher.channel(publisher_confirms=True, on_return_raises=True)
+            commands = await channel.get_exchange(COMMANDS_EXCHANGE.name, ensure=False)
+            await commands.publish(
+                aio_pika.Message(
+                    json.dumps(
+                        {"type": "CreateOrder", "order_id": "o-ahead", "customer_id": "bob"}
+                    ).encode(),
+                    message_id="c-ahead",
+                ),
+                routing_key=settings.command_queue,
+            )
+
+        async def real_customer() -> bool:
+            summary = (await read_models(settings))["order_summary"].get("o-ahead")
+            return summary is not None and summary["customer_id"] == "bob"
+
+        await eventually(real_customer, within=30, what="o-ahead with its real customer")
+
+        # `conveyor send` works with nothing more than the publisher's rights.
+        sent = await asyncio.to_thread(
+            _cli,
+            "send",
+            '{"type": "CreateOrder", "order_id": "o-cli", "customer_id": "carol"}',
+            CONVEYOR_AMQP_URL=loaded.amqp_url("conveyor-publisher"),
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+
+        async def sent_by_cli() -> bool:
+            return "o-cli" in (await read_models(settings))["order_summary"]
+
+        await eventually(sent_by_cli, within=30, what="the order sent with conveyor send")
+        assert "o-forged" not in (await read_models(settings))["order_summary"]
+        assert all(t.position < FORGED_POSITION for t in trackers.values())
+    finally:
+        await host.stop()
+
+
+@pytest.mark.rabbitmq
+async def test_provenance_headers_a_sender_supplies_are_overwritten(
+    settings: Settings, start_worker: Any, management: Management, test_vhost: str
+) -> None:
+    """A dead letter tells who sent the message from what the broker validated, never from
+    what the sender wrote into the x-conveyor-original-* headers itself."""
+    from messaging import failures
+    from tests.integration.test_command_worker import dlq_messages
+
+    await start_worker(settings)
+    management.publish(
+        test_vhost,
+        settings.command_queue,
+        b"{not json",
+        {
+            "headers": {
+                failures.ORIGINAL_USER_ID: "conveyor-admin",
+                failures.ORIGINAL_APP_ID: "the-bank",
+                failures.ORIGINAL_QUEUE: "projections.order_summary",
+            }
+        },
+    )
+    dead = await eventually(
+        lambda: dlq_messages(management, test_vhost, settings), what="a DLQ message"
+    )
+    headers = dead[0]["properties"]["headers"]
+    assert headers[failures.ERROR_TYPE] == "MalformedJSON"
+    assert failures.ORIGINAL_USER_ID not in headers  # published without a user_id
+    assert failures.ORIGINAL_APP_ID not in headers  # and without an app_id
+    assert headers[failures.ORIGINAL_QUEUE] == settings.command_queue
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("how", ["cli", "console"])
+async def test_a_redriven_gateway_event_is_still_trusted(
+    settings: Settings,
+    start_worker: Any,
+    amqp_url: str,
+    management: Management,
+    test_vhost: str,
+    how: str,
+) -> None:
+    """The user_id check must not turn a re-drive of the gateway's own events into
+    UntrustedPublisher: the CLI keeps a user_id that is its own login, the console's shovel
+    keeps the properties as they are. (Only the summary's DLQ holds it, so only the summary
+    is checked.)"""
+    from messaging.integration_events import encode
+    from tests.integration.test_dlq import conveyor_headers, dlq
+    from tests.integration.test_gateway import store_orders
+    from tests.integration.test_projections import integration_events, read_models
+
+    await store_orders(settings.event_store, 1)
+    created = (await integration_events(settings))[0]
+    await start_worker(settings, ("projections",))
+    summary_queue = f"{settings.projection_queue_prefix}.order_summary"
+    dead = f"{summary_queue}.dlq"
+    # The gateway's event as the projection worker dead-lettered it: the worker's copy
+    # keeps the user_id, which is its own login (the gateway shares the account).
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                encode(created),
+                message_id=str(created.event_id),
+                user_id=settings.amqp_user(),
+                headers=conveyor_headers("ReadStoreUnavailable"),
+            ),
+            routing_key=dead,
+        )
+
+    def dead_letters() -> list[dict[str, Any]]:
+        return management.peek(test_vhost, dead)
+
+    if how == "cli":
+        moved = await dlq(settings, "redrive", dead)
+        assert moved.returncode == 0, moved.stderr
+    else:
+        management.move_messages(test_vhost, dead, dead.removesuffix(".dlq"))
+
+    async def applied() -> bool:
+        summary = (await read_models(settings))["order_summary"].get(created.order_id)
+        return summary is not None and summary["version"] == created.version
+
+    await eventually(applied, within=30, what="the re-driven event applied")
+    assert dead_letters() == []

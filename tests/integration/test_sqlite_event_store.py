@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from embedded.sqlite_library import sqlite3
 from eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
 from eventstore.sqlite import SqliteEventStore
 

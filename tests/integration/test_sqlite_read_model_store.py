@@ -5,11 +5,11 @@ when the file is locked."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from embedded.sqlite_library import sqlite3
 from eventstore.sqlite import SqliteEventStore
 from readmodels.port import Document, ReadStoreUnavailable, RevisionConflict
 from readmodels.sqlite import SqliteReadModelStore

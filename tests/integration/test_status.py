@@ -84,11 +84,18 @@ async def status_until(
 
 
 async def declare_queues(settings: Settings) -> None:
-    """The topology as workers leave it behind, with nobody consuming."""
+    """The topology and stores as workers leave them behind, with nobody consuming."""
     broker = build_broker(settings)
     async with broker:
         await broker.connect()
         await declare_topology(settings, broker, commands=True, events=True)
+    await create_stores(settings)
+
+
+async def create_stores(settings: Settings) -> None:
+    """`conveyor status` only reads: it refuses a store that does not exist yet."""
+    await (await open_event_store(settings)).close()
+    await (await open_read_store(settings)).close()
 
 
 def work_queues(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -221,6 +228,7 @@ async def test_gateway_and_projection_lag_above_the_limit(settings: Settings) ->
 async def test_management_api_unreachable_or_refusing_is_exit_2_without_passwords(
     settings: Settings,
 ) -> None:
+    await create_stores(settings)
     secret = "s3cr3t-pw"
     unreachable = await conveyor_status(
         settings, CONVEYOR_MANAGEMENT_URL=f"http://operator:{secret}@127.0.0.1:1/"

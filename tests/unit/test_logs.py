@@ -86,3 +86,24 @@ async def test_concurrent_deliveries_keep_their_own_ids() -> None:
     assert {line["message"]: line["correlation_id"] for line in lines} == {
         f"message {n}": f"corr-{n}" for n in range(3)
     }
+
+
+@pytest.mark.usefixtures("restore_root")
+def test_text_lines_escape_control_characters_so_ids_cannot_forge_lines() -> None:
+    stream = io.StringIO()
+    configure_logging("text", "INFO", stream)
+    logger = logging.getLogger("conveyor.test.escape")
+    forged = "o-1\n2026-01-01 00:00:00 INFO conveyor.commands command c-9 accepted"
+    logger.warning("command %s rejected: \x1b[2J\x1b]0;pwned\x07 \u202egnp.exe", forged)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert "\x1b" not in lines[0]
+    assert "\u202e" not in lines[0]
+    assert "o-1\\x0a2026-01-01" in lines[0]
+    assert "\\x1b[2J" in lines[0]
+    assert "\\u202e" in lines[0]
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("with a traceback")
+    assert "Traceback" in stream.getvalue()  # tracebacks keep their lines

@@ -784,3 +784,19 @@ if HAS_HYPOTHESIS:
         assert event == OrderConfirmed(total=expected)
         assert isinstance(event, OrderConfirmed)
         assert event.total.as_tuple().exponent == -2
+
+
+def test_a_huge_price_makes_a_short_reason() -> None:
+    """A 200,000-digit price once made a 200 KB reason, stored, logged and published."""
+    price = Decimal("9" * 200_000 + ".999")
+    error = (
+        given(*PENDING)
+        .when(AddItem(order_id=ORDER, sku="SKU-P", quantity=1, unit_price=price))
+        .then_rejected(InvalidUnitPrice, "got Decimal('9999", "'SKU-P'")
+    )
+    assert len(error.message) <= 500
+    assert all(len(str(value)) <= 100 for value in error.details.values())
+    long_id = "o-" + "x" * 5000
+    refused = given().when(AddItem(order_id=long_id, sku="S", quantity=1, unit_price=D("1"))).error
+    assert refused is not None
+    assert len(refused.message) <= 500

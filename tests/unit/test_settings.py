@@ -275,3 +275,33 @@ def test_every_kurrentdb_uri_the_readme_shows_builds_a_store() -> None:
         assert describe_event_store(settings).startswith("KurrentDB at"), uri
         # What open_event_store does before connecting: parses the URI, refusing a bad one.
         KurrentDBEventStore(settings.event_store)
+
+
+# --------------------------------------------------------------- SQLite locations
+
+
+def test_sqlite_locations_become_one_absolute_path_resolved_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    settings = Settings()
+    assert settings.event_store == str(tmp_path / ".conveyor" / "events.db")
+    assert settings.read_store == str(tmp_path / ".conveyor" / "readmodels.db")
+    monkeypatch.chdir("/")  # a later change of directory moves nothing
+    assert settings.event_store == str(tmp_path / ".conveyor" / "events.db")
+    assert Settings(event_store="sqlite:///data/e.db").event_store == "/data/e.db"
+    assert Settings(event_store="sqlite:////srv/e.db").event_store == "/srv/e.db"
+    assert Settings(read_store="~/r.db").read_store == str(tmp_path / "home" / "r.db")
+    assert Settings(event_store=URLS["event_store"]).event_store == URLS["event_store"]
+    assert Settings(read_store=URLS["read_store"]).read_store == URLS["read_store"]
+
+
+@pytest.mark.parametrize(
+    "location", [":memory:", "sqlite://", "sqlite:///:memory:", "file::memory:", "", "sqlite:x"]
+)
+def test_sqlite_locations_that_name_no_shared_file_are_refused(location: str) -> None:
+    for setting in ("event_store", "read_store"):
+        with pytest.raises(ValidationError, match="file path") as refused:
+            Settings(**{setting: location})
+        assert refused.value.errors()[0]["loc"] == (setting,)
