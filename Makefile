@@ -31,6 +31,7 @@ lint: $(INSTALLED_BENCH)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/actionlint -shellcheck=$(BIN)/shellcheck -pyflakes= .github/workflows/ci.yml
 
 # Performance figures, each against a reference measured in the same run; results in
 # bench/results/<UTC timestamp>.json and .png. Options: BENCH_ARGS="--quick --repeat 1".

@@ -35,7 +35,12 @@ from application.rejections import COMMAND_REJECTED, is_rejection_stream
 from application.streams import STREAM_PREFIX
 from chaos.environment import Environment
 from chaos.load import LoadRecord, OutcomeCollector
-from conveyor.bootstrap import command_queue, open_read_store, projection_queue
+from conveyor.bootstrap import (
+    command_queue,
+    describe_read_store,
+    open_read_store,
+    projection_queue,
+)
 from eventstore.sqlite import SqliteEventStore
 from readmodels.collections import ProjectionCollections
 from readmodels.projections import PROJECTIONS
@@ -60,6 +65,7 @@ class Verdict:
     dead_letters: dict[str, int] = field(default_factory=dict)
     read_model_mismatches: dict[str, int] = field(default_factory=dict)
     faults: str = ""
+    read_store: str = ""
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -98,6 +104,7 @@ class Verdict:
             "read_models_equal_rebuild": self.read_models_equal_rebuild,
             "read_model_mismatches": self.read_model_mismatches,
             "faults": self.faults,
+            "read_store": self.read_store,
             "seconds": round(self.seconds, 1),
             "problems": self.problems,
             "notes": self.notes,
@@ -270,6 +277,7 @@ async def check(
     verdict.unexpected = sum(every[cid] for cid in unexpected)
     if unexpected:
         verdict.problems.append(f"events of commands never sent: {sorted(unexpected)[:5]}")
+    verdict.read_store = describe_read_store(env.settings())
     verdict.read_model_mismatches = await read_models_settle(env)
     depths = await env.queue_depths(dead_letter_queue_names(env))
     verdict.dead_letters = {name: n for name, n in depths.items() if n}

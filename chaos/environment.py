@@ -1,6 +1,9 @@
 """One scenario's world: its own RabbitMQ vhost, its own SQLite files, and conveyor worker
 processes started (and SIGKILLed) the way an operator runs them.
 
+With CONVEYOR_READ_STORE set to a MongoDB URL, the read models go to a database of their
+own on that server instead of a SQLite file, dropped when the scenario ends.
+
 Every process is `python -m chaos.worker --only …`: `conveyor run` plus the fault-injection
 hooks of chaos/worker.py, which stay off unless a scenario sets their CONVEYOR_CHAOS_*
 variables.
@@ -26,6 +29,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
 
+from conveyor.bootstrap import MONGODB_SCHEMES
 from conveyor.settings import Settings
 from operations.management import VHOST_TIMEOUT, ManagementApi
 
@@ -51,6 +55,17 @@ BASE_ENV = {
 def vhost_url(vhost: str, base: str = AMQP_URL) -> str:
     parts = urlsplit(base)
     return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+
+
+async def _drop_database(url: str) -> None:
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, timeoutMS=10_000)
+    try:
+        with contextlib.suppress(Exception):
+            await client.drop_database(client.get_default_database().name)
+    finally:
+        await client.close()
 
 
 def _open_log(path: Path) -> IO[bytes]:
@@ -94,6 +109,11 @@ class Environment:
         self.keep_directory = False
         self.killed = 0
         self._started = 0
+        self._mongodb_read_store = ""
+        if (given := os.environ.get("CONVEYOR_READ_STORE", "")).startswith(MONGODB_SCHEMES):
+            parts = urlsplit(given)
+            database = f"{parts.path.strip('/') or 'conveyor'}_chaos_{uuid.uuid4().hex[:10]}"
+            self._mongodb_read_store = urlunsplit(parts._replace(path=f"/{database}"))
 
     async def __aenter__(self) -> Environment:
         user = urlsplit(AMQP_URL).username or "guest"
@@ -108,6 +128,8 @@ class Environment:
             assert self.vhost.startswith("conveyor-chaos-"), "only ever delete our own vhosts"
             await self.management.delete_vhost(self.vhost)
         await self.management.close()
+        if self._mongodb_read_store and not self.keep_directory:
+            await _drop_database(self._mongodb_read_store)
         if not self.keep_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -118,8 +140,8 @@ class Environment:
         return self.directory / "events.db"
 
     @property
-    def read_store(self) -> Path:
-        return self.directory / "readmodels.db"
+    def read_store(self) -> str:
+        return self._mongodb_read_store or str(self.directory / "readmodels.db")
 
     @property
     def fix_flag(self) -> Path:
@@ -132,7 +154,7 @@ class Environment:
             **BASE_ENV,
             "CONVEYOR_AMQP_URL": self.amqp_url,
             "CONVEYOR_EVENT_STORE": str(self.event_store),
-            "CONVEYOR_READ_STORE": str(self.read_store),
+            "CONVEYOR_READ_STORE": self.read_store,
             "CONVEYOR_COMMAND_QUEUE": "orders.commands",
             "CONVEYOR_PROJECTION_QUEUE_PREFIX": "projections",
             "CONVEYOR_CHAOS_FIXED_FLAG": str(self.fix_flag),

@@ -1,10 +1,19 @@
 """A named checkpoint held under a lease, stored as one read-model document.
 
 Only the lease holder may move the checkpoint. Every save is a compare-and-set on the
-document's revision, and taking over a lease bumps that revision: so a holder that was
-paused past its lease and replaced is fenced off at its next save (LeaseLost) instead of
-moving the checkpoint under its successor. Duplicates published by a fenced holder are
-possible; lost events are not, because the checkpoint only ever moves after confirms.
+document's revision and its owner, and taking over a lease bumps that revision and changes
+the owner: so a holder that was paused past its lease and replaced is fenced off at its
+next save (LeaseLost) instead of moving the checkpoint under its successor. The owner
+matters where the revision alone is not enough: a revision comes round again when the
+document is written anew (a write rolled back by a failover, the collection dropped).
+Duplicates published by a fenced holder are possible; lost events are not, because the
+checkpoint only ever moves after confirms.
+
+Leases expire by the store's clock (`server_time`), never by a host's own: two hosts whose
+clocks disagree by more than a lease would otherwise each see the other's lease as expired,
+or never expired. The host's clock only measures time since the store's was last read, so
+a constant error in it cancels out; the store's time is read again on every acquisition
+and at least every `resync_seconds` while held.
 """
 
 from __future__ import annotations
@@ -31,16 +40,28 @@ class LeasedCheckpoint:
         owner: str,
         *,
         ttl: float = 10.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        resync_seconds: float = 60.0,
     ) -> None:
         self._store = store
         self.name = name
         self.owner = owner
         self.ttl = ttl
         self._clock = clock
+        self._resync_seconds = resync_seconds
+        self._offset: float | None = None  # store time minus host clock, when last read
+        self._synced_at = 0.0
         self._rev = 0
         self.position = 0
         self.held = False
+
+    async def _now(self, *, resync: bool = False) -> float:
+        """The store's time now, read from the store or estimated from its last reading."""
+        local = self._clock()
+        if resync or self._offset is None or local - self._synced_at >= self._resync_seconds:
+            self._offset = await self._store.server_time() - self._clock()
+            self._synced_at = local = self._clock()
+        return local + self._offset
 
     async def read(self) -> tuple[int, str | None, float]:
         """(position, owner, lease expiry) as stored, for status displays."""
@@ -52,19 +73,25 @@ class LeasedCheckpoint:
 
     async def try_acquire(self) -> bool:
         """Take the lease if it is free, expired or already ours."""
-        now = self._clock()
+        now = await self._now(resync=True)
         document = await self._store.get(CHECKPOINTS, self.name)
         body: dict[str, Any]
-        if document is None:
-            body = {"owner": self.owner, "expires_at": now + self.ttl, "position": 0}
-            expected = 0
-        else:
-            if document.body.get("owner") != self.owner and document.body["expires_at"] > now:
-                return False
-            body = {**document.body, "owner": self.owner, "expires_at": now + self.ttl}
-            expected = document.rev
         try:
-            self._rev = await self._store.put(CHECKPOINTS, self.name, body, expected_rev=expected)
+            if document is None:
+                body = {"owner": self.owner, "expires_at": now + self.ttl, "position": 0}
+                self._rev = await self._store.put(CHECKPOINTS, self.name, body, expected_rev=0)
+            else:
+                holder = document.body.get("owner")
+                if holder != self.owner and document.body["expires_at"] > now:
+                    return False
+                body = {**document.body, "owner": self.owner, "expires_at": now + self.ttl}
+                self._rev = await self._store.put(
+                    CHECKPOINTS,
+                    self.name,
+                    body,
+                    expected_rev=document.rev,
+                    where={"owner": holder},
+                )
         except RevisionConflict:
             return False
         self.position = int(body["position"])
@@ -75,11 +102,13 @@ class LeasedCheckpoint:
         """Move the checkpoint (and renew the lease); LeaseLost if someone took over."""
         body = {
             "owner": self.owner,
-            "expires_at": self._clock() + self.ttl,
+            "expires_at": await self._now() + self.ttl,
             "position": position,
         }
         try:
-            self._rev = await self._store.put(CHECKPOINTS, self.name, body, expected_rev=self._rev)
+            self._rev = await self._store.put(
+                CHECKPOINTS, self.name, body, expected_rev=self._rev, where={"owner": self.owner}
+            )
         except RevisionConflict:
             self.held = False
             raise LeaseLost(f"checkpoint {self.name!r} was taken over by another process") from None
@@ -94,5 +123,7 @@ class LeasedCheckpoint:
             return
         body = {"owner": self.owner, "expires_at": 0.0, "position": self.position}
         with contextlib.suppress(RevisionConflict):
-            self._rev = await self._store.put(CHECKPOINTS, self.name, body, expected_rev=self._rev)
+            self._rev = await self._store.put(
+                CHECKPOINTS, self.name, body, expected_rev=self._rev, where={"owner": self.owner}
+            )
         self.held = False

@@ -8,14 +8,19 @@ collections of the database named in the URL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote_plus
 
+import pymongo
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReadPreference, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -39,6 +44,7 @@ from readmodels.port import (
 )
 
 MongoDocument = dict[str, Any]
+T = TypeVar("T")
 
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_FIELDS = frozenset({"_id", "_rev"})
@@ -80,35 +86,54 @@ def database_name(url: str) -> str:
 
 
 class MongoReadModelStore:
-    def __init__(self, url: str, *, server_selection_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        operation_timeout: float = 20.0,
+    ) -> None:
         if not url.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError(f"not a MongoDB URL: {redact_url(url)}")
         self._url = url
         self._redacted_url = redact_url(url)
         self.database_name = database_name(url)
-        self._server_selection_timeout = server_selection_timeout
+        self._operation_timeout = operation_timeout
         self._client: AsyncMongoClient[MongoDocument] | None = None
         self._database: AsyncDatabase[MongoDocument] | None = None
+        self._primary: AsyncDatabase[MongoDocument] | None = None
 
     def __repr__(self) -> str:
         return f"MongoReadModelStore({self._redacted_url!r})"
 
+    def client_options(self) -> dict[str, Any]:
+        """Our defaults, each only where the URL does not set it: keyword options override
+        the URL's (mongo_client.py, _validate_kwargs_and_update_opts), so an operator's
+        URL setting must win by our leaving the keyword out."""
+        given = {key.lower() for key, _ in parse_qsl(self._url.partition("?")[2])}
+        defaults: dict[str, Any] = {
+            # Without it the server's default decides, and w:1 (an arbiter in the set, an
+            # older server, setDefaultRWConcern) acknowledges a write that a failover rolls
+            # back: the projection would ack its message and lose that update for good.
+            "w": "majority",
+            # A bound on every operation, sent to the server as maxTimeMS too: PyMongo has
+            # no socket timeout by default, and a server that stops answering would hold
+            # a projection worker's call forever. While it is set, PyMongo also waits for
+            # a server (and a retryable write for a new primary) for what remains of it,
+            # not serverSelectionTimeoutMS: 20 s rides out a replica set's election
+            # (electionTimeoutMillis 10 s, then the vote) within one call.
+            "timeoutMS": int(self._operation_timeout * 1000),
+            "appname": "conveyor",
+        }
+        return {key: value for key, value in defaults.items() if key.lower() not in given}
+
     async def open(self) -> MongoReadModelStore:
         if self._client is not None:
             return self
-        # Keyword options override the URL's (mongo_client.py, _validate_kwargs_and_update_
-        # opts), so ours are only defaults: an operator's URL setting wins.
-        given = {key.lower() for key, _ in parse_qsl(self._url.partition("?")[2])}
-        options: dict[str, Any] = {}
-        if "serverselectiontimeoutms" not in given:
-            # The driver's 30 s default would hold start-up and every call while the server
-            # is down; five seconds still rides out an election.
-            options["serverSelectionTimeoutMS"] = int(self._server_selection_timeout * 1000)
-        if "appname" not in given:
-            options["appname"] = "conveyor"
         try:
             # Parses and validates the URL; an asyncio client does no I/O until first used.
-            client: AsyncMongoClient[MongoDocument] = AsyncMongoClient(self._url, **options)
+            client: AsyncMongoClient[MongoDocument] = AsyncMongoClient(
+                self._url, **self.client_options()
+            )
         except (ConfigurationError, ValueError) as exc:
             # Its messages can quote the URL, password included.
             raise ValueError(
@@ -123,16 +148,28 @@ class MongoReadModelStore:
                 await client.close()
             raise
         self._client, self._database = client, database
+        # Reads by id are the projections' guards, the collection pointers, the leases
+        # and a rebuild's reads of its own writes: a secondary can serve them stale, and a
+        # stale guard re-applies or skips an event. The URL's readPreference applies only
+        # to queries over many documents (find, count).
+        self._primary = database.with_options(read_preference=ReadPreference.PRIMARY)
         return self
 
     async def close(self) -> None:
-        client, self._client, self._database = self._client, None, None
+        client, self._client = self._client, None
+        self._database = self._primary = None
         if client is not None:
             with contextlib.suppress(PyMongoError):
                 await client.close()
 
     async def ping(self) -> None:
         await self._ping(self._db)
+
+    async def server_time(self) -> float:
+        # The primary's clock: it is the member every lease write goes to.
+        hello = await self._run(lambda: self._db.command("hello"))
+        local_time: datetime = hello["localTime"]  # naive UTC, millisecond precision
+        return local_time.replace(tzinfo=UTC).timestamp()
 
     async def _ping(self, database: AsyncDatabase[MongoDocument]) -> None:
         try:
@@ -149,7 +186,8 @@ class MongoReadModelStore:
     ) -> None:
         coll = self._collection(collection)
         keys = [_index_keys(collection, fields) for fields in indexes]
-        with self._errors():
+
+        async def ensure() -> None:
             try:
                 # Created explicitly: a collection without indexes must still exist (and
                 # be listed) once ensured. No check_exists round trip: the server's answer
@@ -162,14 +200,14 @@ class MongoReadModelStore:
                 # Idempotent on the server for the same keys and options.
                 await coll.create_index(key)
 
+        await self._run(ensure)
+
     async def drop_collection(self, collection: str) -> None:
         coll = self._collection(collection)
-        with self._errors():
-            await coll.drop()  # a missing collection is not an error (database.py)
+        await self._run(coll.drop)  # a missing collection is not an error (database.py)
 
     async def list_collections(self) -> list[str]:
-        with self._errors():
-            names = await self._db.list_collection_names()
+        names = await self._run(self._db.list_collection_names)
         # system.* and other tools' collections cannot be ours: they fail the name pattern.
         return sorted(name for name in names if COLLECTION_NAME.match(name))
 
@@ -177,21 +215,23 @@ class MongoReadModelStore:
 
     async def get(self, collection: str, doc_id: str) -> Document | None:
         coll = self._collection(collection)
-        with self._errors():
-            found = await coll.find_one({"_id": doc_id})
+        found = await self._run(lambda: coll.find_one({"_id": doc_id}))
         return None if found is None else _document(found)
 
     async def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Document]:
         coll = self._collection(collection)
         unique = list(dict.fromkeys(doc_ids))
         documents: dict[str, Document] = {}
-        with self._errors():
-            for start in range(0, len(unique), _IDS_PER_QUERY):
-                chunk = unique[start : start + _IDS_PER_QUERY]
-                async with coll.find({"_id": {"$in": chunk}}) as cursor:
-                    async for found in cursor:
-                        document = _document(found)
-                        documents[document.id] = document
+
+        async def read(chunk: list[str]) -> list[MongoDocument]:
+            async with coll.find({"_id": {"$in": chunk}}) as cursor:
+                return await cursor.to_list()
+
+        for start in range(0, len(unique), _IDS_PER_QUERY):
+            chunk = unique[start : start + _IDS_PER_QUERY]
+            for found in await self._run(functools.partial(read, chunk)):
+                document = _document(found)
+                documents[document.id] = document
         return documents
 
     async def find(
@@ -204,7 +244,7 @@ class MongoReadModelStore:
         descending: bool = False,
         limit: int = 100,
     ) -> list[Document]:
-        coll = self._collection(collection)
+        coll = self._collection(collection, query=True)
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         query = _query(where, before)
@@ -214,72 +254,116 @@ class MongoReadModelStore:
             sort.insert(0, (check_field_name(order_by), direction))
         if limit == 0:
             return []  # MongoDB reads a limit of 0 as "no limit"
-        with self._errors():
+
+        async def read() -> list[MongoDocument]:
             async with coll.find(query, sort=sort, limit=limit) as cursor:
-                found = await cursor.to_list()
-        return [_document(document) for document in found]
+                return await cursor.to_list()
+
+        return [_document(document) for document in await self._run(read)]
 
     async def count(self, collection: str, *, where: Mapping[str, Any] | None = None) -> int:
-        coll = self._collection(collection)
+        coll = self._collection(collection, query=True)
         query = _query(where, None)
-        with self._errors():
-            return await coll.count_documents(query)
+        return await self._run(lambda: coll.count_documents(query))
 
     # -- writes ------------------------------------------------------------------------
 
-    async def put(self, collection: str, doc_id: str, body: Body, *, expected_rev: int) -> int:
+    async def put(
+        self,
+        collection: str,
+        doc_id: str,
+        body: Body,
+        *,
+        expected_rev: int,
+        where: Mapping[str, Any] | None = None,
+    ) -> int:
         coll = self._collection(collection)
         if expected_rev < 0:
             raise ValueError(f"expected_rev must be >= 0, got {expected_rev}")
+        _check_where_on_update(expected_rev, where)
         _check_body(body)
-        with self._errors():
-            if expected_rev == 0:
-                try:
-                    await coll.insert_one({"_id": doc_id, "_rev": 1, **body})
-                except DuplicateKeyError:
-                    raise RevisionConflict(collection, doc_id, expected_rev) from None
-                return 1
-            result = await coll.replace_one(
-                {"_id": doc_id, "_rev": expected_rev}, {"_rev": expected_rev + 1, **body}
+        # Run again after a lost connection, a write may find itself applied: as a
+        # conflict, which the caller's guard then reads as a duplicate.
+        if expected_rev == 0:
+            try:
+                await self._run(lambda: coll.insert_one({"_id": doc_id, "_rev": 1, **body}))
+            except DuplicateKeyError:
+                raise RevisionConflict(collection, doc_id, expected_rev) from None
+            return 1
+        result = await self._run(
+            lambda: coll.replace_one(
+                {**_query(where, None), "_id": doc_id, "_rev": expected_rev},
+                {"_rev": expected_rev + 1, **body},
             )
-            if result.matched_count == 0:
-                raise RevisionConflict(collection, doc_id, expected_rev)
-            return expected_rev + 1
+        )
+        if result.matched_count == 0:
+            raise RevisionConflict(collection, doc_id, expected_rev)
+        return expected_rev + 1
 
     async def put_many(self, collection: str, documents: Mapping[str, Body]) -> None:
         coll = self._collection(collection)
         for body in documents.values():
             _check_body(body)
         requests = [_upsert(doc_id, body) for doc_id, body in documents.items()]
-        with self._errors():
-            for start in range(0, len(requests), _BULK_BATCH):
-                # Unordered: the server may apply a batch in parallel, and every upsert
-                # touches a different document, so order carries no meaning.
-                await coll.bulk_write(requests[start : start + _BULK_BATCH], ordered=False)
+        for start in range(0, len(requests), _BULK_BATCH):
+            batch = requests[start : start + _BULK_BATCH]
+            # Unordered: the server may apply a batch in parallel, and every upsert touches
+            # a different document, so order carries no meaning.
+            await self._run(functools.partial(coll.bulk_write, batch, ordered=False))
 
     # -- helpers -----------------------------------------------------------------------
 
     @property
     def _db(self) -> AsyncDatabase[MongoDocument]:
-        if self._database is None:
+        """The database read from the primary (see open)."""
+        if self._primary is None:
             raise ReadStoreUnavailable(f"MongoDB read store {self._redacted_url} is not open")
-        return self._database
+        return self._primary
 
-    def _collection(self, collection: str) -> AsyncCollection[MongoDocument]:
-        return self._db[check_collection_name(collection)]
+    def _collection(
+        self, collection: str, *, query: bool = False
+    ) -> AsyncCollection[MongoDocument]:
+        """The collection, read from the primary unless `query`: then as the URL says."""
+        database = self._database if query else self._primary
+        if database is None:
+            raise ReadStoreUnavailable(f"MongoDB read store {self._redacted_url} is not open")
+        return database[check_collection_name(collection)]
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except InvalidDocument as exc:  # DocumentTooLarge included: refused before sending
-            raise DocumentRejected(f"MongoDB refuses the document: {exc}") from exc
-        except PyMongoError as exc:
-            if _transient(exc):
-                raise self._unavailable(exc) from exc
-            if isinstance(exc, OperationFailure) and exc.code in _REJECTED_CODES:
-                raise DocumentRejected(f"MongoDB refuses the document: {exc}") from exc
-            raise
+    async def _run(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """`operation`, run again while the server is away, within the operation timeout.
+
+        After a lost connection PyMongo pauses the server's pool and fails what is in
+        flight at once ("connection pool paused"), and retries a read or write only once:
+        a restart or an election of a few seconds would fail every call in flight, and
+        each would spend a message's retry attempt. Waiting here turns it into a pause.
+        """
+        bound = self._bound()
+        deadline = time.monotonic() + bound
+        delay = 0.05
+        with pymongo.timeout(bound):  # one budget for every attempt together
+            while True:
+                try:
+                    return await operation()
+                except InvalidDocument as exc:  # DocumentTooLarge too: refused before sending
+                    raise DocumentRejected(f"MongoDB refuses the document: {exc}") from exc
+                except ConnectionFailure as exc:
+                    if exc.timeout or time.monotonic() + delay >= deadline:
+                        raise self._unavailable(exc) from exc
+                except PyMongoError as exc:
+                    if _transient(exc):
+                        raise self._unavailable(exc) from exc
+                    if isinstance(exc, OperationFailure) and exc.code in _REJECTED_CODES:
+                        raise DocumentRejected(f"MongoDB refuses the document: {exc}") from exc
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _bound(self) -> float:
+        """The URL's timeoutMS, else ours; with timeoutMS=0 (none), server selection's."""
+        if self._client is None:
+            raise ReadStoreUnavailable(f"MongoDB read store {self._redacted_url} is not open")
+        options = self._client.options
+        return options.timeout or options.server_selection_timeout
 
     def _unavailable(self, exc: Exception) -> ReadStoreUnavailable:
         detail = (str(exc) or type(exc).__name__).replace(self._url, self._redacted_url)
@@ -299,6 +383,11 @@ def _transient(exc: PyMongoError) -> bool:
         errors = exc.details.get("writeErrors", []) + exc.details.get("writeConcernErrors", [])
         return bool(errors) and all(error.get("code") in _TRANSIENT_CODES for error in errors)
     return isinstance(exc, OperationFailure) and exc.code in _TRANSIENT_CODES
+
+
+def _check_where_on_update(expected_rev: int, where: Mapping[str, Any] | None) -> None:
+    if where and expected_rev == 0:
+        raise ValueError("where applies to updates only: a new document has no fields yet")
 
 
 def _check_body(body: Body) -> None:

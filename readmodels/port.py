@@ -75,9 +75,19 @@ class ReadModelStore(Protocol):
         """The documents that exist among `doc_ids`, by id."""
         ...
 
-    async def put(self, collection: str, doc_id: str, body: Body, *, expected_rev: int) -> int:
+    async def put(
+        self,
+        collection: str,
+        doc_id: str,
+        body: Body,
+        *,
+        expected_rev: int,
+        where: Mapping[str, Any] | None = None,
+    ) -> int:
         """Write `body` if the stored revision is `expected_rev` (0: the document must not
-        exist). Returns the new revision; raises RevisionConflict otherwise."""
+        exist) and, with `where` (only when updating), the stored top-level fields equal
+        it, compared as `find` compares. Returns the new revision; raises RevisionConflict
+        otherwise."""
         ...
 
     async def put_many(self, collection: str, documents: Mapping[str, Body]) -> None:
@@ -108,6 +118,11 @@ class ReadModelStore(Protocol):
 
     async def ping(self) -> None:
         """Raise ReadStoreUnavailable unless the store answers a real request."""
+        ...
+
+    async def server_time(self) -> float:
+        """The store's clock, in seconds since the epoch: the one clock every process
+        sharing the store agrees on, which leases expire by."""
         ...
 
     async def close(self) -> None: ...

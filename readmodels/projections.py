@@ -331,7 +331,13 @@ class ActiveOrdersProjection:
     """
 
     name = "active_orders"
-    indexes: tuple[tuple[str, ...], ...] = (("status", "customer_id"), ("status", "created_at"))
+    # The listing queries (queries/service.py): by status, or by status and customer,
+    # oldest first, optionally only those created before a time. Each index gives both the
+    # filter and the order, so no query sorts its whole match in memory.
+    indexes: tuple[tuple[str, ...], ...] = (
+        ("status", "customer_id", "created_at"),
+        ("status", "created_at"),
+    )
 
     def document_id(self, event: IntegrationEvent) -> str:
         return event.order_id

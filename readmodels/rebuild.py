@@ -8,7 +8,12 @@ catch-up, and events the catch-up has not reached yet are gaps to live updates, 
 their ladder: either way, every event lands exactly once.
 
 Several projections rebuild together in one pass over the log (`rebuild_many`,
-`rebuild_all`). The fold runs in memory: `LogFold` folds each stored event once into its
+`rebuild_all`), but their pointers switch one after another, each its own compare-and-set,
+not atomically: for a moment a reader can find one projection on its new version and
+another still on its old one. Each version is complete and guarded on its own, and every
+query reads one projection, so no answer mixes versions; two queries made in that moment,
+to two projections, can disagree the way any two read models lagging differently can. The
+fold runs in memory: `LogFold` folds each stored event once into its
 order's state, for all three projections, and every final document is written once, in
 large bulk upserts, its indexes built after. An event `LogFold` does not handle (or too
 many orders for memory) hands the rest of the log over to the projections themselves:
@@ -163,7 +168,9 @@ async def rebuild_many(
     if not projections:
         raise RebuildError("no projection to rebuild")
     owner = f"rebuild-{uuid.uuid4().hex[:8]}"
-    # Concurrent requests: the store can carry them in one transaction.
+    # Concurrent requests, not one transaction: each lease is its own compare-and-set (the
+    # SQLite store may commit them together, MongoDB does not), so two rebuilds of
+    # overlapping sets can each get some; both then fail, and release what they got.
     leases = [
         LeasedCheckpoint(read_store, f"rebuild-{p.name}", owner, ttl=lease_seconds)
         for p in projections

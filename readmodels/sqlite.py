@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -67,6 +68,11 @@ class SqliteReadModelStore(SqliteAdapter):
         await self._database.read(
             lambda connection: connection.execute(f"SELECT count(*) FROM {REGISTRY}").fetchone()
         )
+
+    async def server_time(self) -> float:
+        # Every process sharing the file runs on this machine (SQLite's locking needs
+        # that), so this machine's clock is the one they all see.
+        return time.time()
 
     # -- collections -------------------------------------------------------------------
 
@@ -165,10 +171,21 @@ class SqliteReadModelStore(SqliteAdapter):
 
     # -- writes ------------------------------------------------------------------------
 
-    async def put(self, collection: str, doc_id: str, body: Body, *, expected_rev: int) -> int:
+    async def put(
+        self,
+        collection: str,
+        doc_id: str,
+        body: Body,
+        *,
+        expected_rev: int,
+        where: Mapping[str, Any] | None = None,
+    ) -> int:
         table = _table(collection)
         if expected_rev < 0:
             raise ValueError(f"expected_rev must be >= 0, got {expected_rev}")
+        if where and expected_rev == 0:
+            raise ValueError("where applies to updates only: a new document has no fields yet")
+        conditions, parameters = _conditions(where, None)
         text = _encode(body)
 
         def create(connection: sqlite3.Connection) -> int:
@@ -186,8 +203,9 @@ class SqliteReadModelStore(SqliteAdapter):
         def update(connection: sqlite3.Connection) -> int:
             try:
                 cursor = connection.execute(
-                    f'UPDATE "{table}" SET rev = ?, body = ? WHERE id = ? AND rev = ?',
-                    (expected_rev + 1, text, doc_id, expected_rev),
+                    f'UPDATE "{table}" SET rev = ?, body = ? '
+                    f"WHERE {' AND '.join(['id = ?', 'rev = ?', *conditions])}",
+                    (expected_rev + 1, text, doc_id, expected_rev, *parameters),
                 )
             except sqlite3.OperationalError as exc:
                 if not _is_missing_table(exc):

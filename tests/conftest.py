@@ -8,7 +8,9 @@ import pytest
 
 from tests.rabbit import AMQP_URL, MANAGEMENT_URL, Management, vhost_url
 
-pytest_plugins = ["tests.watchdog"]
+# The whole-suite watchdog; the MongoDB server (SecantusDB, or CONVEYOR_TEST_MONGODB_URL)
+# and a database per test.
+pytest_plugins = ["tests.watchdog", "tests.mongodb"]
 
 # Fixtures that put a test on the broker: the topology it declares is deleted when it ends.
 BROKER_FIXTURES = frozenset({"amqp_url", "test_vhost"})

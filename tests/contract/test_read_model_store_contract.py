@@ -4,7 +4,7 @@ test, and dropped afterwards, so the suite can run against a shared server."""
 from __future__ import annotations
 
 import asyncio
-import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 
 from readmodels.port import Document, ReadModelStore, RevisionConflict
-
-MONGODB_URL = os.environ.get("CONVEYOR_TEST_MONGODB_URL")
 
 NewCollection = Callable[[], str]
 
@@ -29,11 +27,9 @@ async def read_store(
 
         store = await SqliteReadModelStore(tmp_path / "read.db").open()
     else:
-        if not MONGODB_URL:
-            pytest.skip("CONVEYOR_TEST_MONGODB_URL is not set: no MongoDB server to test against")
         from readmodels.mongodb import MongoReadModelStore
 
-        store = await MongoReadModelStore(MONGODB_URL).open()
+        store = await MongoReadModelStore(request.getfixturevalue("mongodb_url")).open()
     try:
         yield store
     finally:
@@ -163,6 +159,35 @@ async def test_body_fields_the_adapters_use_themselves_are_refused(
     with pytest.raises(ValueError, match="reserved"):
         await read_store.put_many(collection, {"d": {field: "x"}})
     assert await read_store.get(collection, "d") is None
+
+
+async def test_an_update_can_also_require_field_values(
+    read_store: ReadModelStore, collection: str
+) -> None:
+    # A lease is fenced on its owner as well as the revision: a revision can come round
+    # again (the document recreated, a write rolled back), an owner's name does not.
+    await read_store.put(collection, "d", {"owner": "a", "n": 1}, expected_rev=0)
+    for other in ({"owner": "b"}, {"owner": "a", "n": 2}, {"missing": "x"}):
+        with pytest.raises(RevisionConflict):
+            await read_store.put(collection, "d", {"owner": "b"}, expected_rev=1, where=other)
+    assert await read_store.get(collection, "d") == Document("d", 1, {"owner": "a", "n": 1})
+    rev = await read_store.put(
+        collection, "d", {"owner": "a", "n": 2}, expected_rev=1, where={"owner": "a", "n": 1}
+    )
+    assert rev == 2
+    with pytest.raises(RevisionConflict):  # the revision still counts
+        await read_store.put(collection, "d", {"owner": "a"}, expected_rev=1, where={"owner": "a"})
+    with pytest.raises(ValueError, match="where"):  # nothing stored to compare on create
+        await read_store.put(collection, "e", {"owner": "a"}, expected_rev=0, where={"owner": "a"})
+    assert await read_store.get(collection, "e") is None
+
+
+async def test_the_store_tells_its_own_time(read_store: ReadModelStore) -> None:
+    # Leases expire by the store's clock, which every process sees the same. The servers
+    # under test run on this machine, so here it is this machine's time.
+    before = time.time()
+    told = await read_store.server_time()
+    assert before - 1 <= told <= time.time() + 1
 
 
 async def test_concurrent_creates_exactly_one_wins(
@@ -371,6 +396,19 @@ async def test_put_many_over_existing_documents_replaces_them_and_bumps_revision
     with pytest.raises(RevisionConflict):
         await read_store.put(collection, "a", {"v": 99}, expected_rev=2)
     assert await read_store.put(collection, "a", {"v": 4}, expected_rev=3) == 4
+
+
+async def test_concurrent_put_many_of_the_same_new_documents_all_succeed(
+    read_store: ReadModelStore, collection: str
+) -> None:
+    # Two upserts of one missing document can both try to insert it: the loser must not
+    # fail with a duplicate-key error (MongoDB retries such an upsert itself).
+    for round_ in range(5):
+        documents = {f"r{round_}-{n}": {"n": n} for n in range(50)}
+        await asyncio.gather(*(read_store.put_many(collection, documents) for _ in range(8)))
+        stored = await read_store.get_many(collection, list(documents))
+        assert {d: doc.body for d, doc in stored.items()} == documents
+        assert {doc.rev for doc in stored.values()} == {8}
 
 
 async def test_put_many_of_nothing_is_a_no_op(read_store: ReadModelStore, collection: str) -> None:

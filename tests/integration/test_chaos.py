@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from chaos.checker import Verdict
 from chaos.scenarios import Sizes, run_scenario
 from tests.rabbit import Management
 
@@ -27,7 +28,20 @@ SIZES = Sizes(commands=500, fuzz=100, concurrent=50, kills=2)
 async def test_no_confirmed_command_is_lost_or_applied_twice(
     number: int, management: Management
 ) -> None:
-    verdict = await run_scenario(number, SIZES)
+    assert_clean(await run_scenario(number, SIZES))
+
+
+async def test_a_projection_worker_sigkilled_over_mongodb_loses_nothing(
+    management: Management, mongodb_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scenario 3 as `CONVEYOR_READ_STORE=mongodb://… make chaos` runs it."""
+    monkeypatch.setenv("CONVEYOR_READ_STORE", mongodb_url)
+    verdict = await run_scenario(3, SIZES)
+    assert verdict.read_store.startswith("MongoDB at mongodb://"), verdict.as_json()
+    assert_clean(verdict)
+
+
+def assert_clean(verdict: Verdict) -> None:
     report = verdict.as_json()
     assert verdict.confirmed > 0, report
     assert verdict.lost == 0, report

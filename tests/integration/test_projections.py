@@ -26,6 +26,7 @@ from readmodels.collections import ProjectionCollections
 from readmodels.projections import PROJECTIONS
 from readmodels.rebuild import project_in_memory, rebuild
 from tests.integration.test_gateway import store_orders
+from tests.mongodb import READ_STORES, on_read_store
 from tests.processes import start_conveyor
 from tests.rabbit import Management, eventually, publish_many, queue_depth
 from workers.host import WorkerHost
@@ -34,6 +35,12 @@ pytestmark = pytest.mark.rabbitmq
 
 StartWorker = Callable[..., Awaitable[WorkerHost]]
 VOLATILE = ("projected_at",)  # wall-clock time of the write: differs between runs by design
+
+
+@pytest.fixture(params=READ_STORES)
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """Every test here runs against both read stores: SQLite, and MongoDB on the wire."""
+    return on_read_store(settings, request)
 
 
 def _stable(body: dict[str, Any]) -> dict[str, Any]:

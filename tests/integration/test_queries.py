@@ -14,11 +14,18 @@ from conveyor.settings import Settings
 from tests.integration.test_cli import aconveyor, assert_one_line_error
 from tests.integration.test_gateway import store_orders
 from tests.integration.test_projections import read_models_settle
+from tests.mongodb import READ_STORES, on_read_store
 from workers.host import WorkerHost
 
 pytestmark = pytest.mark.rabbitmq
 
 StartWorker = Callable[..., Awaitable[WorkerHost]]
+
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """SQLite, or the read store a test's `settings` parameter names."""
+    return on_read_store(settings, request)
 
 
 @pytest.fixture
@@ -29,6 +36,7 @@ async def running(settings: Settings, start_worker: StartWorker) -> WorkerHost:
     return host
 
 
+@pytest.mark.parametrize("settings", READ_STORES, indirect=True)
 async def test_http_queries_and_their_errors(running: WorkerHost) -> None:
     base = f"http://127.0.0.1:{running.http_port}"
     async with httpx.AsyncClient(base_url=base) as http:
@@ -76,6 +84,7 @@ async def test_http_queries_and_their_errors(running: WorkerHost) -> None:
         assert (await http.get("/orders/nope/history")).status_code == 404
 
 
+@pytest.mark.parametrize("settings", READ_STORES, indirect=True)
 async def test_cli_queries(settings: Settings, running: WorkerHost) -> None:
     order = await aconveyor(settings, "query", "order", "o-2", "--json")
     assert order.returncode == 0, order.stderr

@@ -336,11 +336,7 @@ async def _create_sqlite_stores(directory: Path) -> None:
         ),
         (
             ("query", "order", "o-1"),
-            {
-                "CONVEYOR_READ_STORE": (
-                    f"mongodb://reader:{PASSWORD}@127.0.0.1:1/db?serverSelectionTimeoutMS=200"
-                )
-            },
+            {"CONVEYOR_READ_STORE": (f"mongodb://reader:{PASSWORD}@127.0.0.1:1/db?timeoutMS=200")},
             "mongodb://reader:***@127.0.0.1:1",
         ),
         (

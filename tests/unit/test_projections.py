@@ -172,7 +172,10 @@ def test_the_three_projections_name_their_collections_indexes_and_document_ids()
         ("customer_id", "status"),
         ("customer_id", "updated_at"),
     )
-    assert ACTIVE_ORDERS.indexes == (("status", "customer_id"), ("status", "created_at"))
+    assert ACTIVE_ORDERS.indexes == (
+        ("status", "customer_id", "created_at"),
+        ("status", "created_at"),
+    )
     event = OrderEvents("o-9", "c-9").created()
     assert ORDER_SUMMARY.document_id(event) == "o-9"
     assert CUSTOMER_HISTORY.document_id(event) == "o-9"  # one document per order
