@@ -419,9 +419,9 @@ async def conveyor_latencies(
                     ids = sorted({s.order_id for s in waiting})
                     got_summary = await read_store.get_many(summary, ids)
                     got_active = await read_store.get_many(actives, ids)
-                    got_history = await read_store.get_many(
-                        histories, sorted({s.customer_id for s in waiting})
-                    )
+                    # customer_history: one document per order since the unbounded
+                    # per-customer document was split (readmodels/projections.py)
+                    got_history = await read_store.get_many(histories, ids)
                     now = time.perf_counter()
                     for item in list(waiting):
                         script = OrderScript(item.order_id, item.customer_id, [])
