@@ -15,6 +15,7 @@ from eventstore.port import EventStore
 from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
 from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
+from messaging.cluster import rabbit_broker
 from messaging.command_consumer import OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
@@ -123,8 +124,8 @@ def build_broker(settings: Settings) -> RabbitBroker:
         from observability.tracing import telemetry_middleware
 
         middlewares.append(telemetry_middleware())
-    return RabbitBroker(
-        settings.amqp_url,
+    return rabbit_broker(
+        settings.amqp_url,  # several comma-separated hosts: a cluster (messaging/cluster.py)
         # amqps:// → verified TLS with the amqp_*_file settings (a bad file fails here)
         security=amqp_security(settings),
         middlewares=middlewares,

@@ -15,7 +15,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from aiormq.exceptions import AMQPConnectionError, ChannelPreconditionFailed, PublishError
-from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit import Channel
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
@@ -31,6 +31,7 @@ from conveyor.bootstrap import (
 from conveyor.settings import Settings
 from eventstore.port import EventStoreUnavailable
 from eventstore.serialization import redact_url, to_utc
+from messaging.cluster import rabbit_broker
 from queries.service import OrderQueries, history_as_json
 from readmodels.collections import ProjectionCollections
 from readmodels.port import ReadStoreUnavailable
@@ -176,7 +177,7 @@ def send(
     async def main(settings: Settings) -> dict[str, Any] | None:
         from conveyor.tls import amqp_security
 
-        broker = RabbitBroker(
+        broker = rabbit_broker(
             settings.amqp_url,
             security=amqp_security(settings),
             default_channel=Channel(publisher_confirms=True, on_return_raises=True),
