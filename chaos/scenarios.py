@@ -705,8 +705,15 @@ SCENARIOS: dict[int, Scenario] = {
 }
 
 
+def all_scenarios() -> dict[int, Scenario]:
+    """1-8 and the cluster scenarios 9-11 (chaos/cluster.py, which need `make cluster`)."""
+    from chaos.cluster import CLUSTER_SCENARIOS  # it builds on this module
+
+    return {**SCENARIOS, **CLUSTER_SCENARIOS}
+
+
 async def run_scenario(number: int, sizes: Sizes) -> Verdict:
-    scenario = SCENARIOS[number]
+    scenario = all_scenarios()[number]
     try:
         return await scenario.run(sizes)
     except Exception as error:  # a harness failure is a failed scenario, not a crash
