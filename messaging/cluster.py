@@ -16,6 +16,8 @@ recovery, whichever node then leads the queue.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -26,6 +28,8 @@ from aio_pika.abc import TimeoutType, UnderlayConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from faststream.rabbit import RabbitBroker
 from yarl import URL
+
+logger = logging.getLogger("conveyor.cluster")
 
 PROBE_TIMEOUT = 10.0
 """Seconds one node may take to answer at start-up, when no connect timeout is set (an
@@ -67,7 +71,13 @@ class FailoverConnection(aio_pika.RobustConnection):
         # put their own parameters there), only its host and port differ.
         self.node_urls = [_on_node(self.url, URL(node)) for node in nodes] or [self.url]
         self.node_index = 0
+        # aio-pika waits reconnect_interval after every attempt, and after every connect
+        # before it reacts to a loss: over several nodes, a whole round takes that long, so
+        # a surviving node is tried within a second or two rather than after 5 s.
+        self.reconnect_interval = self.reconnect_interval / len(self.node_urls)
         self._probed = False
+        self._lost_at: float | None = None
+        self._lost_node = ""
 
     def use_next_node(self) -> None:
         self.node_index = (self.node_index + 1) % len(self.node_urls)
@@ -76,9 +86,31 @@ class FailoverConnection(aio_pika.RobustConnection):
     async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
         # Called for a lost connection and for a failed attempt alike (aio-pika's
         # UnderlayConnection.connect): either way, try another node next.
+        if self._lost_at is None and self.connected.is_set() and not self._close_called:
+            self._lost_at, self._lost_node = time.monotonic(), _node(self.url)
         if len(self.node_urls) > 1:
             self.use_next_node()
+        if self._lost_node and self._lost_at is not None and not self._close_called:
+            logger.warning(
+                "RabbitMQ connection to node %s lost; next attempt on %s",
+                self._lost_node,
+                _node(self.url),
+            )
         await super()._on_connection_close(closing)
+
+    async def _on_connected(self) -> None:
+        await super()._on_connected()  # channels and consumers restored
+        if self._lost_at is None:
+            logger.info("connected to RabbitMQ node %s", _node(self.url))
+            return
+        # The line the cluster chaos scenarios read: how long this process was cut off.
+        logger.warning(
+            "reconnected to RabbitMQ node %s %.2fs after losing node %s",
+            _node(self.url),
+            time.monotonic() - self._lost_at,
+            self._lost_node,
+        )
+        self._lost_at, self._lost_node = None, ""
 
     async def connect(self, timeout: TimeoutType = None) -> None:  # noqa: ASYNC109 (aio-pika's)
         if not self._probed and len(self.node_urls) > 1:
@@ -106,6 +138,10 @@ class FailoverConnection(aio_pika.RobustConnection):
         raise last_error
 
 
+def _node(url: URL) -> str:
+    return f"{url.host}:{url.port}"
+
+
 def _on_node(template: URL, node: URL) -> URL:
     return template.with_host(node.host or "localhost").with_port(node.port)
 
@@ -119,6 +155,17 @@ def rabbit_broker(url: str, **options: Any) -> RabbitBroker:
         # connection class; RabbitBroker's own signature has no place for one.
         broker._connection_kwargs["connection_class"] = partial(FailoverConnection, nodes=nodes)
     return broker
+
+
+async def connect_robust_any(url: str, **options: Any) -> aio_pika.abc.AbstractRobustConnection:
+    """aio_pika.connect_robust for `url`, failing over between its nodes: for producers."""
+    nodes = amqp_nodes(url)
+    if len(nodes) > 1:
+        options["connection_class"] = partial(FailoverConnection, nodes=nodes)
+    connection: aio_pika.abc.AbstractRobustConnection = await aio_pika.connect_robust(
+        nodes[0], **options
+    )
+    return connection
 
 
 async def connect_any(url: str, **options: Any) -> aio_pika.abc.AbstractConnection:

@@ -6,6 +6,9 @@ exercised by the cluster chaos scenarios (tests/integration/test_chaos_cluster.p
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -15,6 +18,7 @@ import pytest
 from application.streams import order_stream
 from conveyor.settings import Settings
 from eventstore.sqlite import SqliteEventStore
+from messaging.cluster import rabbit_broker
 from tests.rabbit import Management, eventually, publish
 from workers.host import WorkerHost
 
@@ -42,7 +46,9 @@ async def test_a_worker_fails_over_to_the_next_node_of_a_cluster_url(
     amqp_url: str,
     management: Management,
     test_vhost: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="conveyor.cluster")
     broker = urlsplit(amqp_url)
     down = f"127.0.0.1:{unused_port()}"
     first, second = f"127.0.0.1:{broker.port}", f"localhost:{broker.port}"
@@ -83,8 +89,22 @@ async def test_a_worker_fails_over_to_the_next_node_of_a_cluster_url(
         lambda: _two(reader.read_stream(order_stream("o-1"))), what="the second command applied"
     )
     assert [e.metadata["command_id"] for e in events] == ["c-1", "c-2"]
+    # The line operators (and the cluster chaos scenarios) read: where to, after how long.
+    assert re.search(
+        rf"reconnected to RabbitMQ node localhost:{broker.port} [\d.]+s after losing node "
+        rf"127\.0\.0\.1:{broker.port}",
+        caplog.text,
+    ), caplog.text
 
 
 async def _two(read: Awaitable[list[object]]) -> list[object] | None:
     events = await read
     return events if len(events) >= 2 else None
+
+
+async def test_a_cluster_url_with_no_node_answering_fails_at_start() -> None:
+    url = f"amqp://guest:guest@127.0.0.1:{unused_port()},127.0.0.1:{unused_port()}/"
+    broker = rabbit_broker(url)
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(broker.connect(), 30)
+    await broker.stop()
