@@ -256,6 +256,14 @@ async def failover_figures(
         "producer_failed_attempts": load.record.failed_attempts,
         "producer_errors": dict(load.record.attempt_errors.most_common()),
         "reconnects": reconnects(env),
+        # Each pause is a page of events published again from the unmoved checkpoint.
+        "gateway_pauses": [
+            line.split("gateway paused ", 1)[1][:160]
+            for worker in env.processes
+            if worker.only == "gateway"
+            for line in worker.log_text().splitlines()
+            if "gateway paused" in line
+        ],
     }
 
 
@@ -336,6 +344,10 @@ def _summarise(verdict: Verdict) -> None:
             )
             or "none"
         )
+    )
+    pauses = figures["gateway_pauses"]
+    verdict.notes.append(
+        f"gateway paused {len(pauses)} times" + (f", first: {pauses[0]}" if pauses else "")
     )
     verdict.notes.append(
         f"quorum leaders per node after the faults {figures['leaders_after']}, "
