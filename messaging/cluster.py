@@ -86,11 +86,12 @@ class FailoverConnection(aio_pika.RobustConnection):
     async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
         # Called for a lost connection and for a failed attempt alike (aio-pika's
         # UnderlayConnection.connect): either way, try another node next.
-        if self._lost_at is None and self.connected.is_set() and not self._close_called:
+        lost = self._lost_at is None and self.connected.is_set() and not self._close_called
+        if lost:  # not a failed attempt (aio-pika logs those) nor our own close
             self._lost_at, self._lost_node = time.monotonic(), _node(self.url)
         if len(self.node_urls) > 1:
             self.use_next_node()
-        if self._lost_node and self._lost_at is not None and not self._close_called:
+        if lost:
             logger.warning(
                 "RabbitMQ connection to node %s lost; next attempt on %s",
                 self._lost_node,
