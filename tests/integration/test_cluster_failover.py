@@ -7,6 +7,7 @@ exercised by the cluster chaos scenarios (tests/integration/test_chaos_cluster.p
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import socket
@@ -19,6 +20,7 @@ from application.streams import order_stream
 from conveyor.settings import Settings
 from eventstore.sqlite import SqliteEventStore
 from messaging.cluster import rabbit_broker
+from tests.integration.test_cli import aconveyor
 from tests.rabbit import Management, eventually, publish
 from workers.host import WorkerHost
 
@@ -108,3 +110,24 @@ async def test_a_cluster_url_with_no_node_answering_fails_at_start() -> None:
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(broker.connect(), 30)
     await broker.stop()
+
+
+async def test_conveyor_send_goes_through_the_first_node_that_answers(
+    settings: Settings, start_worker: StartWorker, amqp_url: str
+) -> None:
+    await start_worker(settings)
+    port = urlsplit(amqp_url).port
+    cluster = settings.model_copy(
+        update={
+            "amqp_url": with_hosts(amqp_url, [f"127.0.0.1:{unused_port()}", f"127.0.0.1:{port}"])
+        }
+    )
+    result = await aconveyor(
+        cluster,
+        "send",
+        '{"type":"CreateOrder","order_id":"o-cli","customer_id":"c"}',
+        "--wait",
+        "--no-read-model",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "accepted"
