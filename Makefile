@@ -12,7 +12,8 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 INSTALLED_BENCH := $(VENV)/.installed-bench
 
-.PHONY: run demo test lint check-python install rabbitmq clean bench chaos
+.PHONY: run demo test lint check-python install rabbitmq clean bench chaos cluster cluster-stop \
+	chaos-cluster
 
 # The main job: show the system working end to end, then keep the workers running.
 run: $(INSTALLED) rabbitmq
@@ -43,6 +44,21 @@ bench: $(INSTALLED_BENCH) rabbitmq
 # Options: CHAOS_ARGS="--scenarios 1,2,3 --quick --commands 2000".
 chaos: $(INSTALLED) rabbitmq
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
+# A local 3-node RabbitMQ cluster from the installed rabbitmq-server (scripts/cluster.sh; run
+# as root or as user rabbitmq), AMQP on 5791-5793; the broker on 5672 is not touched.
+cluster:
+	./scripts/cluster.sh start
+
+cluster-stop:
+	./scripts/cluster.sh stop
+
+# The cluster scenarios (14-16: node SIGKILL, rolling restart, stop_app under the gateway)
+# on a cluster started for the run and stopped after it. Options as for chaos.
+chaos-cluster: $(INSTALLED)
+	./scripts/cluster.sh start
+	$(BIN)/python -m chaos --scenarios 14,15,16 $(CHAOS_ARGS); status=$$?; \
+	./scripts/cluster.sh stop; exit $$status
 
 install: $(INSTALLED)
 

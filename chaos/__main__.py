@@ -14,7 +14,7 @@ from rich.console import Console
 
 from chaos.checker import Verdict
 from chaos.report import print_table, write_json
-from chaos.scenarios import ALARM_NODE, SCENARIOS, Sizes, run_scenario
+from chaos.scenarios import ALARM_NODE, SCENARIOS, Sizes, all_scenarios, run_scenario
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,9 +22,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default=",".join(str(n) for n in SCENARIOS if n != 10 or os.environ.get(ALARM_NODE)),
-        help="comma-separated scenario numbers (default: all; 10 only with "
-        f"{ALARM_NODE} set). 4 restarts the local RabbitMQ; 10 alarms the node {ALARM_NODE} "
-        "names: never give it a shared broker.",
+        help="comma-separated scenario numbers (default: all but the cluster ones; 10 only "
+        f"with {ALARM_NODE} set). 4 restarts the local RabbitMQ; 10 alarms the node "
+        f"{ALARM_NODE} names: never give it a shared broker. 14-16 need the local cluster of "
+        "`make cluster` (`make chaos-cluster`).",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (about 500 commands)")
     parser.add_argument(
@@ -42,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(numbers: list[int], sizes: Sizes, console: Console) -> list[Verdict]:
     verdicts = []
     for number in numbers:
-        console.print(f"[bold]scenario {number}: {SCENARIOS[number].title}…")
+        console.print(f"[bold]scenario {number}: {all_scenarios()[number].title}…")
         verdict = await run_scenario(number, sizes)
         console.print(
             f"  {'PASS' if verdict.passed else 'FAIL'}: lost {verdict.lost}, duplicated "
@@ -60,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"--scenarios: not a list of numbers: {args.scenarios}", file=sys.stderr)
         return 2
-    unknown = [n for n in numbers if n not in SCENARIOS]
+    unknown = [n for n in numbers if n not in all_scenarios()]
     if unknown:
         print(
-            f"--scenarios: no scenario {unknown}; choose from {sorted(SCENARIOS)}", file=sys.stderr
+            f"--scenarios: no scenario {unknown}; choose from {sorted(all_scenarios())}",
+            file=sys.stderr,
         )
         return 2
     sizes = Sizes.quick(args.commands) if args.quick else Sizes(commands=args.commands or 5000)

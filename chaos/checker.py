@@ -71,6 +71,8 @@ class Verdict:
     notes: list[str] = field(default_factory=list)
     lost_ids: list[str] = field(default_factory=list)
     duplicated_ids: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    """Scenario-specific measurements (the cluster scenarios' failover times)."""
 
     @property
     def read_models_equal_rebuild(self) -> bool:
@@ -110,6 +112,7 @@ class Verdict:
             "notes": self.notes,
             "lost_ids": self.lost_ids[:50],
             "duplicated_ids": self.duplicated_ids[:50],
+            "figures": self.figures,
         }
 
 

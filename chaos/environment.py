@@ -31,6 +31,7 @@ import aio_pika
 
 from conveyor.bootstrap import MONGODB_SCHEMES
 from conveyor.settings import Settings
+from messaging.cluster import connect_any
 from operations.management import VHOST_TIMEOUT, ManagementApi
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,12 +98,20 @@ class WorkerProcess:
 class Environment:
     """Vhost + files + processes of one scenario. Use `async with`."""
 
-    def __init__(self, name: str, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        env: dict[str, str] | None = None,
+        amqp_base: str = AMQP_URL,
+        management_url: str = MANAGEMENT_URL,
+    ) -> None:
         self.name = name
         self.extra_env = dict(env or {})
         self.vhost = f"conveyor-chaos-{uuid.uuid4().hex[:10]}"
+        self.amqp_base = amqp_base
         # The harness's calls all get the long timeout vhost deletion needs.
-        self.management = ManagementApi(MANAGEMENT_URL, self.vhost, timeout=VHOST_TIMEOUT)
+        self.management = ManagementApi(management_url, self.vhost, timeout=VHOST_TIMEOUT)
         self.amqp_url = ""
         self.directory = Path()
         self.processes: list[WorkerProcess] = []
@@ -116,9 +125,9 @@ class Environment:
             self._mongodb_read_store = urlunsplit(parts._replace(path=f"/{database}"))
 
     async def __aenter__(self) -> Environment:
-        user = urlsplit(AMQP_URL).username or "guest"
+        user = urlsplit(self.amqp_base).username or "guest"
         await self.management.create_vhost(self.vhost, user)
-        self.amqp_url = vhost_url(self.vhost)
+        self.amqp_url = vhost_url(self.vhost, self.amqp_base)
         self.directory = Path(tempfile.mkdtemp(prefix=f"conveyor-chaos-{self.name}-"))
         return self
 
@@ -290,7 +299,7 @@ class Environment:
         """Ready messages per queue, straight from the broker (the management API's numbers
         lag by its statistics interval)."""
         depths: dict[str, int] = {}
-        connection = await aio_pika.connect(self.amqp_url, timeout=10)
+        connection = await connect_any(self.amqp_url, timeout=10)
         async with connection:
             for name in names:
                 channel = await connection.channel()

@@ -15,7 +15,7 @@ import json
 import random
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from messaging.cluster import connect_robust_any
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE
 
 Command = dict[str, Any]
@@ -54,18 +55,32 @@ class LoadRecord:
     failed: dict[str, str] = field(default_factory=dict)
     """Publishes that raised or were not confirmed in time: indeterminate."""
     seconds: float = 0.0
+    retried: set[str] = field(default_factory=set)
+    """Messages published again after an unconfirmed attempt (a producer that retries)."""
+    failed_attempts: int = 0
+    attempt_errors: Counter[str] = field(default_factory=Counter)
+    """What the producer saw on its failed attempts, by exception type."""
+    confirmed_at: list[float] = field(default_factory=list)
+    """time.monotonic() of each confirm, in order: the producer's view of an outage."""
 
     def merge(self, other: LoadRecord) -> None:
         self.sent |= other.sent
         self.confirmed |= other.confirmed
         self.failed.update(other.failed)
         self.seconds += other.seconds
+        self.retried |= other.retried
+        self.failed_attempts += other.failed_attempts
+        self.attempt_errors += other.attempt_errors
+        self.confirmed_at = sorted(self.confirmed_at + other.confirmed_at)
 
 
 class LoadGenerator:
     """Publishes through the default exchange to the command queue, `window` confirms in
-    flight, at most `rate` messages a second. Survives a broker restart (robust connection):
-    publishes in between fail and are recorded as indeterminate."""
+    flight, at most `rate` messages a second. Survives a broker restart (robust connection,
+    failing over between the nodes of a cluster URL): publishes in between fail and are
+    recorded as indeterminate, unless `retry_for` seconds are given: then an unconfirmed
+    publish is sent again (same command_id) until confirmed or that time has passed, as a
+    producer must do through a failover."""
 
     def __init__(
         self,
@@ -76,6 +91,7 @@ class LoadGenerator:
         rate: float | None = None,
         confirm_timeout: float = 15.0,
         console_publish: Callable[[Outgoing], Awaitable[None]] | None = None,
+        retry_for: float | None = None,
     ) -> None:
         self.amqp_url = amqp_url
         self.queue = queue
@@ -83,12 +99,13 @@ class LoadGenerator:
         self.rate = rate
         self.confirm_timeout = confirm_timeout
         self.console_publish = console_publish
+        self.retry_for = retry_for
         self.record = LoadRecord()
         self._connection: AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
 
     async def __aenter__(self) -> LoadGenerator:
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
+        self._connection = await connect_robust_any(self.amqp_url)
         # An unroutable publish (no queue) must not count as confirmed.
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
@@ -108,14 +125,25 @@ class LoadGenerator:
         slots = asyncio.Semaphore(self.window)
 
         async def one(message: Outgoing) -> None:
+            record.sent.add(message.key)
+            give_up = time.monotonic() + (self.retry_for or 0)
             try:
-                record.sent.add(message.key)
-                await self._publish_one(message)
-            except Exception as error:
-                record.failed[message.key] = f"{type(error).__name__}: {error}"
-                await asyncio.sleep(0.2)  # the connection is likely recovering
-            else:
-                record.confirmed.add(message.key)
+                while True:
+                    try:
+                        await self._publish_one(message)
+                    except Exception as error:
+                        if time.monotonic() >= give_up:
+                            record.failed[message.key] = f"{type(error).__name__}: {error}"
+                            await asyncio.sleep(0.2)  # the connection is likely recovering
+                            return
+                        record.retried.add(message.key)
+                        record.failed_attempts += 1
+                        record.attempt_errors[type(error).__name__] += 1
+                        await asyncio.sleep(0.5)
+                    else:
+                        record.confirmed.add(message.key)
+                        record.confirmed_at.append(time.monotonic())
+                        return
             finally:
                 slots.release()
 
@@ -164,10 +192,12 @@ class OutcomeCollector:
         self.rules: dict[str, str] = {}
         """The rule named by a command's (last) rejection."""
         self.received = 0
+        self.received_at: list[float] = []
+        """time.monotonic() of each outcome: the workers' view of an outage, end to end."""
         self._connection: AbstractRobustConnection | None = None
 
     async def __aenter__(self) -> OutcomeCollector:
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
+        self._connection = await connect_robust_any(self.amqp_url)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=500)
         exchange = await channel.declare_exchange(
@@ -192,6 +222,7 @@ class OutcomeCollector:
             if outcome["status"] == "rejected":
                 self.rules[str(outcome["command_id"])] = str(outcome.get("rule"))
             self.received += 1
+            self.received_at.append(time.monotonic())
         await message.ack()
 
     def settled(self) -> set[str]:

@@ -991,8 +991,16 @@ SCENARIOS: dict[int, Scenario] = {
 }
 
 
+def all_scenarios() -> dict[int, Scenario]:
+    """The single-broker scenarios and the cluster scenarios 14-16 (chaos/cluster.py, which
+    need `make cluster`)."""
+    from chaos.cluster import CLUSTER_SCENARIOS  # it builds on this module
+
+    return {**SCENARIOS, **CLUSTER_SCENARIOS}
+
+
 async def run_scenario(number: int, sizes: Sizes) -> Verdict:
-    scenario = SCENARIOS[number]
+    scenario = all_scenarios()[number]
     try:
         return await scenario.run(sizes)
     except Exception as error:  # a harness failure is a failed scenario, not a crash

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from conveyor.bootstrap import PROJECTION_BINDING, command_queue, projection_queue
 from conveyor.settings import Settings
 from gateway.relay import EVENTS
+from messaging.cluster import amqp_nodes
 from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE
 from messaging.command_messages import (
     COMMAND_MESSAGE,
@@ -72,7 +73,8 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
 
 def specification(settings: Settings | None = None) -> AsyncAPI:
     settings = settings or Settings()
-    broker = RabbitBroker(settings.amqp_url, description="conveyor's RabbitMQ channels")
+    first_node = amqp_nodes(settings.amqp_url)[0]
+    broker = RabbitBroker(first_node, description="conveyor's RabbitMQ channels")
 
     commands = command_queue(settings)
 

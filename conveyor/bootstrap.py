@@ -19,8 +19,8 @@ from eventstore.port import EventStore
 from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
 from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
+from messaging.cluster import failover_broker
 from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE, CommandConsumer
-from messaging.connection import ClosingRobustConnection
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
 from messaging.store_outage import Probe, StoreOutage
@@ -201,17 +201,13 @@ def rabbit_broker(settings: Settings, **options: Any) -> RabbitBroker:
     """A FastStream broker for settings.amqp_url: verified TLS for amqps:// (a bad file fails
     here), a bounded connect, and publisher confirms with returns raised, so that a copy
     that cannot be routed fails loudly instead of vanishing."""
-    broker = RabbitBroker(
-        settings.amqp_url,
+    return failover_broker(
+        settings.amqp_url,  # several comma-separated hosts: a cluster (messaging/cluster.py)
         timeout=settings.amqp_connect_timeout,
         security=amqp_security(settings),
         default_channel=Channel(publisher_confirms=True, on_return_raises=True),
         **options,
     )
-    # FastStream passes these to aio_pika.connect_robust and has no parameter for the class:
-    # see messaging/connection.py for why conveyor needs its own.
-    broker._connection_kwargs["connection_class"] = ClosingRobustConnection
-    return broker
 
 
 def build_broker(settings: Settings) -> RabbitBroker:

@@ -30,6 +30,7 @@ from rich.table import Table
 from conveyor.bootstrap import open_read_store
 from conveyor.settings import Settings
 from conveyor.tls import amqp_ssl_context
+from messaging.cluster import connect_any
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE
 from readmodels.collections import ProjectionCollections
 from readmodels.projections import PROJECTIONS
@@ -98,7 +99,7 @@ def script_orders(count: int, seed: int = 42) -> list[OrderScript]:
 
 
 async def _workers_running(settings: Settings) -> bool:
-    connection = await aio_pika.connect(
+    connection = await connect_any(
         settings.amqp_url,
         ssl_context=amqp_ssl_context(settings),
         timeout=settings.amqp_connect_timeout,
@@ -130,7 +131,7 @@ async def run_demo(
         await host.start()
         report.started_workers = True
     read_store = await open_read_store(settings)
-    connection = await aio_pika.connect(
+    connection = await connect_any(
         settings.amqp_url,
         ssl_context=amqp_ssl_context(settings),
         timeout=settings.amqp_connect_timeout,

@@ -76,6 +76,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from conveyor.settings import Settings
 from conveyor.tls import amqp_ssl_context
 from messaging import failures
+from messaging.cluster import connect_any
 from observability.logs import escape_controls
 from operations.management import ManagementApi, ManagementApiError
 
@@ -275,7 +276,7 @@ def describe(message: AbstractIncomingMessage, dead_letter_queue: str) -> DeadLe
 
 async def connect(settings: Settings, purpose: str) -> aio_pika.abc.AbstractConnection:
     """A plain (not robust) connection: a transaction must never be replayed on a new one."""
-    return await aio_pika.connect(
+    return await connect_any(
         settings.amqp_url,
         ssl_context=amqp_ssl_context(settings),
         timeout=settings.amqp_connect_timeout,
