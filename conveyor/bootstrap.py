@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 from aiormq.exceptions import ChannelPreconditionFailed
 from faststream.rabbit import Channel, RabbitBroker
 
@@ -19,7 +18,7 @@ from eventstore.port import EventStore
 from eventstore.serialization import redact_url
 from eventstore.sqlite import SqliteEventStore
 from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
-from messaging.cluster import failover_broker
+from messaging.cluster import connect_any, failover_broker
 from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
@@ -173,7 +172,7 @@ async def _declare_dead_letter_queues(settings: Settings, work_queues: list[Work
     """Each .dlq with its byte limit. A DLQ declared by an earlier conveyor, without the
     limit, cannot be redeclared with it (PRECONDITION_FAILED closes the channel — hence a
     connection of our own, a channel per queue): it is kept as it is, with a warning."""
-    connection = await aio_pika.connect(
+    connection = await connect_any(
         settings.amqp_url,
         ssl_context=amqp_ssl_context(settings),
         timeout=settings.amqp_connect_timeout,
