@@ -161,10 +161,14 @@ class WriteOrder:
             self.writes.append(("index", (collection, tuple(indexes))))
         await self._store.ensure_collection(collection, indexes)
 
-    async def put(self, collection: str, doc_id: str, body: Any, *, expected_rev: int) -> int:
+    async def put(
+        self, collection: str, doc_id: str, body: Any, *, expected_rev: int, where: Any = None
+    ) -> int:
         if doc_id.startswith("rebuild-") and body.get("owner"):
             self.writes.append(("lease", doc_id))
-        return await self._store.put(collection, doc_id, body, expected_rev=expected_rev)
+        return await self._store.put(
+            collection, doc_id, body, expected_rev=expected_rev, where=where
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
