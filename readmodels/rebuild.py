@@ -234,6 +234,8 @@ class _Renewal:
         self._worker: asyncio.Task[Any] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        # One renewal at a time: two racing compare-and-sets of one lease would lose it.
+        self._renewing = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         self._worker = asyncio.current_task()
@@ -247,7 +249,7 @@ class _Renewal:
             if self._stopping.is_set():
                 return
             try:
-                await asyncio.gather(*(lease.renew() for lease in self._leases))
+                await self._renew()
             except LeaseLost as lost:
                 self.lost = lost
                 assert self._worker is not None
@@ -272,10 +274,22 @@ class _Renewal:
             self._worker.uncancel()
             raise self.lost from exc
 
+    async def _renew(self) -> None:
+        async with self._renewing:
+            await asyncio.gather(*(lease.renew() for lease in self._leases))
+
     async def __call__(self, *, force: bool = False) -> None:
-        """A checkpoint for long loops: raises LeaseLost once the lease is gone."""
+        """A checkpoint for long loops: raises LeaseLost once the lease is gone. With
+        `force`, renews now: before a step that holds SQLite's write lock for a while (an
+        index build), during which the background renewal would wait its turn."""
         if self.lost is not None:
             raise self.lost
+        if force:
+            try:
+                await self._renew()
+            except LeaseLost as lost:
+                self.lost = lost
+                raise
 
 
 class _CatchUpRecord:
