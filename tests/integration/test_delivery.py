@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -27,6 +26,7 @@ from conveyor.bootstrap import (
 )
 from conveyor.settings import Settings
 from domain.commands import AddItem, ConfirmOrder, CreateOrder
+from embedded.sqlite_library import sqlite3
 from eventstore.sqlite import SqliteEventStore
 from gateway.relay import GATEWAY_CHECKPOINT, EventGateway
 from messaging import failures

@@ -3,12 +3,12 @@ filtered and ordered by it, with no sort of the whole match in memory."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from embedded.sqlite_library import sqlite3
 from readmodels.mongodb import MongoReadModelStore
 from readmodels.projections import ActiveOrdersProjection
 from readmodels.sqlite import SqliteReadModelStore

@@ -9,7 +9,6 @@ about 1.5 s; the outages here last several times that.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from conveyor.settings import Settings
+from embedded.sqlite_library import sqlite3
 from eventstore.sqlite import SqliteEventStore
 from messaging import failures
 from readmodels.projections import PROJECTIONS
