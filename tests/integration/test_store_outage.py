@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -20,6 +21,7 @@ from conveyor.settings import Settings
 from embedded.sqlite_library import sqlite3
 from eventstore.sqlite import SqliteEventStore
 from messaging import failures
+from messaging.projection_consumer import ProjectionConsumer
 from readmodels.projections import PROJECTIONS
 from tests.integration.test_command_worker import DatabaseLock, command, stream_of
 from tests.integration.test_projections import read_models_settle
@@ -112,6 +114,32 @@ async def test_commands_wait_out_an_event_store_outage_longer_than_the_retry_lad
     assert paused_gauge("event_store") == 0
 
 
+async def _queue_adds_unconsumed(
+    host: WorkerHost, settings: Settings, amqp_url: str, creates: list[dict[str, Any]]
+) -> tuple[list[ProjectionConsumer], list[dict[str, Any]]]:
+    """An AddItem per order, published by the gateway onto projection queues nobody
+    consumes for now. The gateway keeps its lease in the read store and publishes nothing
+    it cannot fence with it: the events must be queued before the read store goes away."""
+    projectors = [c for c in host.consumers if isinstance(c, ProjectionConsumer)]
+    for projector in projectors:
+        await projector.stop_consuming()
+    adds = [
+        command("AddItem", c["order_id"], sku="SKU-1", quantity=1, unit_price="2.50")
+        for c in creates
+    ]
+    await publish_many(amqp_url, settings.command_queue, adds)
+    for projector in projectors:
+        await eventually(
+            lambda queue=projector.queue.name: _depth_is(amqp_url, queue, len(adds)),
+            what=f"the events on {projector.queue.name}",
+        )
+    return projectors, adds
+
+
+async def _depth_is(amqp_url: str, queue: str, count: int) -> bool:
+    return await queue_depth(amqp_url, queue) >= count
+
+
 async def _ready(host: WorkerHost) -> bool:
     return (await host.readiness()).ready
 
@@ -128,13 +156,11 @@ async def test_projections_wait_out_a_read_store_outage_longer_than_the_retry_la
         await eventually(lambda: all_applied(reader, [c["order_id"] for c in creates]))
     finally:
         await reader.close()
+    projectors, _ = await _queue_adds_unconsumed(host, settings, amqp_url, creates)
     lock = DatabaseLock(settings.read_store)
     try:
-        adds = [
-            command("AddItem", c["order_id"], sku="SKU-1", quantity=1, unit_price="2.50")
-            for c in creates
-        ]
-        await publish_many(amqp_url, settings.command_queue, adds)
+        for projector in projectors:
+            await projector.resume_consuming()
         await asyncio.sleep(OUTAGE_SECONDS)
         for projection in (p.name for p in PROJECTIONS):
             dlq = f"{settings.projection_queue_prefix}.{projection}.dlq"
@@ -191,7 +217,7 @@ async def test_projections_wait_out_a_mongodb_read_store_outage(
     server = secantus.SecantusDBServer(storage_path=str(tmp_path / "mongo"), port=0)
     await asyncio.to_thread(server.start)
     port = int(server.uri.rstrip("/").rsplit(":", 1)[1])
-    url = f"mongodb://127.0.0.1:{port}/conveyor?serverSelectionTimeoutMS=300"
+    url = f"mongodb://127.0.0.1:{port}/conveyor?timeoutMS=300"
     settings = outage_settings(settings).model_copy(update={"read_store": url})
     try:
         host = await start_worker(settings, ("commands", "gateway", "projections"))
@@ -199,12 +225,10 @@ async def test_projections_wait_out_a_mongodb_read_store_outage(
         await publish_many(amqp_url, settings.command_queue, creates)
         await read_models_settle(settings, within=60)
 
+        projectors, _ = await _queue_adds_unconsumed(host, settings, amqp_url, creates)
         await asyncio.to_thread(server.stop)
-        adds = [
-            command("AddItem", c["order_id"], sku="SKU-1", quantity=1, unit_price="2.50")
-            for c in creates
-        ]
-        await publish_many(amqp_url, settings.command_queue, adds)
+        for projector in projectors:
+            await projector.resume_consuming()
         await asyncio.sleep(OUTAGE_SECONDS)
         for projection in (p.name for p in PROJECTIONS):
             dlq = f"{settings.projection_queue_prefix}.{projection}.dlq"
