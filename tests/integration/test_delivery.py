@@ -504,17 +504,23 @@ async def test_connections_dropped_mid_load_lose_and_double_nothing(
         async with ManagementApi(MANAGEMENT_URL, test_vhost) as api:
             dropped: set[str] = set()
             drops_under_load = 0
+            loading: asyncio.Task[None] | None = None
             for _ in range(2):  # the second drop right after the worker has reconnected
 
                 async def new_connections() -> list[str]:
                     names = {c["name"] for c in await api.connections()} - dropped
                     return sorted(names)
 
+                if loading is not None:
+                    await loading  # its connection must not be taken for the worker's
                 listed = await eventually(new_connections, within=30, what="a new connection")
                 if not dropped:
                     # The load starts once the worker's connection is listed: the management
                     # API lists it seconds late, by when a fast worker would be done.
-                    await publish_many(amqp_url, settings.command_queue, commands)
+                    # In the background: the worker applies as fast as they are confirmed.
+                    loading = asyncio.create_task(
+                        publish_many(amqp_url, settings.command_queue, commands)
+                    )
                     await eventually(lambda: _at_least(reader, COMMANDS // 10), what="load")
                 if await reader.head_position() >= COMMANDS:
                     break  # a fast machine finished before the second drop: nothing to drop
