@@ -245,20 +245,25 @@ def build_command_consumer(
         broker,
         queue,
         CommandHandler(TimedAppends(store), conflict_attempts=settings.conflict_attempts),
-        FailureRouter(
-            broker,
-            queue,
-            max_attempts=settings.max_attempts,
-            publish_timeout=settings.publish_timeout,
-            user_id=settings.amqp_user(),
-            max_body_bytes=settings.max_message_bytes,
-        ),
+        failure_router(settings, broker, queue),
         max_message_bytes=settings.max_message_bytes,
         publish_timeout=settings.publish_timeout,
         outage=outage,
     )
     consumer.register(prefetch=settings.prefetch, exchange=COMMANDS_EXCHANGE)
     return consumer
+
+
+def failure_router(settings: Settings, broker: RabbitBroker, queue: WorkQueue) -> FailureRouter:
+    """Where a queue's failed messages go: its retry tiers, then its dead-letter queue."""
+    return FailureRouter(
+        broker,
+        queue,
+        max_attempts=settings.max_attempts,
+        publish_timeout=settings.publish_timeout,
+        user_id=settings.amqp_user(),
+        max_body_bytes=settings.max_message_bytes,
+    )
 
 
 def build_projection_consumers(
@@ -279,14 +284,7 @@ def build_projection_consumers(
             broker,
             queue,
             ProjectionApplier(read_store, collections, projection),
-            FailureRouter(
-                broker,
-                queue,
-                max_attempts=settings.max_attempts,
-                publish_timeout=settings.publish_timeout,
-                user_id=settings.amqp_user(),
-                max_body_bytes=settings.max_message_bytes,
-            ),
+            failure_router(settings, broker, queue),
             progress.tracker(projection.name) if progress is not None else None,
             gaps,
             outage,
