@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,6 +28,7 @@ import pytest
 from pymongo import MongoClient
 
 from conveyor.settings import Settings
+from readmodels.port import ReadModelStore
 
 MONGODB_URL_VARIABLE = "CONVEYOR_TEST_MONGODB_URL"
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
@@ -160,3 +161,24 @@ def on_read_store(settings: Settings, request: pytest.FixtureRequest) -> Setting
     if getattr(request, "param", "sqlite") == "mongodb":
         return settings.model_copy(update={"read_store": request.getfixturevalue("mongodb_url")})
     return settings
+
+
+@pytest.fixture(params=READ_STORES)
+async def read_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ReadModelStore]:
+    """Each read-store adapter in turn, open on a store of its own: for the contract suite
+    and every test that must hold on both."""
+    store: ReadModelStore
+    if request.param == "sqlite":
+        from readmodels.sqlite import SqliteReadModelStore
+
+        store = await SqliteReadModelStore(tmp_path / "read.db").open()
+    else:
+        from readmodels.mongodb import MongoReadModelStore
+
+        store = await MongoReadModelStore(request.getfixturevalue("mongodb_url")).open()
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -7,7 +7,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,25 +14,6 @@ import pytest
 from readmodels.port import Document, ReadModelStore, RevisionConflict
 
 NewCollection = Callable[[], str]
-
-
-@pytest.fixture(params=["sqlite", "mongodb"])
-async def read_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[ReadModelStore]:
-    store: ReadModelStore
-    if request.param == "sqlite":
-        from readmodels.sqlite import SqliteReadModelStore
-
-        store = await SqliteReadModelStore(tmp_path / "read.db").open()
-    else:
-        from readmodels.mongodb import MongoReadModelStore
-
-        store = await MongoReadModelStore(request.getfixturevalue("mongodb_url")).open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

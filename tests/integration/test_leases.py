@@ -5,33 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from readmodels.checkpoints import CHECKPOINTS, LeasedCheckpoint, LeaseLost
 from readmodels.port import ReadModelStore
-from tests.mongodb import READ_STORES
-
-
-@pytest.fixture(params=READ_STORES)
-async def read_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[ReadModelStore]:
-    store: ReadModelStore
-    if request.param == "sqlite":
-        from readmodels.sqlite import SqliteReadModelStore
-
-        store = await SqliteReadModelStore(tmp_path / "read.db").open()
-    else:
-        from readmodels.mongodb import MongoReadModelStore
-
-        store = await MongoReadModelStore(request.getfixturevalue("mongodb_url")).open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def fast_host() -> float:
