@@ -19,16 +19,8 @@ COPY pyproject.toml README.md ./
 # Only the packages (pyproject's packages.find list): nothing else of the context, so no
 # deploy/secrets, .env or local databases can end up in an image layer.
 COPY domain ./domain
-COPY application ./application
-COPY eventstore ./eventstore
-COPY embedded ./embedded
-COPY gateway ./gateway
-COPY queries ./queries
-COPY readmodels ./readmodels
 COPY messaging ./messaging
 COPY workers ./workers
-COPY observability ./observability
-COPY operations ./operations
 COPY conveyor ./conveyor
 # conveyor itself, without resolving anything again (its dependencies are installed above)
 RUN pip install --no-deps .

@@ -23,7 +23,6 @@ from typing import Any
 import aio_pika
 import psutil
 
-from application.commands import CommandHandler
 from bench import reference_eventsourcing
 from bench.reference_broker import Requester, pipelined_publish
 from bench.workload import (
@@ -34,17 +33,18 @@ from bench.workload import (
     envelope,
     order_ids,
 )
+from conveyor.application.commands import CommandHandler
 from conveyor.bootstrap import build_broker, build_gateway, declare_topology, projection_queue
 from conveyor.demo import OrderScript, caught_up, percentile, run_demo
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.gateway.customers import CustomerDirectory
+from conveyor.readmodels.collections import ProjectionCollections
+from conveyor.readmodels.port import ReadModelStore
+from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.rebuild import rebuild_all as rebuild_projections
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 from conveyor.settings import Settings
-from eventstore.sqlite import SqliteEventStore
-from gateway.customers import CustomerDirectory
 from messaging.integration_events import EVENTS_EXCHANGE, encode
-from readmodels.collections import ProjectionCollections
-from readmodels.port import ReadModelStore
-from readmodels.projections import PROJECTIONS
-from readmodels.rebuild import rebuild_all as rebuild_projections
-from readmodels.sqlite import SqliteReadModelStore
 
 IN_FLIGHT = 200
 LATENCY_RATE = 200.0
@@ -324,14 +324,14 @@ async def conveyor_command_core(path: Path, orders: Sequence[str], concurrency: 
 
 
 def conveyor_sqlite_settings(path: Path) -> dict[str, Any]:
-    from embedded.sqlite_library import sqlite3
+    from conveyor.embedded.sqlite_library import sqlite3
 
     connection = sqlite3.connect(path)
     try:
         journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
     finally:
         connection.close()
-    # embedded/sqlite.py sets synchronous=FULL on its writer connection (per connection,
+    # conveyor/embedded/sqlite.py sets synchronous=FULL on its writer connection (per connection,
     # so it cannot be read back from another one).
     return {"journal_mode": journal, "synchronous": "FULL", "group_commit": True}
 
@@ -420,7 +420,7 @@ async def conveyor_latencies(
                     got_summary = await read_store.get_many(summary, ids)
                     got_active = await read_store.get_many(actives, ids)
                     # customer_history: one document per order since the unbounded
-                    # per-customer document was split (readmodels/projections.py)
+                    # per-customer document was split (conveyor/readmodels/projections.py)
                     got_history = await read_store.get_many(histories, ids)
                     now = time.perf_counter()
                     for item in list(waiting):
@@ -576,8 +576,8 @@ async def rebuild_speed(ctx: BenchContext) -> Figure:
     figure.details.update(
         events=events,
         reference_events=es_events,
-        measured="one rebuild of all three read models (readmodels.rebuild.rebuild_all: one "
-        "pass over the log feeds them all); events/s = events in the log / wall time",
+        measured="one rebuild of all three read models (conveyor.readmodels.rebuild.rebuild_all: "
+        "one pass over the log feeds them all); events/s = events in the log / wall time",
         per_projection_events_per_second=per_projection,
     )
     return figure

@@ -1,5 +1,5 @@
 """The bench's own RabbitMQ vhost, made and removed through the management API
-(operations/management.py's ManagementApi)."""
+(conveyor/operations/management.py's ManagementApi)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from operations.management import VHOST_TIMEOUT, ManagementApi
+from conveyor.operations.management import VHOST_TIMEOUT, ManagementApi
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MANAGEMENT_URL = "http://guest:guest@127.0.0.1:15672/"

@@ -11,7 +11,7 @@ import zlib
 from decimal import Decimal
 from typing import Any
 
-from application.commands import CommandEnvelope
+from conveyor.application.commands import CommandEnvelope
 from domain.commands import AddItem, Command, ConfirmOrder, CreateOrder
 
 COMMANDS_PER_ORDER = 4

@@ -5,11 +5,11 @@ sent        commands the load generator tried to publish
 confirmed   of those, the ones the broker confirmed (publisher confirms): these conveyor
             must not lose. A publish that failed or timed out is indeterminate.
 applied     a confirmed command whose events are in an order stream (metadata `command_id`,
-            application/commands.py) or that got a business-rejection outcome
+            conveyor/application/commands.py) or that got a business-rejection outcome
             (`rejected` on conveyor.command-outcomes)
 rejection records
             `CommandRejected` events in the `rejections-<order>` streams
-            (application/rejections.py): not effects, so they count neither as applied
+            (conveyor/application/rejections.py): not effects, so they count neither as applied
             nor as duplicates; a command must have at most one, every rejected outcome
             must have one, and no command may have both one and order events (that is
             "reported rejected, then applied": a problem)
@@ -19,7 +19,7 @@ duplicated  a command_id whose events appear more than once in the order streams
             counts an item twice shows up as a read-model mismatch instead (below)
 unexpected  events (order events or rejection records) whose command_id was never sent
 read models each projection's documents compared, document by document, with what a fresh
-            rebuild from the event store would write (readmodels/rebuild.py
+            rebuild from the event store would write (conveyor/readmodels/rebuild.py
             project_in_memory): equal, or the number of documents that differ
 """
 
@@ -31,20 +31,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from application.rejections import COMMAND_REJECTED, is_rejection_stream
-from application.streams import STREAM_PREFIX
 from chaos.environment import Environment
 from chaos.load import LoadRecord, OutcomeCollector
+from conveyor.application.rejections import COMMAND_REJECTED, is_rejection_stream
+from conveyor.application.streams import STREAM_PREFIX
 from conveyor.bootstrap import (
     command_queue,
     describe_read_store,
     open_read_store,
     projection_queue,
 )
-from eventstore.sqlite import SqliteEventStore
-from readmodels.collections import ProjectionCollections
-from readmodels.projections import PROJECTIONS
-from readmodels.rebuild import project_in_memory
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.readmodels.collections import ProjectionCollections
+from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.rebuild import project_in_memory
 
 EVENTS_PER_COMMAND = 1
 

@@ -43,7 +43,7 @@ from chaos.scenarios import (
     apply_setup,
     progress_reaches,
 )
-from eventstore.sqlite import SqliteEventStore
+from conveyor.eventstore.sqlite import SqliteEventStore
 
 SCRIPT = REPO / "scripts" / "cluster.sh"
 NODES = (1, 2, 3)

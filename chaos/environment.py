@@ -30,9 +30,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aio_pika
 
 from conveyor.bootstrap import MONGODB_SCHEMES
+from conveyor.operations.management import VHOST_TIMEOUT, ManagementApi
 from conveyor.settings import Settings
 from messaging.cluster import connect_any
-from operations.management import VHOST_TIMEOUT, ManagementApi
 
 REPO = Path(__file__).resolve().parents[1]
 AMQP_URL = os.environ.get("CONVEYOR_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -55,6 +55,7 @@ from chaos.load import (
     one_order_workload,
     order_workload,
 )
+from conveyor.readmodels.projections import PROJECTIONS
 from messaging.failures import (
     ATTEMPTS,
     DEAD_LETTERED_AT,
@@ -64,7 +65,6 @@ from messaging.failures import (
     NO_MESSAGE_ID,
     ORIGINAL_QUEUE,
 )
-from readmodels.projections import PROJECTIONS
 
 COMMAND_QUEUE = "orders.commands"
 COMMAND_DLQ = "orders.commands.dlq"
@@ -348,7 +348,7 @@ async def scenario_4(sizes: Sizes) -> Verdict:
 
 LOCK_HOLDER = """
 import sys, time
-from embedded.sqlite_library import sqlite3  # the library the workers link
+from conveyor.embedded.sqlite_library import sqlite3  # the library the workers link
 connection = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
 connection.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)

@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from application.commands import CommandEnvelope, CommandHandler, CommandOutcome
+from conveyor.application.commands import CommandEnvelope, CommandHandler, CommandOutcome
+from conveyor.readmodels.applier import ProjectionApplier, Result
+from conveyor.readmodels.projections import ContractViolation
 from messaging.integration_events import IntegrationEvent
-from readmodels.applier import ProjectionApplier, Result
-from readmodels.projections import ContractViolation
 
 FAIL_ORDER_PREFIX = "CONVEYOR_CHAOS_FAIL_ORDER_PREFIX"
 POISON_ORDER_PREFIX = "CONVEYOR_CHAOS_POISON_ORDER_PREFIX"

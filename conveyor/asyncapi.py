@@ -20,8 +20,9 @@ from faststream.specification import AsyncAPI
 from pydantic import BaseModel, ConfigDict
 
 from conveyor.bootstrap import PROJECTION_BINDING, command_queue, projection_queue
+from conveyor.gateway.relay import EVENTS
+from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
-from gateway.relay import EVENTS
 from messaging.cluster import amqp_nodes
 from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE
 from messaging.command_messages import (
@@ -41,7 +42,6 @@ from messaging.integration_events import (
     OrderConfirmedEvent,
     OrderCreatedEvent,
 )
-from readmodels.projections import PROJECTIONS
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 REPLY_CHANNEL = "orders.commands:reply"
@@ -49,7 +49,7 @@ REPLY_MESSAGE = "CommandOutcome"
 
 
 class CommandOutcomeMessage(BaseModel):
-    """The outcome of a processed command (application.commands.CommandOutcome.as_message):
+    """The outcome of a processed command (conveyor.application.commands.CommandOutcome.as_message):
     `reason` and `rule` are present only when the command was rejected."""
 
     model_config = ConfigDict(title="CommandOutcome")

@@ -10,28 +10,28 @@ from typing import Any
 from aiormq.exceptions import ChannelPreconditionFailed
 from faststream.rabbit import Channel, RabbitBroker
 
-from application.commands import CommandHandler
+from conveyor.application.commands import CommandHandler
 from conveyor.embedded_http import HttpAccess
+from conveyor.eventstore.port import EventStore
+from conveyor.eventstore.serialization import redact_url
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
+from conveyor.observability.metrics import TimedAppends
+from conveyor.readmodels.applier import ProjectionApplier
+from conveyor.readmodels.checkpoints import LeasedCheckpoint
+from conveyor.readmodels.collections import ProjectionCollections
+from conveyor.readmodels.healing import RECONCILER_CHECKPOINT, GapFiller, ProjectionReconciler
+from conveyor.readmodels.port import ReadModelStore
+from conveyor.readmodels.progress import ProgressWriter
+from conveyor.readmodels.projections import PROJECTIONS, Projection
 from conveyor.settings import Settings, sqlite_location
 from conveyor.tls import amqp_security, amqp_ssl_context
-from eventstore.port import EventStore
-from eventstore.serialization import redact_url
-from eventstore.sqlite import SqliteEventStore
-from gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
 from messaging.cluster import connect_any, failover_broker
 from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
 from messaging.projection_consumer import ProjectionConsumer
 from messaging.store_outage import Probe, StoreOutage
 from messaging.topology import WorkQueue
-from observability.metrics import TimedAppends
-from readmodels.applier import ProjectionApplier
-from readmodels.checkpoints import LeasedCheckpoint
-from readmodels.collections import ProjectionCollections
-from readmodels.healing import RECONCILER_CHECKPOINT, GapFiller, ProjectionReconciler
-from readmodels.port import ReadModelStore
-from readmodels.progress import ProgressWriter
-from readmodels.projections import PROJECTIONS, Projection
 
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
 MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
@@ -63,7 +63,7 @@ async def open_event_store(settings: Settings, *, read_only: bool = False) -> Ev
     where it was looked for), never created empty."""
     if settings.event_store.startswith(KURRENTDB_SCHEMES):
         # Imported only when chosen: the gRPC stack costs start-up time for SQLite users.
-        from eventstore.kurrentdb import KurrentDBEventStore
+        from conveyor.eventstore.kurrentdb import KurrentDBEventStore
 
         kurrent = KurrentDBEventStore(settings.event_store)
         await kurrent.open()
@@ -78,10 +78,10 @@ async def open_event_store(settings: Settings, *, read_only: bool = False) -> Ev
 
 async def open_read_store(settings: Settings, *, read_only: bool = False) -> ReadModelStore:
     if settings.read_store.startswith(MONGODB_SCHEMES):
-        from readmodels.mongodb import MongoReadModelStore
+        from conveyor.readmodels.mongodb import MongoReadModelStore
 
         return await MongoReadModelStore(settings.read_store).open()
-    from readmodels.sqlite import SqliteReadModelStore
+    from conveyor.readmodels.sqlite import SqliteReadModelStore
 
     return await SqliteReadModelStore(
         _sqlite_file(settings.read_store),
@@ -212,7 +212,7 @@ def rabbit_broker(settings: Settings, **options: Any) -> RabbitBroker:
 def build_broker(settings: Settings) -> RabbitBroker:
     middlewares = []
     if settings.tracing:  # imported only when on: no OpenTelemetry cost otherwise
-        from observability.tracing import telemetry_middleware
+        from conveyor.observability.tracing import telemetry_middleware
 
         middlewares.append(telemetry_middleware())
     return rabbit_broker(

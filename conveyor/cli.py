@@ -25,7 +25,7 @@ from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 
-from application.history import OrderHistory, order_history
+from conveyor.application.history import OrderHistory, order_history
 from conveyor.bootstrap import (
     describe_event_store,
     describe_read_store,
@@ -33,15 +33,15 @@ from conveyor.bootstrap import (
     open_read_store,
     rabbit_broker,
 )
+from conveyor.embedded.sqlite import SqliteFileMissing, SqliteFileUnusable
+from conveyor.eventstore.port import EventStore, EventStoreUnavailable
+from conveyor.eventstore.serialization import redact_url, to_utc
+from conveyor.observability.logs import escape_controls
+from conveyor.queries.service import OrderQueries, history_as_json
+from conveyor.readmodels.collections import ProjectionCollections
+from conveyor.readmodels.port import ReadModelStore, ReadStoreUnavailable
 from conveyor.settings import Settings
-from embedded.sqlite import SqliteFileMissing, SqliteFileUnusable
-from eventstore.port import EventStore, EventStoreUnavailable
-from eventstore.serialization import redact_url, to_utc
 from messaging.command_consumer import COMMANDS_EXCHANGE
-from observability.logs import escape_controls
-from queries.service import OrderQueries, history_as_json
-from readmodels.collections import ProjectionCollections
-from readmodels.port import ReadModelStore, ReadStoreUnavailable
 
 app = typer.Typer(
     name="conveyor",
@@ -140,7 +140,7 @@ def _using(store: str) -> None:
 def configure_logging(verbose: bool, settings: Settings | None = None) -> None:
     """A worker's log stream (CONVEYOR_LOG_FORMAT, CONVEYOR_LOG_LEVEL; -v means DEBUG):
     timestamps, message ids, and the libraries' reconnection warnings."""
-    from observability.logs import configure_logging as configure_root
+    from conveyor.observability.logs import configure_logging as configure_root
 
     level = "DEBUG" if verbose else settings.log_level if settings else "INFO"
     configure_root(settings.log_format if settings else "text", level)
@@ -369,8 +369,8 @@ def status(
     from rich.live import Live
     from rich.text import Text
 
-    from operations.management import ManagementApi, ManagementApiError
-    from operations.status import (
+    from conveyor.operations.management import ManagementApi, ManagementApiError
+    from conveyor.operations.status import (
         EXIT_UNAVAILABLE,
         StatusReport,
         collect_status,
@@ -568,8 +568,8 @@ def projections_rebuild(
         TimeRemainingColumn,
     )
 
-    from readmodels.projections import PROJECTIONS_BY_NAME
-    from readmodels.rebuild import RebuildError, rebuild_many
+    from conveyor.readmodels.projections import PROJECTIONS_BY_NAME
+    from conveyor.readmodels.rebuild import RebuildError, rebuild_many
 
     if "all" in names:
         names = list(PROJECTIONS_BY_NAME)
@@ -639,8 +639,8 @@ app.add_typer(dlq_app, name="dlq")
 def _run_dlq(work: Callable[[Settings, Any], Awaitable[T]]) -> T:
     """Run a dlq command with a management API client; its failures (unreachable, unknown
     or non-DLQ queue) are one line like every other command's."""
-    from operations.dead_letters import DeadLetterError
-    from operations.management import ManagementApi, ManagementApiError
+    from conveyor.operations.dead_letters import DeadLetterError
+    from conveyor.operations.management import ManagementApi, ManagementApiError
 
     async def main(settings: Settings) -> T:
         try:
@@ -670,7 +670,7 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every dead-letter queue (*.dlq) with its depth, oldest message and error types."""
-    from operations.dead_letters import list_dead_letter_queues
+    from conveyor.operations.dead_letters import list_dead_letter_queues
 
     summaries, warnings = _run_dlq(lambda s, api: list_dead_letter_queues(s, api, sample))
     for warning in warnings:
@@ -702,7 +702,7 @@ def dlq_show(
 
     The messages stay in the queue: they are fetched without acknowledgement and returned.
     """
-    from operations.dead_letters import body_preview, show
+    from conveyor.operations.dead_letters import body_preview, show
 
     result = _run_dlq(lambda s, api: show(s, api, queue, limit))
     if result.warning:
@@ -764,7 +764,7 @@ def dlq_redrive(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from operations.dead_letters import RedriveResult, redrive
+    from conveyor.operations.dead_letters import RedriveResult, redrive
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -805,7 +805,7 @@ def dlq_purge(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete every message of a dead-letter queue (asks first, unless --yes)."""
-    from operations.dead_letters import message_count, purge
+    from conveyor.operations.dead_letters import message_count, purge
 
     if not yes:
         count = _run_dlq(lambda s, api: message_count(s, api, queue))

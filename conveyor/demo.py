@@ -28,12 +28,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from conveyor.bootstrap import open_read_store
+from conveyor.readmodels.collections import ProjectionCollections
+from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
 from conveyor.tls import amqp_ssl_context
 from messaging.cluster import connect_any
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE
-from readmodels.collections import ProjectionCollections
-from readmodels.projections import PROJECTIONS
 from workers.host import WorkerHost
 
 Command = dict[str, Any]

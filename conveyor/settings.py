@@ -24,7 +24,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from eventstore.serialization import redact_url
+from conveyor.eventstore.serialization import redact_url
 
 DEFAULT_SQLITE_PATH = ".conveyor/events.db"
 DEFAULT_READ_STORE_PATH = ".conveyor/readmodels.db"
@@ -139,8 +139,8 @@ class Settings(BaseSettings):
     disk alarm blocks publishing connections: unbounded, a handler or the gateway would
     wait for ever. A publish that times out is retried, never dropped."""
     reconcile_settle_seconds: float = Field(default=5.0, gt=0)
-    """The projection reconciler (readmodels/healing.py) checks events the gateway confirmed
-    at least this long ago against the read models, and heals what never arrived."""
+    """The projection reconciler (conveyor/readmodels/healing.py) checks events the gateway
+    confirmed at least this long ago against the read models, and heals what never arrived."""
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)

@@ -22,7 +22,9 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 
-from application.commands import CommandHandler, CommandOutcome
+from conveyor.application.commands import CommandHandler, CommandOutcome
+from conveyor.observability.logs import bind_message
+from conveyor.observability.metrics import MESSAGES_HANDLED, LabelCache
 from messaging.command_messages import InvalidCommandMessage, parse_command
 from messaging.consumer import QueueConsumer, StoreAway
 from messaging.failures import (
@@ -34,8 +36,6 @@ from messaging.failures import (
 )
 from messaging.store_outage import StoreOutage
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE, COMMANDS_EXCHANGE_NAME, WorkQueue
-from observability.logs import bind_message
-from observability.metrics import MESSAGES_HANDLED, LabelCache
 
 logger = logging.getLogger("conveyor.commands")
 

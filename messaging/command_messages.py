@@ -27,7 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
-from application.commands import CommandEnvelope
+from conveyor.application.commands import CommandEnvelope
 from domain.commands import AddItem, CancelOrder, Command, ConfirmOrder, CreateOrder, RemoveItem
 
 ID_PUNCTUATION = "-_.:@/+#~="

@@ -24,11 +24,15 @@ from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
 from faststream.rabbit.annotations import RabbitMessage
 
+from conveyor.observability.logs import MESSAGE_IDS
+from conveyor.observability.metrics import (
+    HANDLING_SECONDS,
+    MESSAGES_HANDED_BACK,
+    MESSAGES_UNSETTLED,
+)
 from messaging.failures import FailureRouter, store_is_away
 from messaging.store_outage import StillAway, StoreOutage
 from messaging.topology import WorkQueue
-from observability.logs import MESSAGE_IDS
-from observability.metrics import HANDLING_SECONDS, MESSAGES_HANDED_BACK, MESSAGES_UNSETTLED
 
 logger = logging.getLogger("conveyor.consumer")
 
@@ -113,7 +117,7 @@ class QueueConsumer:
     async def on_message(self, message: RabbitMessage) -> None:  # see the_message_itself
         raw = message.raw_message
         started = time.perf_counter()
-        # Until `process` knows better: the AMQP ids (see observability/logs.py).
+        # Until `process` knows better: the AMQP ids (see conveyor/observability/logs.py).
         ids = MESSAGE_IDS.set((raw.correlation_id, raw.message_id))
         try:
             if self.outage is not None and self.outage.paused:

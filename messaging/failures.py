@@ -25,10 +25,10 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker
 
-from eventstore.port import EventStoreUnavailable
+from conveyor.eventstore.port import EventStoreUnavailable
+from conveyor.observability.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_RETRIED, LabelCache
+from conveyor.readmodels.port import DocumentRejected, ReadStoreUnavailable
 from messaging.topology import WorkQueue
-from observability.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_RETRIED, LabelCache
-from readmodels.port import DocumentRejected, ReadStoreUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from application.streams import order_id_of
-from eventstore.port import RecordedEvent
+from conveyor.application.streams import order_id_of
+from conveyor.eventstore.port import RecordedEvent
 
 EVENTS_EXCHANGE = "conveyor.events"
 CONTRACT_VERSION = 1

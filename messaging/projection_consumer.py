@@ -5,7 +5,7 @@ not from the gateway       → dead-letter queue at once (UntrustedPublisher): i
 not an integration event  → dead-letter queue at once
 duplicate (already applied) → acked, nothing written
 gap (an earlier event of the order has not been applied yet) → the missing versions are
-    read from the event store and applied first (readmodels/healing.py): a copy that was
+    read from the event store and applied first (conveyor/readmodels/healing.py): a copy that was
     only reordered arrives later as a duplicate, one that was lost is healed; without an
     event store, or if it fails, → retry ladder
 the store is away          → consumers paused, delivery handed back (messaging/consumer.py)
@@ -21,17 +21,17 @@ import time
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker
 
+from conveyor.observability.logs import bind_message
+from conveyor.observability.metrics import MESSAGES_HANDLED, PROJECTION_LAG, LabelCache
+from conveyor.readmodels.applier import ProjectionApplier, ProjectionGap
+from conveyor.readmodels.healing import GapFiller
+from conveyor.readmodels.progress import ProgressTracker, position_of
+from conveyor.readmodels.projections import ContractViolation
 from messaging.consumer import QueueConsumer, StoreAway
 from messaging.failures import FailureRouter, is_permanent
 from messaging.integration_events import NotAnIntegrationEvent, decode
 from messaging.store_outage import StoreOutage
 from messaging.topology import WorkQueue
-from observability.logs import bind_message
-from observability.metrics import MESSAGES_HANDLED, PROJECTION_LAG, LabelCache
-from readmodels.applier import ProjectionApplier, ProjectionGap
-from readmodels.healing import GapFiller
-from readmodels.progress import ProgressTracker, position_of
-from readmodels.projections import ContractViolation
 
 logger = logging.getLogger("conveyor.projections")
 

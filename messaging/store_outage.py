@@ -26,7 +26,7 @@ from typing import Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from observability.metrics import STORE_PAUSED, STORE_PAUSES
+from conveyor.observability.metrics import STORE_PAUSED, STORE_PAUSES
 
 logger = logging.getLogger("conveyor.outage")
 

@@ -27,8 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from pymongo import MongoClient
 
+from conveyor.readmodels.port import ReadModelStore
 from conveyor.settings import Settings
-from readmodels.port import ReadModelStore
 
 MONGODB_URL_VARIABLE = "CONVEYOR_TEST_MONGODB_URL"
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
@@ -171,11 +171,11 @@ async def read_store(
     and every test that must hold on both."""
     store: ReadModelStore
     if request.param == "sqlite":
-        from readmodels.sqlite import SqliteReadModelStore
+        from conveyor.readmodels.sqlite import SqliteReadModelStore
 
         store = await SqliteReadModelStore(tmp_path / "read.db").open()
     else:
-        from readmodels.mongodb import MongoReadModelStore
+        from conveyor.readmodels.mongodb import MongoReadModelStore
 
         store = await MongoReadModelStore(request.getfixturevalue("mongodb_url")).open()
     try:

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aio_pika
 import httpx
 
-from operations.management import move_messages_request
+from conveyor.operations.management import move_messages_request
 
 AMQP_URL = os.environ.get("CONVEYOR_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MANAGEMENT_URL = os.environ.get(

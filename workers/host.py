@@ -35,14 +35,10 @@ from conveyor.bootstrap import (
     open_event_store,
     open_read_store,
 )
-from conveyor.settings import Settings
-from eventstore.notifying import NotifyingEventStore
-from eventstore.port import EventStore
-from gateway.relay import EventGateway
-from messaging.consumer import QueueConsumer
-from messaging.projection_consumer import ProjectionConsumer
-from messaging.store_outage import StoreOutage
-from observability.health import (
+from conveyor.eventstore.notifying import NotifyingEventStore
+from conveyor.eventstore.port import EventStore
+from conveyor.gateway.relay import EventGateway
+from conveyor.observability.health import (
     Readiness,
     ReadinessChecks,
     broker_connection,
@@ -50,11 +46,15 @@ from observability.health import (
     not_paused,
     pings,
 )
-from observability.server import OpsServer
-from readmodels.collections import ProjectionCollections
-from readmodels.healing import ProjectionReconciler
-from readmodels.port import ReadModelStore
-from readmodels.progress import ProgressWriter
+from conveyor.observability.server import OpsServer
+from conveyor.readmodels.collections import ProjectionCollections
+from conveyor.readmodels.healing import ProjectionReconciler
+from conveyor.readmodels.port import ReadModelStore
+from conveyor.readmodels.progress import ProgressWriter
+from conveyor.settings import Settings
+from messaging.consumer import QueueConsumer
+from messaging.projection_consumer import ProjectionConsumer
+from messaging.store_outage import StoreOutage
 
 logger = logging.getLogger("conveyor.worker")
 
@@ -134,7 +134,7 @@ class WorkerHost:
         logger.info("conveyor worker started: %s", ", ".join(self.components))
 
     async def readiness(self) -> Readiness:
-        """What /health/ready reports (observability/health.py)."""
+        """What /health/ready reports (conveyor/observability/health.py)."""
         if self._stop.is_set():
             return Readiness(False, {"worker": "stopping"})
         if self._checks is None:
@@ -236,7 +236,7 @@ class WorkerHost:
             await self._start_http()
 
     async def _start_http(self) -> None:
-        from queries.http import serve
+        from conveyor.queries.http import serve
 
         assert self.store is not None
         assert self.read_store is not None

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.memory import InMemoryEventStore
-from eventstore.port import EventStore
-from eventstore.sqlite import SqliteEventStore
+from conveyor.eventstore.memory import InMemoryEventStore
+from conveyor.eventstore.port import EventStore
+from conveyor.eventstore.sqlite import SqliteEventStore
 
 KURRENTDB_URL = os.environ.get("CONVEYOR_TEST_KURRENTDB_URL")
 
@@ -27,7 +27,7 @@ async def event_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
             pytest.skip(
                 "CONVEYOR_TEST_KURRENTDB_URL is not set: no KurrentDB server to test against"
             )
-        from eventstore.kurrentdb import KurrentDBEventStore
+        from conveyor.eventstore.kurrentdb import KurrentDBEventStore
 
         kurrent = KurrentDBEventStore(KURRENTDB_URL)
         await kurrent.open()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from eventstore.port import NO_STREAM, ConcurrencyError, EventStore, NewEvent
+from conveyor.eventstore.port import NO_STREAM, ConcurrencyError, EventStore, NewEvent
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from readmodels.port import Document, ReadModelStore, RevisionConflict
+from conveyor.readmodels.port import Document, ReadModelStore, RevisionConflict
 
 NewCollection = Callable[[], str]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.settings import Settings
-from eventstore.sqlite import SqliteEventStore
 from workers.host import WorkerHost
 
 

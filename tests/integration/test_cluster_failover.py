@@ -16,9 +16,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from application.streams import order_stream
+from conveyor.application.streams import order_stream
+from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.settings import Settings
-from eventstore.sqlite import SqliteEventStore
 from messaging.cluster import failover_broker
 from tests.integration.test_cli import aconveyor
 from tests.rabbit import Management, eventually, publish

@@ -15,13 +15,13 @@ from urllib.parse import quote
 import aio_pika
 import pytest
 
-from application.streams import order_stream
+from conveyor.application.streams import order_stream
+from conveyor.embedded.sqlite_library import sqlite3
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.operations import dead_letters
+from conveyor.operations.management import ManagementApi
 from conveyor.settings import Settings
-from embedded.sqlite_library import sqlite3
-from eventstore.sqlite import SqliteEventStore
 from messaging import failures
-from operations import dead_letters
-from operations.management import ManagementApi
 from tests.rabbit import Management, eventually, publish, publish_many, queue_depth
 from workers.host import WorkerHost
 
@@ -450,7 +450,7 @@ async def test_a_rejected_command_redelivered_after_the_order_changed_keeps_its_
     with no worker consuming, a raw consumer takes the command and closes its channel
     without acking, so RabbitMQ requeues it with `redelivered` set; a new worker then gets
     exactly what a dead worker's successor would."""
-    from application.rejections import COMMAND_REJECTED, rejection_stream
+    from conveyor.application.rejections import COMMAND_REJECTED, rejection_stream
 
     host = await start_worker(settings)
     add = command("AddItem", "o-late", sku="SKU-1", quantity=1, unit_price="1.00")

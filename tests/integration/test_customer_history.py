@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.queries import service
+from conveyor.queries.service import OrderQueries
+from conveyor.readmodels.collections import ProjectionCollections
+from conveyor.readmodels.projections import CUSTOMER_HISTORY, fold
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 from messaging.integration_events import IntegrationEvent
-from queries import service
-from queries.service import OrderQueries
-from readmodels.collections import ProjectionCollections
-from readmodels.projections import CUSTOMER_HISTORY, fold
-from readmodels.sqlite import SqliteReadModelStore
 from tests.unit.test_projections import Clock, OrderEvents, at
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from application.commands import CommandEnvelope, CommandHandler
+from conveyor.application.commands import CommandEnvelope, CommandHandler
 from conveyor.bootstrap import (
     build_broker,
     build_gateway,
@@ -24,19 +24,19 @@ from conveyor.bootstrap import (
     declare_topology,
     open_read_store,
 )
+from conveyor.embedded.sqlite_library import sqlite3
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.gateway.relay import GATEWAY_CHECKPOINT, EventGateway
+from conveyor.observability.health import broker_connection
+from conveyor.operations.dead_letters import describe, error_type_of
+from conveyor.operations.management import ManagementApi
+from conveyor.readmodels.checkpoints import LeasedCheckpoint
+from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
 from domain.commands import AddItem, ConfirmOrder, CreateOrder
-from embedded.sqlite_library import sqlite3
-from eventstore.sqlite import SqliteEventStore
-from gateway.relay import GATEWAY_CHECKPOINT, EventGateway
 from messaging import failures
 from messaging.failures import FailureRouter
 from messaging.topology import WorkQueue
-from observability.health import broker_connection
-from operations.dead_letters import describe, error_type_of
-from operations.management import ManagementApi
-from readmodels.checkpoints import LeasedCheckpoint
-from readmodels.projections import PROJECTIONS
 from tests.integration.test_projections import read_models_settle
 from tests.rabbit import MANAGEMENT_URL, eventually, publish_many, queue_depth
 from workers.host import WorkerHost

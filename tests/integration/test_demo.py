@@ -6,8 +6,8 @@ import pytest
 from rich.console import Console
 
 from conveyor.demo import print_report, run_demo
+from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.settings import Settings
-from eventstore.sqlite import SqliteEventStore
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -26,12 +26,12 @@ import aio_pika
 import pytest
 
 from conveyor.bootstrap import command_queue
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.operations import dead_letters
+from conveyor.operations.dead_letters import error_type_of, peek_warning
+from conveyor.operations.management import ManagementApi
 from conveyor.settings import Settings
-from eventstore.sqlite import SqliteEventStore
 from messaging import failures
-from operations import dead_letters
-from operations.dead_letters import error_type_of, peek_warning
-from operations.management import ManagementApi
 from tests.integration.test_command_worker import RefusedAppends, command, stream_of
 from tests.processes import conveyor_env
 from tests.rabbit import Management, eventually

@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from prometheus_client import REGISTRY
 
+from conveyor.readmodels.port import DocumentRejected
 from conveyor.settings import Settings
 from messaging import failures
-from readmodels.port import DocumentRejected
 from tests.integration.test_projections import publish_events
 from tests.rabbit import Management, eventually
 from tests.unit.test_projections import OrderEvents
@@ -35,7 +35,7 @@ def mongodb_database() -> str:
 
 
 async def test_the_mongodb_store_reports_an_oversized_document_as_rejected() -> None:
-    from readmodels.mongodb import MongoReadModelStore
+    from conveyor.readmodels.mongodb import MongoReadModelStore
 
     store = await MongoReadModelStore(mongodb_database()).open()
     try:

@@ -1,4 +1,4 @@
-"""The shared SQLite plumbing (embedded/sqlite.py) on real files: the group-commit writer's
+"""The shared SQLite plumbing (conveyor/embedded/sqlite.py) on real files: the group-commit writer's
 failure handling, the settings it asks SQLite for, and the library it refuses to run on."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from embedded.sqlite import SqliteDatabase, SqliteFileUnusable
-from embedded.sqlite_library import has_wal_reset_bug, linked_version, sqlite3
+from conveyor.embedded.sqlite import SqliteDatabase, SqliteFileUnusable
+from conveyor.embedded.sqlite_library import has_wal_reset_bug, linked_version, sqlite3
 
 
 class Unavailable(Exception):

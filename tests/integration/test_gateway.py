@@ -19,12 +19,12 @@ from typing import Any
 import aio_pika
 import pytest
 
-from application.commands import CommandEnvelope, CommandHandler
+from conveyor.application.commands import CommandEnvelope, CommandHandler
 from conveyor.bootstrap import build_broker, build_gateway, open_read_store
+from conveyor.eventstore.port import NewEvent
+from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.settings import Settings
 from domain.commands import AddItem, CancelOrder, ConfirmOrder, CreateOrder, RemoveItem
-from eventstore.port import NewEvent
-from eventstore.sqlite import SqliteEventStore
 from tests.processes import start_conveyor
 from tests.rabbit import eventually, queue_depth
 from workers.host import WorkerHost

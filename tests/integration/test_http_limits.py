@@ -51,10 +51,10 @@ async def test_idle_connections_are_closed_and_the_server_keeps_answering() -> N
 @pytest.fixture
 async def query_api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     from conveyor.bootstrap import open_event_store, open_read_store
+    from conveyor.queries.http import create_app
+    from conveyor.queries.service import OrderQueries
+    from conveyor.readmodels.collections import ProjectionCollections
     from conveyor.settings import Settings
-    from queries.http import create_app
-    from queries.service import OrderQueries
-    from readmodels.collections import ProjectionCollections
     from tests.integration.test_gateway import store_orders
 
     settings = Settings(
@@ -94,11 +94,11 @@ async def test_a_token_guards_queries_and_metrics_but_not_health(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from conveyor.bootstrap import http_access, open_event_store, open_read_store
+    from conveyor.observability.health import Readiness
+    from conveyor.observability.server import OpsServer
+    from conveyor.queries.http import serve
+    from conveyor.readmodels.collections import ProjectionCollections
     from conveyor.settings import Settings
-    from observability.health import Readiness
-    from observability.server import OpsServer
-    from queries.http import serve
-    from readmodels.collections import ProjectionCollections
     from tests.integration.test_gateway import store_orders
 
     token_file = tmp_path / "token"

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from readmodels.checkpoints import CHECKPOINTS, LeasedCheckpoint, LeaseLost
-from readmodels.port import ReadModelStore
+from conveyor.readmodels.checkpoints import CHECKPOINTS, LeasedCheckpoint, LeaseLost
+from conveyor.readmodels.port import ReadModelStore
 
 
 def fast_host() -> float:

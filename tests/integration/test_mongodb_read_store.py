@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
+from conveyor.readmodels import mongodb
+from conveyor.readmodels.mongodb import MongoReadModelStore
+from conveyor.readmodels.port import ReadStoreUnavailable
 from conveyor.settings import Settings
-from readmodels import mongodb
-from readmodels.mongodb import MongoReadModelStore
-from readmodels.port import ReadStoreUnavailable
 from tests.integration.test_gateway import store_orders
 from tests.integration.test_projections import (
     integration_events,

@@ -24,14 +24,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from application.streams import order_stream
+from conveyor.application.streams import order_stream
 from conveyor.bootstrap import build_broker, projection_queue
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.observability import tracing
+from conveyor.observability.logs import log_handler
+from conveyor.operations.management import ManagementApi
+from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
-from eventstore.sqlite import SqliteEventStore
-from observability import tracing
-from observability.logs import log_handler
-from operations.management import ManagementApi
-from readmodels.projections import PROJECTIONS
 from tests.integration.test_command_worker import RefusedAppends
 from tests.rabbit import MANAGEMENT_URL, eventually, publish
 from workers.host import WorkerHost

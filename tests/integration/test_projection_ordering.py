@@ -10,11 +10,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from readmodels.applier import ProjectionApplier
-from readmodels.collections import PROJECTION_STATE, ProjectionCollections
-from readmodels.port import Document
-from readmodels.projections import PROJECTIONS_BY_NAME
-from readmodels.sqlite import SqliteReadModelStore
+from conveyor.readmodels.applier import ProjectionApplier
+from conveyor.readmodels.collections import PROJECTION_STATE, ProjectionCollections
+from conveyor.readmodels.port import Document
+from conveyor.readmodels.projections import PROJECTIONS_BY_NAME
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 from tests.unit.test_projections import OrderEvents
 
 

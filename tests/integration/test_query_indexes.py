@@ -1,4 +1,4 @@
-"""The listing queries (queries/service.py) are served by an index the projection declares:
+"""The listing queries (conveyor/queries/service.py) are served by an index the projection declares:
 filtered and ordered by it, with no sort of the whole match in memory."""
 
 from __future__ import annotations
@@ -8,16 +8,16 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from embedded.sqlite_library import sqlite3
-from readmodels.mongodb import MongoReadModelStore
-from readmodels.projections import ActiveOrdersProjection
-from readmodels.sqlite import SqliteReadModelStore
+from conveyor.embedded.sqlite_library import sqlite3
+from conveyor.readmodels.mongodb import MongoReadModelStore
+from conveyor.readmodels.projections import ActiveOrdersProjection
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 
 ACTIVE = "active_orders_v1"
 
 
 def _plan(path: Path, where: str, parameters: tuple[str, ...]) -> str:
-    # The adapter's spelling (readmodels/sqlite.py): the planner only uses an expression
+    # The adapter's spelling (conveyor/readmodels/sqlite.py): the planner only uses an expression
     # index for the very expression a query uses.
     connection = sqlite3.connect(path)
     try:
@@ -111,7 +111,7 @@ async def test_mongodb_serves_a_customers_orders_by_status_from_the_index(
         keys = {tuple(field for field, _ in index["key"]) for index in indexes.values()}
         assert ("status", "customer_id", "created_at", "_id") in keys
         assert ("status", "created_at", "_id") in keys
-        # The query as the adapter sends it (readmodels/mongodb.py, find).
+        # The query as the adapter sends it (conveyor/readmodels/mongodb.py, find).
         explained = await database.command(
             "explain",
             {

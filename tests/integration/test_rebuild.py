@@ -11,19 +11,19 @@ from typing import Any
 
 import pytest
 
-from eventstore.port import NewEvent, RecordedEvent
-from eventstore.sqlite import SqliteEventStore
-from readmodels import rebuild as rebuild_module
-from readmodels.collections import ProjectionCollections
-from readmodels.projections import PROJECTIONS
-from readmodels.rebuild import (
+from conveyor.eventstore.port import NewEvent, RecordedEvent
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.readmodels import rebuild as rebuild_module
+from conveyor.readmodels.collections import ProjectionCollections
+from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.rebuild import (
     RebuildError,
     project_in_memory,
     rebuild,
     rebuild_all,
     rebuild_many,
 )
-from readmodels.sqlite import SqliteReadModelStore
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 from tests.unit.test_rebuild_fold import random_log
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from eventstore.sqlite import SqliteEventStore
-from readmodels import rebuild as rebuild_module
-from readmodels.collections import ProjectionCollections
-from readmodels.port import ReadStoreUnavailable
-from readmodels.rebuild import rebuild, rebuild_many
-from readmodels.sqlite import SqliteReadModelStore
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.readmodels import rebuild as rebuild_module
+from conveyor.readmodels.collections import ProjectionCollections
+from conveyor.readmodels.port import ReadStoreUnavailable
+from conveyor.readmodels.rebuild import rebuild, rebuild_many
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 from tests.integration.test_rebuild import store_log
 from tests.unit.test_rebuild_fold import random_log
 

@@ -29,10 +29,10 @@ import pytest
 from aiormq.exceptions import ChannelAccessRefused, ChannelClosed, ProbableAuthenticationError
 
 from conveyor.bootstrap import build_broker, declare_topology
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.gateway.relay import EVENTS
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 from conveyor.settings import Settings
-from eventstore.sqlite import SqliteEventStore
-from gateway.relay import EVENTS
-from readmodels.sqlite import SqliteReadModelStore
 from tests.rabbit import AMQP_URL, MANAGEMENT_URL, Management, eventually
 
 ROOT = Path(__file__).resolve().parents[2]

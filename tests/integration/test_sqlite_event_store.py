@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from embedded.sqlite_library import sqlite3
-from eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
-from eventstore.sqlite import SqliteEventStore
+from conveyor.embedded.sqlite_library import sqlite3
+from conveyor.eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
+from conveyor.eventstore.sqlite import SqliteEventStore
 
 
 def event(n: int = 0, event_id: uuid.UUID | None = None) -> NewEvent:
@@ -170,7 +170,7 @@ def test_processes_opening_a_new_file_at_once_all_start(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     script = (
         "import asyncio, sys\n"
-        "from eventstore.sqlite import SqliteEventStore\n"
+        "from conveyor.eventstore.sqlite import SqliteEventStore\n"
         "async def main():\n"
         "    store = await SqliteEventStore(sys.argv[1], busy_timeout=0.001).open()\n"
         "    await store.close()\n"

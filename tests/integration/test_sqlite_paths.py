@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from embedded.sqlite import SqliteFileUnusable
-from embedded.sqlite_library import sqlite3
-from eventstore.port import NewEvent
-from eventstore.sqlite import SqliteEventStore
-from readmodels.sqlite import SqliteReadModelStore
+from conveyor.embedded.sqlite import SqliteFileUnusable
+from conveyor.embedded.sqlite_library import sqlite3
+from conveyor.eventstore.port import NewEvent
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 
 REPO = Path(__file__).resolve().parents[2]
 

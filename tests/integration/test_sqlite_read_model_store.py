@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from embedded.sqlite_library import sqlite3
-from eventstore.sqlite import SqliteEventStore
-from readmodels.port import Document, ReadStoreUnavailable, RevisionConflict
-from readmodels.sqlite import SqliteReadModelStore
+from conveyor.embedded.sqlite_library import sqlite3
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.readmodels.port import Document, ReadStoreUnavailable, RevisionConflict
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 
 
 async def test_concurrent_puts_share_transactions(tmp_path: Path) -> None:

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from conveyor.bootstrap import build_broker, declare_topology, open_event_store, open_read_store
+from conveyor.operations.management import ManagementApi
+from conveyor.operations.status import StatusReport, collect_status
+from conveyor.readmodels.progress import ProgressWriter, read_progress
 from conveyor.settings import Settings
-from operations.management import ManagementApi
-from operations.status import StatusReport, collect_status
-from readmodels.progress import ProgressWriter, read_progress
 from tests.integration.test_gateway import store_orders
 from tests.processes import conveyor_env
 from tests.rabbit import Management, eventually, publish

@@ -17,12 +17,12 @@ import aio_pika
 import pytest
 from prometheus_client import REGISTRY
 
+from conveyor.embedded.sqlite_library import sqlite3
+from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
-from embedded.sqlite_library import sqlite3
-from eventstore.sqlite import SqliteEventStore
 from messaging import failures
 from messaging.projection_consumer import ProjectionConsumer
-from readmodels.projections import PROJECTIONS
 from tests.integration.test_command_worker import DatabaseLock, command, stream_of
 from tests.integration.test_projections import read_models_settle
 from tests.rabbit import Management, eventually, publish_many, queue_depth

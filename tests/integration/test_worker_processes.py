@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.settings import Settings
-from eventstore.sqlite import SqliteEventStore
 from tests.processes import start_conveyor
 from tests.rabbit import eventually, publish_many, queue_depth
 

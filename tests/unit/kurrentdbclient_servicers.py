@@ -2,7 +2,7 @@
 
 NOT a KurrentDB, and no evidence of how KurrentDB behaves. It answers the client library's
 calls in the shapes the library's generated stubs and error handling expect, so that tests
-can show how `eventstore/kurrentdb.py` copes with what the *library* does: reconnecting a
+can show how `conveyor/eventstore/kurrentdb.py` copes with what the *library* does: reconnecting a
 shared client, retrying (or not) a lazy read, following a not-leader answer, raising
 AccessDenied. What a real server does is covered by the contract suite, run against a real
 KurrentDB when CONVEYOR_TEST_KURRENTDB_URL is set.

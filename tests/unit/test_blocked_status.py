@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from conveyor.operations.status import Limits, LogTail, blocked_connections, build_report
 from messaging.topology import WorkQueue
-from operations.status import Limits, LogTail, blocked_connections, build_report
 
 COMMANDS = WorkQueue("orders.commands", (1.0,), 20)
 

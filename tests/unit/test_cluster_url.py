@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from conveyor.operations.management import amqp_vhost, management_url
 from conveyor.settings import Settings
 from messaging.cluster import amqp_nodes
-from operations.management import amqp_vhost, management_url
 
 
 def test_one_host_is_the_url_itself() -> None:

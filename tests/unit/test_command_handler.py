@@ -10,13 +10,13 @@ from decimal import Decimal
 
 import pytest
 
-from application.commands import CommandEnvelope, CommandHandler, event_id_for
-from application.history import order_history
-from application.rejections import COMMAND_REJECTED, rejection_stream
-from application.streams import STREAM_PREFIX, order_stream
+from conveyor.application.commands import CommandEnvelope, CommandHandler, event_id_for
+from conveyor.application.history import order_history
+from conveyor.application.rejections import COMMAND_REJECTED, rejection_stream
+from conveyor.application.streams import STREAM_PREFIX, order_stream
+from conveyor.eventstore.memory import InMemoryEventStore
+from conveyor.eventstore.port import AppendResult, ConcurrencyError, NewEvent
 from domain.commands import AddItem, CancelOrder, ConfirmOrder, CreateOrder
-from eventstore.memory import InMemoryEventStore
-from eventstore.port import AppendResult, ConcurrencyError, NewEvent
 
 NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 
@@ -162,7 +162,7 @@ async def test_history_as_of_version_and_time(
     assert (await order_history(store, "o", as_of=NOW.replace(hour=8))).state.exists is False
 
 
-# --- durable rejections (application/rejections.py) ---------------------------------------
+# --- durable rejections (conveyor/application/rejections.py) --------------------------------------
 
 
 async def test_a_rejection_is_recorded_in_the_rejection_stream_before_it_is_reported(
@@ -300,8 +300,8 @@ def test_the_rejection_stream_is_not_an_order_stream() -> None:
 async def test_rejection_records_are_skipped_quietly_by_the_gateway_and_lag(
     store: InMemoryEventStore, handler: CommandHandler, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from gateway.customers import CustomerDirectory
-    from operations.status import LogEntry
+    from conveyor.gateway.customers import CustomerDirectory
+    from conveyor.operations.status import LogEntry
 
     await handler.handle(envelope(ConfirmOrder("o-1"), "confirm"))
     [record] = await store.read_all()

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from faststream.rabbit import RabbitBroker
 
-from eventstore.kurrentdb import KurrentDBEventStore
-from gateway.relay import GATEWAY_CHECKPOINT, EventGateway
-from observability.metrics import GATEWAY_LAG
-from readmodels.checkpoints import LeasedCheckpoint
-from readmodels.sqlite import SqliteReadModelStore
+from conveyor.eventstore.kurrentdb import KurrentDBEventStore
+from conveyor.gateway.relay import GATEWAY_CHECKPOINT, EventGateway
+from conveyor.observability.metrics import GATEWAY_LAG
+from conveyor.readmodels.checkpoints import LeasedCheckpoint
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 from tests.rabbit import eventually
 from tests.unit.kurrentdbclient_servicers import ScriptedNode
 

@@ -21,11 +21,11 @@ from kurrentdbclient import AsyncKurrentDBClient, StreamState
 from kurrentdbclient import NewEvent as KurrentNewEvent
 from kurrentdbclient.exceptions import NodeIsNotLeaderError
 
-from application.commands import CommandEnvelope, CommandHandler
+from conveyor.application.commands import CommandEnvelope, CommandHandler
+from conveyor.eventstore.kurrentdb import UNDECODABLE_DATA, KurrentDBEventStore
+from conveyor.eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
+from conveyor.gateway.customers import CustomerDirectory
 from domain.commands import CreateOrder
-from eventstore.kurrentdb import UNDECODABLE_DATA, KurrentDBEventStore
-from eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
-from gateway.customers import CustomerDirectory
 from tests.unit.kurrentdbclient_servicers import (
     ScriptedNode,
     ScriptedStreams,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from observability.logs import MESSAGE_IDS, bind_message, configure_logging
+from conveyor.observability.logs import MESSAGE_IDS, bind_message, configure_logging
 
 
 @pytest.fixture

@@ -14,20 +14,7 @@ from uuid import uuid4
 
 import pytest
 
-from messaging.integration_events import (
-    IntegrationEvent,
-    ItemAddedData,
-    ItemAddedEvent,
-    ItemRemovedData,
-    ItemRemovedEvent,
-    OrderCancelledData,
-    OrderCancelledEvent,
-    OrderConfirmedData,
-    OrderConfirmedEvent,
-    OrderCreatedData,
-    OrderCreatedEvent,
-)
-from readmodels.projections import (
+from conveyor.readmodels.projections import (
     ACTIVE_ORDERS,
     CUSTOMER_HISTORY,
     ORDER_SUMMARY,
@@ -42,6 +29,19 @@ from readmodels.projections import (
     Updated,
     apply_in_memory,
     fold,
+)
+from messaging.integration_events import (
+    IntegrationEvent,
+    ItemAddedData,
+    ItemAddedEvent,
+    ItemRemovedData,
+    ItemRemovedEvent,
+    OrderCancelledData,
+    OrderCancelledEvent,
+    OrderConfirmedData,
+    OrderConfirmedEvent,
+    OrderCreatedData,
+    OrderCreatedEvent,
 )
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eventstore.kurrentdb import KurrentDBEventStore
-from eventstore.port import NewEvent
-from readmodels.collections import ProjectionCollections
-from readmodels.projections import PROJECTIONS
-from readmodels.rebuild import rebuild_many
-from readmodels.sqlite import SqliteReadModelStore
+from conveyor.eventstore.kurrentdb import KurrentDBEventStore
+from conveyor.eventstore.port import NewEvent
+from conveyor.readmodels.collections import ProjectionCollections
+from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.rebuild import rebuild_many
+from conveyor.readmodels.sqlite import SqliteReadModelStore
 from tests.unit.kurrentdbclient_servicers import ScriptedNode
 from tests.unit.test_rebuild_fold import random_log
 

@@ -264,7 +264,7 @@ KURRENTDB_URI = re.compile(r"`((?:kurrentdb|esdb)(?:\+discover)?://[^`\s]+)`")
 
 
 def test_every_kurrentdb_uri_the_readme_shows_builds_a_store() -> None:
-    from eventstore.kurrentdb import KurrentDBEventStore
+    from conveyor.eventstore.kurrentdb import KurrentDBEventStore
 
     uris = KURRENTDB_URI.findall(README.read_text(encoding="utf-8"))
     # The single node, both cluster forms and the development node at least.

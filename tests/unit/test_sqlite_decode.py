@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from eventstore.serialization import format_time, parse_time
-from eventstore.sqlite import _loads, _time, _uuid
+from conveyor.eventstore.serialization import format_time, parse_time
+from conveyor.eventstore.sqlite import _loads, _time, _uuid
 
 
 def _outcome(call: object, text: str) -> object:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from messaging.topology import WorkQueue
-from operations.status import (
+from conveyor.operations.status import (
     Limits,
     LogEntry,
     LogTail,
@@ -13,7 +12,8 @@ from operations.status import (
     lag_at,
     queue_stats,
 )
-from readmodels.progress import POSITION_HEADER, ProgressTracker, position_of
+from conveyor.readmodels.progress import POSITION_HEADER, ProgressTracker, position_of
+from messaging.topology import WorkQueue
 
 NOW = 1_800_000_000.0
 LIMITS = Limits(max_lag_events=2, max_lag_seconds=30.0)
