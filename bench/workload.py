@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from conveyor.application.commands import CommandEnvelope
-from domain.commands import AddItem, Command, ConfirmOrder, CreateOrder
+from domain.orders.commands import AddItem, Command, ConfirmOrder, CreateOrder
 
 COMMANDS_PER_ORDER = 4
 ITEMS = (("BOOK", 2, "9.99"), ("MUG", 1, "4.50"))

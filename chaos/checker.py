@@ -15,7 +15,7 @@ rejection records
             "reported rejected, then applied": a problem)
 lost        confirmed, but neither (events nor rejection) once the system has settled
 duplicated  a command_id whose events appear more than once in the order streams (every conveyor
-            command produces exactly one event, domain/order.py `decide`); a read model that
+            command produces exactly one event, domain/orders/order.py `decide`); a read model that
             counts an item twice shows up as a read-model mismatch instead (below)
 unexpected  events (order events or rejection records) whose command_id was never sent
 read models each projection's documents compared, document by document, with what a fresh

@@ -28,7 +28,14 @@ from pydantic import (
 )
 
 from conveyor.application.commands import CommandEnvelope
-from domain.commands import AddItem, CancelOrder, Command, ConfirmOrder, CreateOrder, RemoveItem
+from domain.orders.commands import (
+    AddItem,
+    CancelOrder,
+    Command,
+    ConfirmOrder,
+    CreateOrder,
+    RemoveItem,
+)
 
 ID_PUNCTUATION = "-_.:@/+#~="
 ID_ALPHABET = f"letters, digits and {' '.join(ID_PUNCTUATION)}"

@@ -57,10 +57,10 @@ from conveyor.eventstore.port import (
     NewEvent,
     RecordedEvent,
 )
-from domain.commands import Command
-from domain.errors import OrderRuleViolation
-from domain.events import CURRENT_SCHEMA_VERSION, event_to_data, event_type_name
-from domain.order import decide
+from domain.orders.commands import Command
+from domain.orders.events import CURRENT_SCHEMA_VERSION, event_to_data, event_type_name
+from domain.orders.order import decide
+from domain.rules import RuleViolation
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d7a3c-3b0e-4c8e-9a51-7f0c2f7e9b10")
 
@@ -167,7 +167,7 @@ class CommandHandler:
         }
         try:
             decided = decide(state, envelope.command)
-        except OrderRuleViolation as violation:
+        except RuleViolation as violation:
             return await self._record_rejection(envelope, state.version, violation, metadata)
         now = self._clock()
         new_events = [
@@ -204,7 +204,7 @@ class CommandHandler:
         self,
         envelope: CommandEnvelope,
         order_version: int,
-        violation: OrderRuleViolation,
+        violation: RuleViolation,
         metadata: dict[str, str],
     ) -> CommandOutcome:
         """Append CommandRejected before the outcome can be published. The record is the

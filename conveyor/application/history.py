@@ -7,7 +7,7 @@ from datetime import datetime
 
 from conveyor.application.streams import fold, order_stream
 from conveyor.eventstore.port import EventStore, RecordedEvent
-from domain.order import Order
+from domain.orders.order import Order
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from conveyor.eventstore.port import RecordedEvent
-from domain.events import DomainEvent, event_from_data
-from domain.order import Order
+from domain.orders.events import DomainEvent, event_from_data
+from domain.orders.order import Order
 
 STREAM_PREFIX = "order-"
 

@@ -33,7 +33,7 @@ from conveyor.operations.management import ManagementApi
 from conveyor.readmodels.checkpoints import LeasedCheckpoint
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
-from domain.commands import AddItem, ConfirmOrder, CreateOrder
+from domain.orders.commands import AddItem, ConfirmOrder, CreateOrder
 from messaging import failures
 from messaging.failures import FailureRouter
 from messaging.topology import WorkQueue

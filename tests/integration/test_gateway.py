@@ -24,7 +24,7 @@ from conveyor.bootstrap import build_broker, build_gateway, open_read_store
 from conveyor.eventstore.port import NewEvent
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.settings import Settings
-from domain.commands import AddItem, CancelOrder, ConfirmOrder, CreateOrder, RemoveItem
+from domain.orders.commands import AddItem, CancelOrder, ConfirmOrder, CreateOrder, RemoveItem
 from tests.processes import start_conveyor
 from tests.rabbit import eventually, queue_depth
 from workers.host import WorkerHost

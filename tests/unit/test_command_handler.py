@@ -16,7 +16,7 @@ from conveyor.application.rejections import COMMAND_REJECTED, rejection_stream
 from conveyor.application.streams import STREAM_PREFIX, order_stream
 from conveyor.eventstore.memory import InMemoryEventStore
 from conveyor.eventstore.port import AppendResult, ConcurrencyError, NewEvent
-from domain.commands import AddItem, CancelOrder, ConfirmOrder, CreateOrder
+from domain.orders.commands import AddItem, CancelOrder, ConfirmOrder, CreateOrder
 
 NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 

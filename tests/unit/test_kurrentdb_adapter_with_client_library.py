@@ -25,7 +25,7 @@ from conveyor.application.commands import CommandEnvelope, CommandHandler
 from conveyor.eventstore.kurrentdb import UNDECODABLE_DATA, KurrentDBEventStore
 from conveyor.eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
 from conveyor.gateway.customers import CustomerDirectory
-from domain.commands import CreateOrder
+from domain.orders.commands import CreateOrder
 from tests.unit.kurrentdbclient_servicers import (
     ScriptedNode,
     ScriptedStreams,

@@ -14,9 +14,16 @@ from typing import Any
 
 import pytest
 
-from domain import events as events_module
-from domain.commands import AddItem, CancelOrder, Command, ConfirmOrder, CreateOrder, RemoveItem
-from domain.errors import (
+from domain.orders import events as events_module
+from domain.orders.commands import (
+    AddItem,
+    CancelOrder,
+    Command,
+    ConfirmOrder,
+    CreateOrder,
+    RemoveItem,
+)
+from domain.orders.errors import (
     EmptyOrder,
     InvalidField,
     InvalidQuantity,
@@ -32,7 +39,7 @@ from domain.errors import (
     QuantityLimitExceeded,
     UnitPriceMismatch,
 )
-from domain.events import (
+from domain.orders.events import (
     CURRENT_SCHEMA_VERSION,
     EVENT_TYPES,
     UPCASTERS,
@@ -47,7 +54,7 @@ from domain.events import (
     event_to_data,
     event_type_name,
 )
-from domain.order import MAX_LINES_PER_ORDER, Order, OrderLine, OrderStatus, decide, rebuild
+from domain.orders.order import MAX_LINES_PER_ORDER, Order, OrderLine, OrderStatus, decide, rebuild
 
 try:
     from hypothesis import given as hypothesis_given

@@ -13,8 +13,15 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from types import MappingProxyType
 
-from domain.commands import AddItem, CancelOrder, Command, ConfirmOrder, CreateOrder, RemoveItem
-from domain.errors import (
+from domain.orders.commands import (
+    AddItem,
+    CancelOrder,
+    Command,
+    ConfirmOrder,
+    CreateOrder,
+    RemoveItem,
+)
+from domain.orders.errors import (
     EmptyOrder,
     InvalidField,
     InvalidQuantity,
@@ -30,7 +37,7 @@ from domain.errors import (
     UnitPriceMismatch,
     clipped,
 )
-from domain.events import (
+from domain.orders.events import (
     DomainEvent,
     ItemAdded,
     ItemRemoved,

@@ -1,32 +1,16 @@
-"""Business rule violations. Each names its rule (a stable code) and the values involved."""
+"""The Order aggregate's rule violations. Each names its rule (a stable code) and the values."""
 
 from __future__ import annotations
 
-from typing import Any
+from domain.rules import MAX_DETAIL_CHARS, MAX_REASON_CHARS, RuleViolation, clipped
 
-MAX_REASON_CHARS = 500
-"""A reason is stored, logged and published with every rejection: it quotes the values that
-broke the rule, so a 200,000-digit price must not make a 200 KB reason."""
-MAX_DETAIL_CHARS = 100
+__all__ = ["MAX_DETAIL_CHARS", "MAX_REASON_CHARS", "OrderRuleViolation", "clipped"]
 
 
-def clipped(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class OrderRuleViolation(Exception):
-    """A command was refused by a business rule: a normal outcome, never retried."""
+class OrderRuleViolation(RuleViolation):
+    """A command was refused by one of the Order aggregate's rules."""
 
     rule: str = "order_rule"
-
-    def __init__(self, message: str, **details: Any) -> None:
-        message = clipped(message, MAX_REASON_CHARS)
-        super().__init__(message)
-        self.message = message
-        self.details = {
-            name: clipped(value, MAX_DETAIL_CHARS) if isinstance(value, str) else value
-            for name, value in details.items()
-        }
 
 
 class OrderAlreadyExists(OrderRuleViolation):

@@ -1,0 +1,1 @@
+"""The Order aggregate: commands, events, rule violations and the rules. Pure Python."""
