@@ -10,6 +10,8 @@ from typing import Any
 from aiormq.exceptions import ChannelPreconditionFailed
 from faststream.rabbit import Channel, RabbitBroker
 
+from conveyor.aggregates import AGGREGATES
+from conveyor.application.aggregates import AggregateDefinition
 from conveyor.application.commands import CommandHandler
 from conveyor.embedded_http import HttpAccess
 from conveyor.eventstore.port import EventStore
@@ -36,6 +38,8 @@ from messaging.topology import WorkQueue
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
 MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
 PROJECTION_BINDING = "orders.#"
+"""What the projection queues bind: the read models (conveyor/readmodels/projections.py) are
+Order's (its definition lists them)."""
 
 logger = logging.getLogger("conveyor.topology")
 
@@ -91,14 +95,25 @@ async def open_read_store(settings: Settings, *, read_only: bool = False) -> Rea
     ).open()
 
 
-def command_queue(settings: Settings) -> WorkQueue:
+def command_queue(settings: Settings, aggregate: AggregateDefinition | None = None) -> WorkQueue:
+    """An aggregate's command queue with its retry ladder and DLQ (default: the first
+    registered aggregate's). `settings.command_queue` (CONVEYOR_COMMAND_QUEUE) names the
+    first aggregate's queue, as it always has; every other aggregate's queue is the one
+    its definition names."""
+    definition = aggregate or AGGREGATES.default
+    name = settings.command_queue if definition is AGGREGATES.default else definition.command_queue
     return WorkQueue(
-        settings.command_queue,
+        name,
         settings.retry_delays,
         settings.delivery_limit,
-        binding_key=settings.command_queue,
+        binding_key=name,
         dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
+
+
+def command_queues(settings: Settings) -> list[tuple[AggregateDefinition, WorkQueue]]:
+    """One command queue (with its retry ladder and DLQ) per registered aggregate."""
+    return [(definition, command_queue(settings, definition)) for definition in AGGREGATES]
 
 
 def trusted_event_publishers(settings: Settings) -> frozenset[str]:
@@ -129,13 +144,13 @@ async def declare_topology(
     """
     with_dead_letters: list[WorkQueue] = []
     if commands:
-        work_queue = command_queue(settings)
-        with_dead_letters.append(work_queue)
         exchange = await broker.declare_exchange(COMMANDS_EXCHANGE)
-        for queue in (work_queue.work(), *work_queue.retries()):
-            declared = await broker.declare_queue(queue)
-            if queue.name == work_queue.name:
-                await declared.bind(exchange, routing_key=work_queue.binding_key)
+        for _, work_queue in command_queues(settings):
+            with_dead_letters.append(work_queue)
+            for queue in (work_queue.work(), *work_queue.retries()):
+                declared = await broker.declare_queue(queue)
+                if queue.name == work_queue.name:
+                    await declared.bind(exchange, routing_key=work_queue.binding_key)
         await broker.declare_exchange(OUTCOMES_EXCHANGE)
     if events:
         exchange = await broker.declare_exchange(EVENTS)
@@ -234,24 +249,32 @@ def build_store_outage(settings: Settings, name: str, probe: Probe) -> StoreOuta
     )
 
 
-def build_command_consumer(
+def build_command_consumers(
     settings: Settings,
     broker: RabbitBroker,
     store: EventStore,
     outage: StoreOutage | None = None,
-) -> CommandConsumer:
-    queue = command_queue(settings)
-    consumer = CommandConsumer(
-        broker,
-        queue,
-        CommandHandler(TimedAppends(store), conflict_attempts=settings.conflict_attempts),
-        failure_router(settings, broker, queue),
-        max_message_bytes=settings.max_message_bytes,
-        publish_timeout=settings.publish_timeout,
-        outage=outage,
+) -> list[CommandConsumer]:
+    """One consumer per registered aggregate's command queue, sharing one handler (its
+    per-stream locks and conflict retries span every aggregate)."""
+    handler = CommandHandler(
+        TimedAppends(store), AGGREGATES, conflict_attempts=settings.conflict_attempts
     )
-    consumer.register(prefetch=settings.prefetch, exchange=COMMANDS_EXCHANGE)
-    return consumer
+    consumers = []
+    for definition, queue in command_queues(settings):
+        consumer = CommandConsumer(
+            broker,
+            queue,
+            definition,
+            handler,
+            failure_router(settings, broker, queue),
+            max_message_bytes=settings.max_message_bytes,
+            publish_timeout=settings.publish_timeout,
+            outage=outage,
+        )
+        consumer.register(prefetch=settings.prefetch, exchange=COMMANDS_EXCHANGE)
+        consumers.append(consumer)
+    return consumers
 
 
 def failure_router(settings: Settings, broker: RabbitBroker, queue: WorkQueue) -> FailureRouter:

@@ -25,7 +25,7 @@ from faststream.rabbit import RabbitBroker
 
 from conveyor.bootstrap import (
     build_broker,
-    build_command_consumer,
+    build_command_consumers,
     build_gateway,
     build_projection_consumers,
     build_reconciler,
@@ -180,7 +180,7 @@ class WorkerHost:
             assert self.store is not None
             outage = build_store_outage(settings, "event_store", self.store.ping)
             self.outages.append(outage)
-            self.consumers.append(build_command_consumer(settings, self.broker, self.store, outage))
+            self.consumers.extend(build_command_consumers(settings, self.broker, self.store, outage))
         if self.hosts("projections"):
             assert self.read_store is not None
             assert self.collections is not None
