@@ -33,11 +33,12 @@ from bench.workload import (
     envelope,
     order_ids,
 )
+from conveyor.aggregates import AGGREGATES
 from conveyor.application.commands import CommandHandler
 from conveyor.bootstrap import build_broker, build_gateway, declare_topology, projection_queue
 from conveyor.demo import OrderScript, caught_up, percentile, run_demo
 from conveyor.eventstore.sqlite import SqliteEventStore
-from conveyor.gateway.customers import CustomerDirectory
+from conveyor.gateway.customers import IntegrationMapper
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.port import ReadModelStore
 from conveyor.readmodels.projections import PROJECTIONS
@@ -305,7 +306,7 @@ async def conveyor_command_core(path: Path, orders: Sequence[str], concurrency: 
     `concurrency` orders at a time (each order's commands in sequence)."""
     store = await SqliteEventStore(path).open()
     try:
-        handler = CommandHandler(store)
+        handler = CommandHandler(store, AGGREGATES)
         pending = list(reversed(orders))
 
         async def worker() -> None:
@@ -611,7 +612,7 @@ async def gateway_speed(ctx: BenchContext) -> Figure:
     broker = build_broker(settings)
     try:
         messages: list[tuple[str, bytes, str, str]] = []
-        customers = CustomerDirectory(store)
+        customers = IntegrationMapper(store, AGGREGATES)
         position = 0
         while page := await store.read_all(after=position, limit=5000):
             for stored in page:

@@ -219,6 +219,7 @@ def _add_command_reply(spec: dict[str, Any], queue: str, definition: AggregateDe
 
 # --------------------------------------------------------------------- JSON Schemas
 
+
 def _standalone(schema: dict[str, Any], title: str, description: str) -> dict[str, Any]:
     """A schema file a consumer in any language can use on its own: the dialect first, no
     references outside the file."""

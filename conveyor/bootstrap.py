@@ -311,6 +311,7 @@ def build_projection_consumers(
             progress.tracker(projection.name) if progress is not None else None,
             gaps,
             outage,
+            aggregates=AGGREGATES,
             trusted_publishers=trusted_event_publishers(settings),
             max_message_bytes=settings.max_message_bytes,
         )

@@ -180,7 +180,9 @@ class WorkerHost:
             assert self.store is not None
             outage = build_store_outage(settings, "event_store", self.store.ping)
             self.outages.append(outage)
-            self.consumers.extend(build_command_consumers(settings, self.broker, self.store, outage))
+            self.consumers.extend(
+                build_command_consumers(settings, self.broker, self.store, outage)
+            )
         if self.hosts("projections"):
             assert self.read_store is not None
             assert self.collections is not None

@@ -13,7 +13,6 @@ from domain.orders.order import Order, decide
 from messaging.contracts import orders as contract
 
 
-
 def order_view(state: Order) -> Mapping[str, Any]:
     return {
         "exists": state.exists,

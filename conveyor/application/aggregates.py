@@ -114,11 +114,12 @@ class AggregateDefinition:
         if self.codec.knows(COMMAND_REJECTED):
             raise ValueError(f"{self.name}: {COMMAND_REJECTED} is reserved for rejection markers")
         union: Any = tuple(self.commands.values())
-        adapter: TypeAdapter[Any] = TypeAdapter(
+        form: Any = (
             Annotated[Union[union], Field(discriminator="type")]  # noqa: UP007
             if len(union) > 1
             else union[0]
         )
+        adapter: TypeAdapter[Any] = TypeAdapter(form)
         object.__setattr__(self, "command_message", adapter)
 
     def stream(self, aggregate_id: str) -> str:

@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 
-from conveyor.eventstore.port import EventStore
 from conveyor.aggregates import AGGREGATES
+from conveyor.eventstore.port import EventStore
 from conveyor.gateway.customers import IntegrationMapper
 from conveyor.observability.metrics import GATEWAY_LAG, GATEWAY_PUBLISHED
 from conveyor.readmodels.checkpoints import LeasedCheckpoint, LeaseLost

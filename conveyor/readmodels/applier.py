@@ -15,7 +15,7 @@ from conveyor.application.locks import KeyedLocks
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.port import ReadModelStore, RevisionConflict
 from conveyor.readmodels.projections import Duplicate, Gap, Projection, Updated
-from messaging.integration_events import IntegrationEvent
+from messaging.contracts.orders import OrderEvent as IntegrationEvent
 
 Result = Literal["updated", "duplicate"]
 

@@ -28,6 +28,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from conveyor.aggregates import AGGREGATES
 from conveyor.application.aggregates import aggregate_version, is_marker
@@ -64,9 +65,7 @@ class GapFiller:
         stored = await self._store.read_stream(stream_id, to_version=event.version)
         if any(is_marker(e) for e in stored):
             stored = await self._store.read_stream(stream_id)
-        domain = [
-            e for e in stored if not is_marker(e) and aggregate_version(e) <= event.version
-        ]
+        domain = [e for e in stored if not is_marker(e) and aggregate_version(e) <= event.version]
         sticky = {name: getattr(event, name) for name in definition.contract.sticky}
         healed = 0
         for recorded in domain:
@@ -165,7 +164,7 @@ class ProjectionReconciler:
             await self._checkpoint.renew()
 
     async def _reconcile_page(self, page: Sequence[RecordedEvent]) -> None:
-        latest: dict[str, IntegrationEvent] = {}
+        latest: dict[str, Any] = {}
         for recorded in page:
             event = await self._customers.integration_event(recorded)
             if event is not None:  # a page is in log order: the last one of a stream wins

@@ -178,7 +178,11 @@ class OrderCancelledEvent(_OrderEvent):
 
 
 OrderEvent = (
-    OrderCreatedEvent | ItemAddedEvent | ItemRemovedEvent | OrderConfirmedEvent | OrderCancelledEvent
+    OrderCreatedEvent
+    | ItemAddedEvent
+    | ItemRemovedEvent
+    | OrderConfirmedEvent
+    | OrderCancelledEvent
 )
 ORDER_EVENT: TypeAdapter[OrderEvent] = TypeAdapter(
     Annotated[OrderEvent, Field(discriminator="type")]

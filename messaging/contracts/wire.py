@@ -75,8 +75,6 @@ Price = Annotated[
 ]
 
 
-
-
 class CommandMessage(BaseModel):
     """The base of every command message; a subclass adds the aggregate's id field (named
     in its definition), `type: Literal[...]` and its own fields, and `to_command()`."""

@@ -16,6 +16,7 @@ from typing import Any
 import aio_pika
 import pytest
 
+from conveyor.aggregates import AGGREGATES
 from conveyor.application.commands import CommandEnvelope, CommandHandler
 from conveyor.bootstrap import (
     build_broker,
@@ -124,7 +125,7 @@ def test_a_retry_copy_the_broker_dead_lettered_shows_the_brokers_reason_not_a_st
 async def _store_commands(settings: Settings, commands: list[Any]) -> None:
     store = await SqliteEventStore(settings.event_store).open()
     try:
-        handler = CommandHandler(store)
+        handler = CommandHandler(store, AGGREGATES)
         for command in commands:
             command_id = str(uuid.uuid4())
             outcome = await handler.handle(CommandEnvelope(command, command_id, "c", command_id))
@@ -205,7 +206,7 @@ async def test_a_command_redelivered_after_its_append_publishes_its_accepted_out
     store = await SqliteEventStore(settings.event_store).open()
     try:
         envelope = CommandEnvelope(CreateOrder("o-died", "c"), "k-1", "k-1", "k-1")
-        assert (await CommandHandler(store).handle(envelope)).status == "accepted"
+        assert (await CommandHandler(store, AGGREGATES).handle(envelope)).status == "accepted"
     finally:
         await store.close()
     await connection.close()  # the broker redelivers, flagged redelivered

@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 
+from conveyor.aggregates import AGGREGATES
 from conveyor.bootstrap import open_read_store
 from conveyor.eventstore.sqlite import SqliteEventStore
-from conveyor.gateway.customers import CustomerDirectory
+from conveyor.gateway.customers import IntegrationMapper
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.readmodels.rebuild import project_in_memory, rebuild
@@ -103,7 +104,7 @@ async def _at_least(store: SqliteEventStore, events: int) -> bool:
 async def integration_events(settings: Settings) -> list[Any]:
     store = await SqliteEventStore(settings.event_store).open()
     try:
-        directory = CustomerDirectory(store)
+        directory = IntegrationMapper(store, AGGREGATES)
         return [await directory.integration_event(e) for e in await store.read_all(limit=100_000)]
     finally:
         await store.close()
