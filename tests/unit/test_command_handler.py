@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 
 from conveyor.aggregates import AGGREGATES
-from conveyor.application.commands import CommandEnvelope, CommandHandler, event_id_for
 from conveyor.aggregates.orders import ORDERS
+from conveyor.application.commands import CommandEnvelope, CommandHandler, event_id_for
 from conveyor.application.history import aggregate_history
 from conveyor.application.rejections import COMMAND_REJECTED, rejection_of, rejection_stream
 from conveyor.eventstore.memory import InMemoryEventStore
@@ -164,7 +164,9 @@ async def test_history_as_of_version_and_time(
 
     now = await aggregate_history(store, ORDERS, "o")
     assert str(now.state.status) == "cancelled"
-    assert (await aggregate_history(store, ORDERS, "o", as_of=NOW.replace(hour=8))).state.exists is False
+    assert (
+        await aggregate_history(store, ORDERS, "o", as_of=NOW.replace(hour=8))
+    ).state.exists is False
 
 
 # --- durable rejections (conveyor/application/rejections.py) --------------------------------------
