@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.aggregates import AGGREGATES
 from conveyor.aggregates.orders import ORDERS
 from messaging.command_messages import InvalidCommandMessage, parse_command
 from messaging.integration_events import NotAnIntegrationEvent, decode
