@@ -8,8 +8,11 @@ fields they do not know, so the contract may grow without a new version).
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
+from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
@@ -99,3 +102,25 @@ Reason = Annotated[str, Field(max_length=2000)]
 
 class EventData(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class AggregateEvent(BaseModel):
+    """The envelope of an integration event, for aggregates registered from now on (Order's
+    predates it: messaging/contracts/orders.py). A subclass adds `type: Literal[...]` and
+    `data`, and sets `routing_keys` (event type → routing key) on its base."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    routing_keys: ClassVar[Mapping[str, str]] = {}
+
+    event_id: UUID
+    schema_version: int = Field(ge=1)
+    aggregate: Id
+    aggregate_id: Id
+    version: int = Field(ge=1, le=2**53, description="The aggregate's version after this event")
+    occurred_at: datetime
+    correlation_id: Id | None = None
+    causation_id: Id | None = None
+
+    @property
+    def routing_key(self) -> str:
+        return self.routing_keys[self.type]  # type: ignore[attr-defined]
