@@ -8,10 +8,11 @@ applied     a confirmed command whose events are in an order stream (metadata `c
             conveyor/application/commands.py) or that got a business-rejection outcome
             (`rejected` on conveyor.command-outcomes)
 rejection records
-            `CommandRejected` events in the `rejections-<order>` streams
-            (conveyor/application/rejections.py): not effects, so they count neither as applied
-            nor as duplicates; a command must have at most one, every rejected outcome
-            must have one, and no command may have both one and order events (that is
+            `CommandRejected` markers in the aggregate streams (and, from earlier
+            versions, in `rejections-…` streams; conveyor/application/rejections.py): not
+            effects, so they count neither as applied nor as duplicates; a command must
+            have at most one, every rejected outcome must have one, and no command may
+            have both one and order events (that is
             "reported rejected, then applied": a problem)
 lost        confirmed, but neither (events nor rejection) once the system has settled
 duplicated  a command_id whose events appear more than once in the order streams (every conveyor

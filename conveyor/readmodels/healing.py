@@ -35,7 +35,7 @@ from conveyor.application.aggregates import aggregate_version, is_marker
 from conveyor.eventstore.port import EventStore, RecordedEvent
 from conveyor.gateway.customers import IntegrationMapper
 from conveyor.observability.metrics import PROJECTION_HEALED
-from conveyor.readmodels.applier import ProjectionApplier, ProjectionGap
+from conveyor.readmodels.applier import ProjectionApplier, ProjectionGap, feeds
 from conveyor.readmodels.checkpoints import LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.projections import ContractViolation
 from messaging.integration_events import IntegrationEvent, NotAnIntegrationEvent
@@ -171,6 +171,8 @@ class ProjectionReconciler:
                 latest[recorded.stream_id] = event
         for applier in self._appliers:
             for event in latest.values():
+                if not feeds(applier.projection.name, event):
+                    continue
                 try:
                     if await applier.apply(event) == "updated":
                         self.healed += 1

@@ -45,7 +45,7 @@ from conveyor.aggregates import AGGREGATES
 from conveyor.aggregates.orders import ORDERS
 from conveyor.eventstore.port import EventStore, EventStoreUnavailable, RecordedEvent
 from conveyor.gateway.customers import IntegrationMapper
-from conveyor.readmodels.applier import ProjectionApplier
+from conveyor.readmodels.applier import ProjectionApplier, feeds
 from conveyor.readmodels.checkpoints import CHECKPOINTS, LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.collections import ActiveCollection, ProjectionCollections, collection_name
 from conveyor.readmodels.port import ReadModelStore, ReadStoreUnavailable, RevisionConflict
@@ -417,7 +417,8 @@ async def _catch_up(
                     live_event = await customers.integration_event(stored_event)
                     if live_event is not None:
                         for applier, target in zip(appliers, targets, strict=True):
-                            await applier.apply(live_event, collection=target)
+                            if feeds(applier.projection.name, live_event):
+                                await applier.apply(live_event, collection=target)
                 position = page[-1].position
                 caught_up += len(page)
                 for record, target in zip(records, targets, strict=True):
@@ -665,10 +666,10 @@ async def _fold_page(
     """The projections themselves fold a page: each event mapped once, applied to the
     documents it touches (loaded in one request per projection), written back in bulk."""
     mapped = [await customers.integration_event(event) for event in page]
-    events = [event for event in mapped if event is not None]
     for projection, target, cache, ids in zip(
         projections, targets, documents, written, strict=True
     ):
+        events = [e for e in mapped if e is not None and feeds(projection.name, e)]
         missing = {projection.document_id(e) for e in events} - cache.keys()
         if missing:
             stored = await read_store.get_many(target, sorted(missing))
@@ -694,7 +695,7 @@ async def project_in_memory(
     while page := await event_store.read_all(after=position, limit=page_size):
         for stored_event in page:
             event = await customers.integration_event(stored_event)
-            if event is not None:
+            if event is not None and feeds(projection_name, event):
                 apply_in_memory(projection, documents, event)
         position = page[-1].position
     return documents
