@@ -53,7 +53,6 @@ from conveyor.application.rejections import (
     rejection_stream,
 )
 from conveyor.eventstore.port import ConcurrencyError, EventStore, NewEvent, RecordedEvent
-from domain.rules import RuleViolation
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d7a3c-3b0e-4c8e-9a51-7f0c2f7e9b10")
 
@@ -188,7 +187,7 @@ class CommandHandler:
         now = self._clock()
         try:
             decided = definition.decide(state, envelope.command)
-        except RuleViolation as violation:
+        except definition.rule_violation as violation:  # the aggregate's own rules only
             rejection = StoredRejection(
                 command_id=envelope.command_id,
                 rule=violation.rule,
