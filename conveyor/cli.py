@@ -354,8 +354,17 @@ def print_history(result: AggregateHistory, definition: AggregateDefinition) -> 
     console.print(table)
     view = dict(definition.state_view(result.state))
     version = aggregate_version(result.events[-1])
-    console.print(f"state at version {version}: {view.get('status', '')}")
-    console.print(json.dumps(view, default=str), markup=False)
+    scalars = [
+        f"{name.replace('_id', '')} {value}"
+        for name, value in view.items()
+        if name not in ("exists", "version", "status") and not isinstance(value, list | dict)
+    ]
+    summary = "".join(f", {text}" for text in scalars)
+    console.print(f"state at version {version}: {view.get('status', '')}{summary}", markup=False)
+    for name, value in view.items():
+        if isinstance(value, list):
+            for item in value:
+                console.print(f"  {name}: {json.dumps(item, default=str)}", markup=False)
 
 
 @app.command()
