@@ -32,6 +32,7 @@ lint: $(INSTALLED_BENCH)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/actionlint -shellcheck=$(BIN)/shellcheck -pyflakes= .github/workflows/ci.yml
 
 # Performance figures, each against a reference measured in the same run; results in

@@ -51,9 +51,9 @@ from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.healing import ProjectionReconciler
 from conveyor.readmodels.port import ReadModelStore
 from conveyor.readmodels.progress import ProgressWriter
+from conveyor.readmodels.projection_consumer import ProjectionConsumer
 from conveyor.settings import Settings
 from messaging.consumer import QueueConsumer
-from messaging.projection_consumer import ProjectionConsumer
 from messaging.store_outage import StoreOutage
 
 logger = logging.getLogger("conveyor.worker")

@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 
 from conveyor.eventstore.port import EventStore
-from conveyor.gateway.customers import CustomerDirectory
 from conveyor.observability.metrics import GATEWAY_LAG, GATEWAY_PUBLISHED
 from conveyor.readmodels.checkpoints import LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.progress import POSITION_HEADER
+from messaging.customers import CustomerDirectory
 from messaging.integration_events import EVENTS_EXCHANGE, IntegrationEvent, encode
 
 logger = logging.getLogger("conveyor.gateway")

@@ -31,11 +31,11 @@ from collections.abc import Sequence
 
 from conveyor.application.streams import order_stream
 from conveyor.eventstore.port import EventStore, RecordedEvent
-from conveyor.gateway.customers import CustomerDirectory
 from conveyor.observability.metrics import PROJECTION_HEALED
 from conveyor.readmodels.applier import ProjectionApplier, ProjectionGap
 from conveyor.readmodels.checkpoints import LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.projections import ContractViolation
+from messaging.customers import CustomerDirectory
 from messaging.integration_events import IntegrationEvent, NotAnIntegrationEvent
 from messaging.integration_events import to_integration_event as public_form
 

@@ -43,7 +43,6 @@ from tenacity import (
 
 from conveyor.application.streams import STREAM_PREFIX
 from conveyor.eventstore.port import EventStore, EventStoreUnavailable, RecordedEvent
-from conveyor.gateway.customers import CustomerDirectory
 from conveyor.readmodels.applier import ProjectionApplier
 from conveyor.readmodels.checkpoints import CHECKPOINTS, LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.collections import ActiveCollection, ProjectionCollections, collection_name
@@ -58,6 +57,7 @@ from conveyor.readmodels.projections import (
     apply_in_memory,
     documents_json,
 )
+from messaging.customers import CustomerDirectory
 from messaging.integration_events import ROUTING_KEYS
 
 logger = logging.getLogger("conveyor.rebuild")

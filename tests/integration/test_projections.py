@@ -18,12 +18,12 @@ import pytest
 
 from conveyor.bootstrap import open_read_store
 from conveyor.eventstore.sqlite import SqliteEventStore
-from conveyor.gateway.customers import CustomerDirectory
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.readmodels.rebuild import project_in_memory, rebuild
 from conveyor.settings import Settings
 from messaging import failures
+from messaging.customers import CustomerDirectory
 from messaging.integration_events import encode
 from tests.integration.test_gateway import store_orders
 from tests.mongodb import READ_STORES, on_read_store

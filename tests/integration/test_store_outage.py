@@ -19,10 +19,10 @@ from prometheus_client import REGISTRY
 
 from conveyor.embedded.sqlite_library import sqlite3
 from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.readmodels.projection_consumer import ProjectionConsumer
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
 from messaging import failures
-from messaging.projection_consumer import ProjectionConsumer
 from tests.integration.test_command_worker import DatabaseLock, command, stream_of
 from tests.integration.test_projections import read_models_settle
 from tests.rabbit import Management, eventually, publish_many, queue_depth

@@ -300,8 +300,8 @@ def test_the_rejection_stream_is_not_an_order_stream() -> None:
 async def test_rejection_records_are_skipped_quietly_by_the_gateway_and_lag(
     store: InMemoryEventStore, handler: CommandHandler, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from conveyor.gateway.customers import CustomerDirectory
     from conveyor.operations.status import LogEntry
+    from messaging.customers import CustomerDirectory
 
     await handler.handle(envelope(ConfirmOrder("o-1"), "confirm"))
     [record] = await store.read_all()

@@ -24,8 +24,8 @@ from kurrentdbclient.exceptions import NodeIsNotLeaderError
 from conveyor.application.commands import CommandEnvelope, CommandHandler
 from conveyor.eventstore.kurrentdb import UNDECODABLE_DATA, KurrentDBEventStore
 from conveyor.eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
-from conveyor.gateway.customers import CustomerDirectory
 from domain.orders.commands import CreateOrder
+from messaging.customers import CustomerDirectory
 from tests.unit.kurrentdbclient_servicers import (
     ScriptedNode,
     ScriptedStreams,

@@ -13,9 +13,9 @@ from uuid import UUID
 import pytest
 
 from conveyor.eventstore.port import RecordedEvent
-from conveyor.gateway.customers import CustomerDirectory
 from conveyor.readmodels.projections import PROJECTIONS, LogFold, documents_json, fold
 from conveyor.readmodels.sqlite import _encode
+from messaging.customers import CustomerDirectory
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 PRICES = ("9.99", "0.50", "4.5", "10", "3.333", "0.005", "-1.25", "123456.789")
