@@ -25,8 +25,14 @@ demo: $(INSTALLED) rabbitmq
 
 # The tests include a smoke run of the benchmark harness (and mypy checks it): they need
 # the bench extra too.
+# Two pytest-xdist workers: the suite mostly waits on the broker and on worker processes,
+# so two run it in a bit more than half the time. More would not help on 2 cores and would
+# multiply the connections and quorum queues on a broker with 1024 file handles. The
+# tests marked `exclusive` restart the shared broker: they run alone, afterwards.
+TEST_WORKERS ?= 2
 test: $(INSTALLED_BENCH) rabbitmq lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not exclusive"
+	$(BIN)/python -m pytest -m exclusive
 
 lint: $(INSTALLED_BENCH)
 	$(BIN)/ruff check .

@@ -223,6 +223,11 @@ async def test_projections_wait_out_a_mongodb_read_store_outage(
         host = await start_worker(settings, ("commands", "gateway", "projections"))
         creates = [command("CreateOrder", f"o-m-{n}", customer_id=f"c-{n % 3}") for n in range(10)]
         await publish_many(amqp_url, settings.command_queue, creates)
+        reader = await SqliteEventStore(settings.event_store).open()
+        try:  # settled means equal to *all* of them, not to the ones stored so far
+            await eventually(lambda: all_applied(reader, [c["order_id"] for c in creates]))
+        finally:
+            await reader.close()
         await read_models_settle(settings, within=60)
 
         projectors, _ = await _queue_adds_unconsumed(host, settings, amqp_url, creates)
