@@ -59,6 +59,9 @@ class EventGateway:
         self._wait_for_append = wait_for_append
         self._publish_timeout = publish_timeout
         self.published = 0
+        self.relayed_position = 0
+        """The global-log position up to which every event is published and checkpointed
+        (updated together with `published`, so the two always agree)."""
         self.active = False
         self.last_error: str | None = None
 
@@ -122,6 +125,7 @@ class EventGateway:
             await self._checkpoint.save(position)
             last_saved = time.monotonic()
             self.published += len(events)
+            self.relayed_position = position
             GATEWAY_PUBLISHED.inc(len(events))
             # A short page reached the head; after a full one, ask how far the head is.
             full = len(page) == self._batch_size
