@@ -38,13 +38,13 @@ from conveyor.application.commands import CommandHandler
 from conveyor.bootstrap import build_broker, build_gateway, declare_topology, projection_queue
 from conveyor.demo import OrderScript, caught_up, percentile, run_demo
 from conveyor.eventstore.sqlite import SqliteEventStore
-from conveyor.gateway.customers import IntegrationMapper
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.port import ReadModelStore
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.readmodels.rebuild import rebuild_all as rebuild_projections
 from conveyor.readmodels.sqlite import SqliteReadModelStore
 from conveyor.settings import Settings
+from messaging.customers import IntegrationMapper
 from messaging.integration_events import EVENTS_EXCHANGE, encode
 
 IN_FLIGHT = 200

@@ -25,13 +25,13 @@ from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.healing import RECONCILER_CHECKPOINT, GapFiller, ProjectionReconciler
 from conveyor.readmodels.port import ReadModelStore
 from conveyor.readmodels.progress import ProgressWriter
+from conveyor.readmodels.projection_consumer import ProjectionConsumer
 from conveyor.readmodels.projections import PROJECTIONS, Projection
 from conveyor.settings import Settings, sqlite_location
 from conveyor.tls import amqp_security, amqp_ssl_context
 from messaging.cluster import connect_any, failover_broker
 from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
-from messaging.projection_consumer import ProjectionConsumer
 from messaging.store_outage import Probe, StoreOutage
 from messaging.topology import WorkQueue
 

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from conveyor.bootstrap import open_read_store
+from conveyor.gateway.relay import EventGateway
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
@@ -236,8 +237,12 @@ async def run_demo(
             for s in scripts
             if s.visible_at is not None and s.done_at is not None
         ]
-        report.events_stored = await _event_count(host) - head_before if host else 0
+        head = await _event_count(host)
+        report.events_stored = head - head_before if host else 0
         if host is not None and host.gateway is not None:
+            # The read models can show an event before the relay has counted its page
+            # (it counts after the checkpoint is saved): wait for it to reach the head.
+            await _relayed_up_to(host.gateway, head, within=10)
             report.events_published = host.gateway.published
         for projection in PROJECTIONS:
             collection = (await collections.active(projection.name)).collection
@@ -265,6 +270,14 @@ def caught_up(
         return False
     versions: list[int] = [d.body["version"] for d in (summary, active, history)]
     return min(versions) >= wanted
+
+
+async def _relayed_up_to(gateway: EventGateway, position: int, *, within: float) -> None:
+    poll = 0.01
+    for _ in range(int(within / poll)):
+        if gateway.relayed_position >= position:
+            return
+        await asyncio.sleep(poll)
 
 
 async def _event_count(host: WorkerHost | None) -> int:

@@ -25,9 +25,8 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker
 
-from conveyor.eventstore.port import EventStoreUnavailable
 from conveyor.observability.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_RETRIED, LabelCache
-from conveyor.readmodels.port import DocumentRejected, ReadStoreUnavailable
+from conveyor.store_failures import StoreRefusedWrite, StoreUnavailable
 from messaging.topology import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -71,15 +70,14 @@ _MAX_ERROR_MESSAGE = 2000
 
 
 STORE_AWAY: tuple[type[BaseException], ...] = (
-    EventStoreUnavailable,
-    ReadStoreUnavailable,
+    StoreUnavailable,
     ConnectionError,
     TimeoutError,
 )
 """Failures of the store, not of the message: they pause consuming (messaging/
 store_outage.py) instead of spending the message's attempts."""
 
-PERMANENT: tuple[type[BaseException], ...] = (DocumentRejected,)
+PERMANENT: tuple[type[BaseException], ...] = (StoreRefusedWrite,)
 """The store refused this message's write for what it is: no retry can change that."""
 
 

@@ -66,12 +66,18 @@ def _delete_declared_topology(request: pytest.FixtureRequest) -> Iterator[None]:
     queues, exchanges = management.queue_names(vhost), management.exchange_names(vhost)
     yield
     alive = management.queue_names(vhost)
-    if len(alive) > QueueCount.peak:
-        QueueCount.peak, QueueCount.peak_test = len(alive), request.node.nodeid
+    # On the test's report, so the controller of a parallel run (pytest-xdist) sees it too.
+    request.node.user_properties.append(("queues_alive", len(alive)))
     for name in alive - queues:
         management.delete_queue(vhost, name)
     for name in management.exchange_names(vhost) - exchanges:
         management.delete_exchange(vhost, name)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, value in report.user_properties:
+        if name == "queues_alive" and value > QueueCount.peak:
+            QueueCount.peak, QueueCount.peak_test = value, report.nodeid
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

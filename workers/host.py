@@ -1,8 +1,10 @@
 """Runs the worker components of one process until asked to stop.
 
-Components: `commands` (command consumer), `gateway` (event store → RabbitMQ relay),
-`projections` (the three read-model consumers), `http` (the query API). `conveyor run`
-hosts all of them (the embedded default) or some (`--only`, one kind per process).
+Components, each built by its entrypoint from the composition root: `commands`
+(workers/command_worker.py), `gateway` (workers/gateway.py: event store → RabbitMQ relay),
+`projections` (workers/projector.py: the read-model consumers and the reconciler), `http`
+(the query API). `conveyor run` hosts all of them (the embedded default) or some (`--only`,
+one kind per process).
 
 Start: open the stores, connect to RabbitMQ, declare the topology, start consuming.
 Stop (SIGINT/SIGTERM): stop consuming, let in-flight messages finish (bounded by
@@ -25,11 +27,6 @@ from faststream.rabbit import RabbitBroker
 
 from conveyor.bootstrap import (
     build_broker,
-    build_command_consumers,
-    build_gateway,
-    build_projection_consumers,
-    build_reconciler,
-    build_store_outage,
     declare_topology,
     http_access,
     open_event_store,
@@ -53,12 +50,12 @@ from conveyor.readmodels.port import ReadModelStore
 from conveyor.readmodels.progress import ProgressWriter
 from conveyor.settings import Settings
 from messaging.consumer import QueueConsumer
-from messaging.projection_consumer import ProjectionConsumer
 from messaging.store_outage import StoreOutage
+from workers import command_worker, gateway, projector
 
 logger = logging.getLogger("conveyor.worker")
 
-COMPONENTS = ("commands", "gateway", "projections", "http")
+COMPONENTS = (command_worker.NAME, gateway.NAME, projector.NAME, "http")
 STOP_MARGIN = 5.0
 """Seconds stop() may take beyond shutdown_timeout: closing the connection and the stores."""
 
@@ -176,46 +173,26 @@ class WorkerHost:
             self.read_store = await open_read_store(settings)
             self.collections = ProjectionCollections(self.read_store)
         self.broker = build_broker(settings)
-        if self.hosts("commands"):
+        if self.hosts(command_worker.NAME):
             assert self.store is not None
-            outage = build_store_outage(settings, "event_store", self.store.ping)
-            self.outages.append(outage)
-            self.consumers.extend(
-                build_command_consumers(settings, self.broker, self.store, outage)
-            )
-        if self.hosts("projections"):
+            commands = command_worker.build(settings, self.broker, self.store)
+            self.outages.append(commands.outage)
+            self.consumers.extend(commands.consumers)
+        if self.hosts(projector.NAME):
+            assert self.store is not None
             assert self.read_store is not None
             assert self.collections is not None
-            self.progress = ProgressWriter(self.read_store)
-            outage = build_store_outage(settings, "read_store", self.read_store.ping)
-            self.outages.append(outage)
-            self.consumers.extend(
-                build_projection_consumers(
-                    settings,
-                    self.broker,
-                    self.read_store,
-                    self.collections,
-                    self.progress,
-                    event_store=self.store,
-                    outage=outage,
-                )
+            projections = projector.build(
+                settings, self.broker, self.store, self.read_store, self.collections
             )
-            assert self.store is not None
-            projection_consumers = [c for c in self.consumers if isinstance(c, ProjectionConsumer)]
-            self.reconciler = build_reconciler(
-                settings, self.store, self.read_store, projection_consumers
-            )
-        if self.hosts("gateway"):
+            self.progress = projections.progress
+            self.outages.append(projections.outage)
+            self.consumers.extend(projections.consumers)
+            self.reconciler = projections.reconciler
+        if self.hosts(gateway.NAME):
             assert self.store is not None
             assert self.read_store is not None
-            notifying = self.store if isinstance(self.store, NotifyingEventStore) else None
-            self.gateway = build_gateway(
-                settings,
-                self.broker,
-                self.store,
-                self.read_store,
-                wait_for_append=notifying.wait_for_append if notifying else None,
-            )
+            self.gateway = gateway.build(settings, self.broker, self.store, self.read_store)
         self._connection = await self.broker.connect()
         await declare_topology(
             settings,

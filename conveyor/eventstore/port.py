@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from conveyor.store_failures import StoreUnavailable
+
 NO_STREAM = 0
 
 
@@ -61,7 +63,7 @@ class ConcurrencyError(Exception):
         self.actual = actual
 
 
-class EventStoreUnavailable(Exception):
+class EventStoreUnavailable(StoreUnavailable):
     """The store could not be reached or did not answer in time: a transient failure."""
 
 

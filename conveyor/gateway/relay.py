@@ -23,10 +23,10 @@ from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 
 from conveyor.aggregates import AGGREGATES
 from conveyor.eventstore.port import EventStore
-from conveyor.gateway.customers import IntegrationMapper
 from conveyor.observability.metrics import GATEWAY_LAG, GATEWAY_PUBLISHED
 from conveyor.readmodels.checkpoints import LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.progress import POSITION_HEADER
+from messaging.customers import IntegrationMapper
 from messaging.integration_events import EVENTS_EXCHANGE, IntegrationEvent, encode
 
 logger = logging.getLogger("conveyor.gateway")
@@ -60,6 +60,9 @@ class EventGateway:
         self._wait_for_append = wait_for_append
         self._publish_timeout = publish_timeout
         self.published = 0
+        self.relayed_position = 0
+        """The global-log position up to which every event is published and checkpointed
+        (updated together with `published`, so the two always agree)."""
         self.active = False
         self.last_error: str | None = None
 
@@ -123,6 +126,7 @@ class EventGateway:
             await self._checkpoint.save(position)
             last_saved = time.monotonic()
             self.published += len(events)
+            self.relayed_position = position
             GATEWAY_PUBLISHED.inc(len(events))
             # A short page reached the head; after a full one, ask how far the head is.
             full = len(page) == self._batch_size

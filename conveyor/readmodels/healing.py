@@ -33,11 +33,11 @@ from typing import Any
 from conveyor.aggregates import AGGREGATES
 from conveyor.application.aggregates import aggregate_version, is_marker
 from conveyor.eventstore.port import EventStore, RecordedEvent
-from conveyor.gateway.customers import IntegrationMapper
 from conveyor.observability.metrics import PROJECTION_HEALED
 from conveyor.readmodels.applier import ProjectionApplier, ProjectionGap, feeds
 from conveyor.readmodels.checkpoints import LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.projections import ContractViolation
+from messaging.customers import IntegrationMapper
 from messaging.integration_events import IntegrationEvent, NotAnIntegrationEvent
 from messaging.integration_events import to_integration_event as public_form
 

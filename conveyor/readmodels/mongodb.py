@@ -85,6 +85,11 @@ def database_name(url: str) -> str:
     return name
 
 
+CLOSE_TIMEOUT_SECONDS = 2.0
+"""How long close() may wait to end the client's server sessions: a server that is gone
+must not hold a stopping worker for PyMongo's 30 s of server selection."""
+
+
 class MongoReadModelStore:
     def __init__(
         self,
@@ -159,7 +164,9 @@ class MongoReadModelStore:
         client, self._client = self._client, None
         self._database = self._primary = None
         if client is not None:
-            with contextlib.suppress(PyMongoError):
+            # endSessions waits for a server up to serverSelectionTimeoutMS (30 s): the
+            # client-side operation timeout bounds that wait (close() applies no timeoutMS).
+            with contextlib.suppress(PyMongoError), pymongo.timeout(CLOSE_TIMEOUT_SECONDS):
                 await client.close()
 
     async def ping(self) -> None:

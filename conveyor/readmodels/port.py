@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from conveyor.store_failures import StoreRefusedWrite, StoreUnavailable
+
 Body = dict[str, Any]
 
 COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -44,11 +46,11 @@ class RevisionConflict(Exception):
         self.expected_rev = expected_rev
 
 
-class ReadStoreUnavailable(Exception):
+class ReadStoreUnavailable(StoreUnavailable):
     """The read-model store could not be reached or did not answer: transient."""
 
 
-class DocumentRejected(Exception):
+class DocumentRejected(StoreRefusedWrite):
     """The store refused a document for what it is (over its size limit, failing its
     validation): permanent, no retry of the same write can succeed."""
 

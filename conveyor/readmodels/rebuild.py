@@ -44,7 +44,6 @@ from tenacity import (
 from conveyor.aggregates import AGGREGATES
 from conveyor.aggregates.orders import ORDERS
 from conveyor.eventstore.port import EventStore, EventStoreUnavailable, RecordedEvent
-from conveyor.gateway.customers import IntegrationMapper
 from conveyor.readmodels.applier import ProjectionApplier, feeds
 from conveyor.readmodels.checkpoints import CHECKPOINTS, LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.collections import ActiveCollection, ProjectionCollections, collection_name
@@ -59,6 +58,7 @@ from conveyor.readmodels.projections import (
     apply_in_memory,
     documents_json,
 )
+from messaging.customers import IntegrationMapper
 
 logger = logging.getLogger("conveyor.rebuild")
 

@@ -37,8 +37,16 @@ class CancelOrder:
     reason: str
 
 
-Command = CreateOrder | AddItem | RemoveItem | ConfirmOrder | CancelOrder
+@dataclass(frozen=True, slots=True)
+class FulfilOrder:
+    """Sent by the fulfilment workflow once payment is authorized and stock committed."""
+
+    order_id: str
+
+
+Command = CreateOrder | AddItem | RemoveItem | ConfirmOrder | CancelOrder | FulfilOrder
 
 COMMAND_TYPES: dict[str, type[Command]] = {
-    cls.__name__: cls for cls in (CreateOrder, AddItem, RemoveItem, ConfirmOrder, CancelOrder)
+    cls.__name__: cls
+    for cls in (CreateOrder, AddItem, RemoveItem, ConfirmOrder, CancelOrder, FulfilOrder)
 }

@@ -33,6 +33,18 @@ class OrderIsCancelled(OrderRuleViolation):
     rule = "order_cancelled"
 
 
+class OrderIsFulfilled(OrderRuleViolation):
+    """A fulfilled order is final: its stock is committed and its payment taken."""
+
+    rule = "order_fulfilled"
+
+
+class OrderNotConfirmed(OrderRuleViolation):
+    """Only a confirmed order can be fulfilled."""
+
+    rule = "order_not_confirmed"
+
+
 class InvalidQuantity(OrderRuleViolation):
     rule = "invalid_quantity"
 

@@ -35,10 +35,17 @@ class OrderCancelled:
     reason: str
 
 
-DomainEvent = OrderCreated | ItemAdded | ItemRemoved | OrderConfirmed | OrderCancelled
+@dataclass(frozen=True, slots=True)
+class OrderFulfilled:
+    """Stock committed and payment authorized: the order is done and accepts nothing more."""
+
+
+DomainEvent = (
+    OrderCreated | ItemAdded | ItemRemoved | OrderConfirmed | OrderCancelled | OrderFulfilled
+)
 
 CODEC: EventCodec[DomainEvent] = EventCodec(
-    (OrderCreated, ItemAdded, ItemRemoved, OrderConfirmed, OrderCancelled)
+    (OrderCreated, ItemAdded, ItemRemoved, OrderConfirmed, OrderCancelled, OrderFulfilled)
 )
 # The schema version written for each event type today. Bump it together with an upcaster
 # from the previous version when an event's shape changes.
@@ -59,6 +66,7 @@ __all__ = [
     "OrderCancelled",
     "OrderConfirmed",
     "OrderCreated",
+    "OrderFulfilled",
     "UnknownEventType",
     "event_from_data",
     "event_to_data",

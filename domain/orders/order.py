@@ -19,6 +19,7 @@ from domain.orders.commands import (
     Command,
     ConfirmOrder,
     CreateOrder,
+    FulfilOrder,
     RemoveItem,
 )
 from domain.orders.errors import (
@@ -31,6 +32,8 @@ from domain.orders.errors import (
     OrderAlreadyConfirmed,
     OrderAlreadyExists,
     OrderIsCancelled,
+    OrderIsFulfilled,
+    OrderNotConfirmed,
     OrderNotFound,
     OrderNotPending,
     QuantityLimitExceeded,
@@ -44,6 +47,7 @@ from domain.orders.events import (
     OrderCancelled,
     OrderConfirmed,
     OrderCreated,
+    OrderFulfilled,
 )
 
 MIN_QUANTITY = 1
@@ -60,6 +64,7 @@ class OrderStatus(StrEnum):
     PENDING = "pending"
     CONFIRMED = "confirmed"
     CANCELLED = "cancelled"
+    FULFILLED = "fulfilled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,8 @@ class Order:
                 return replace(
                     self, version=version, status=OrderStatus.CANCELLED, cancel_reason=reason
                 )
+            case OrderFulfilled():
+                return replace(self, version=version, status=OrderStatus.FULFILLED)
 
 
 def rebuild(order_id: str, events: Iterable[DomainEvent]) -> Order:
@@ -134,6 +141,7 @@ def decide(state: Order, command: Command) -> list[DomainEvent]:
     if not state.exists:
         raise OrderNotFound(f"order {command.order_id!r} does not exist", order_id=command.order_id)
     _refuse_if_cancelled(state)
+    _refuse_if_fulfilled(state)
     match command:
         case AddItem():
             return _add_item(state, command)
@@ -143,6 +151,8 @@ def decide(state: Order, command: Command) -> list[DomainEvent]:
             return _confirm(state)
         case CancelOrder():
             return [OrderCancelled(reason=_required_text("reason", command.reason))]
+        case FulfilOrder():
+            return _fulfil(state)
     raise TypeError(f"not an order command: {command!r}")  # pragma: no cover
 
 
@@ -225,6 +235,25 @@ def _confirm(state: Order) -> list[DomainEvent]:
             order_id=state.order_id,
         )
     return [OrderConfirmed(total=state.total)]
+
+
+def _fulfil(state: Order) -> list[DomainEvent]:
+    if state.status is not OrderStatus.CONFIRMED:
+        raise OrderNotConfirmed(
+            f"cannot fulfil order {state.order_id!r}: it is {state.status}, not confirmed",
+            order_id=state.order_id,
+            status=str(state.status),
+        )
+    return [OrderFulfilled()]
+
+
+def _refuse_if_fulfilled(state: Order) -> None:
+    if state.status is OrderStatus.FULFILLED:
+        raise OrderIsFulfilled(
+            f"order {state.order_id!r} is fulfilled and accepts no further commands "
+            "(its stock is committed and its payment taken)",
+            order_id=state.order_id,
+        )
 
 
 def _refuse_if_cancelled(state: Order) -> None:

@@ -267,3 +267,26 @@ async def test_secantusdb_by_default_loses_acknowledged_writes_in_a_crash(
         if kept[-1] < 300:
             break
     assert min(kept) < 300, kept
+
+
+async def test_closing_with_the_server_gone_takes_no_server_selection_timeout(
+    tmp_path: Path,
+) -> None:
+    """PyMongo's close() first sends endSessions and waits for a server to send it to, up
+    to serverSelectionTimeoutMS (30 s): a worker stopping while its store is away used to
+    spend its whole stop deadline there."""
+    log, data = tmp_path / "secantusd.log", tmp_path / "data"
+    server = SecantusServer(log, storage=data).start()
+    try:
+        url = with_options(with_database(server.url, "closing"), "timeoutMS=300")
+        store = await MongoReadModelStore(url).open()
+        await store.put("orders", "o-1", {"n": 1}, expected_rev=0)
+        await asyncio.gather(*(store.count("orders") for _ in range(5)))  # sessions to end
+    finally:
+        server.stop()
+    with pytest.raises(ReadStoreUnavailable):  # the client now knows the server is gone
+        await store.count("orders")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(store.close(), timeout=20)
+    assert loop.time() - started < mongodb.CLOSE_TIMEOUT_SECONDS + 2

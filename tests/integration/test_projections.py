@@ -19,12 +19,12 @@ import pytest
 from conveyor.aggregates import AGGREGATES
 from conveyor.bootstrap import open_read_store
 from conveyor.eventstore.sqlite import SqliteEventStore
-from conveyor.gateway.customers import IntegrationMapper
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.readmodels.rebuild import project_in_memory, rebuild
 from conveyor.settings import Settings
 from messaging import failures
+from messaging.customers import IntegrationMapper
 from messaging.integration_events import encode
 from tests.integration.test_gateway import store_orders
 from tests.mongodb import READ_STORES, on_read_store
@@ -75,23 +75,30 @@ async def expected_read_models(settings: Settings) -> dict[str, dict[str, dict[s
 
 
 async def read_models_settle(settings: Settings, *, within: float = 60) -> None:
-    expected = await expected_read_models(settings)
+    """Wait until the read models equal a fold of the event store *as it is now*: the log
+    is read again on every check, since commands published just before may still be being
+    appended (reading it once made the wait flaky: read models that caught up with events
+    stored after that read could never match it)."""
 
     async def equal() -> bool:
+        expected = await expected_read_models(settings)
         return await read_models(settings) == expected
 
     try:
         await eventually(equal, within=within, interval=0.2, what="read models to match the log")
     except AssertionError:
+        expected = await expected_read_models(settings)
         actual = await read_models(settings)
         for name in expected:
             missing = expected[name].keys() - actual[name].keys()
+            extra = actual[name].keys() - expected[name].keys()
             wrong = [
                 k
                 for k in expected[name]
                 if k in actual[name] and actual[name][k] != expected[name][k]
             ]
-            print(name, "missing", sorted(missing)[:5], "wrong", wrong[:5])
+            print(name, "missing", sorted(missing)[:5], "extra", sorted(extra)[:5])
+            print(name, "wrong", wrong[:5])
             for key in wrong[:2]:
                 print(" expected", expected[name][key], "\n actual  ", actual[name][key])
         raise

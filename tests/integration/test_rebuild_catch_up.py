@@ -20,13 +20,13 @@ import pytest
 from conveyor.aggregates import AGGREGATES
 from conveyor.eventstore.port import NewEvent, RecordedEvent
 from conveyor.eventstore.sqlite import SqliteEventStore
-from conveyor.gateway.customers import IntegrationMapper
 from conveyor.readmodels.applier import ProjectionApplier
 from conveyor.readmodels.checkpoints import LeasedCheckpoint
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.projections import ORDER_SUMMARY
 from conveyor.readmodels.rebuild import RebuildError, project_in_memory, rebuild
 from conveyor.readmodels.sqlite import SqliteReadModelStore
+from messaging.customers import IntegrationMapper
 from tests.integration.test_command_worker import DatabaseLock
 from tests.integration.test_rebuild import store_log
 from tests.rabbit import eventually

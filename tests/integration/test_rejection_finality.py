@@ -25,7 +25,6 @@ from conveyor.application.history import aggregate_history
 from conveyor.application.rejections import COMMAND_REJECTED
 from conveyor.eventstore.port import AppendResult, NewEvent
 from conveyor.eventstore.sqlite import SqliteEventStore
-from conveyor.gateway.customers import IntegrationMapper
 from conveyor.operations.status import LogEntry
 from conveyor.readmodels.applier import ProjectionApplier
 from conveyor.readmodels.collections import ProjectionCollections
@@ -33,6 +32,7 @@ from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.readmodels.rebuild import project_in_memory, rebuild_all
 from conveyor.readmodels.sqlite import SqliteReadModelStore
 from domain.orders.commands import AddItem, ConfirmOrder, CreateOrder
+from messaging.customers import IntegrationMapper
 
 
 def envelope(command: object, command_id: str) -> CommandEnvelope:

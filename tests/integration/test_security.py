@@ -472,8 +472,8 @@ async def test_forgeries_are_refused_by_the_broker_or_ignored_by_the_projections
     nothing but the command queue, and an account that can reach the projection queues but
     is not the gateway's cannot make the read models or the progress believe anything."""
     from conveyor.bootstrap import COMMANDS_EXCHANGE
+    from conveyor.readmodels.projection_consumer import ProjectionConsumer
     from messaging import failures
-    from messaging.projection_consumer import ProjectionConsumer
     from tests.integration.test_projections import read_models
     from workers.host import WorkerHost
 

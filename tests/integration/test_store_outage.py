@@ -19,10 +19,10 @@ from prometheus_client import REGISTRY
 
 from conveyor.embedded.sqlite_library import sqlite3
 from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.readmodels.projection_consumer import ProjectionConsumer
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
 from messaging import failures
-from messaging.projection_consumer import ProjectionConsumer
 from tests.integration.test_command_worker import DatabaseLock, command, stream_of
 from tests.integration.test_projections import read_models_settle
 from tests.rabbit import Management, eventually, publish_many, queue_depth
@@ -223,6 +223,11 @@ async def test_projections_wait_out_a_mongodb_read_store_outage(
         host = await start_worker(settings, ("commands", "gateway", "projections"))
         creates = [command("CreateOrder", f"o-m-{n}", customer_id=f"c-{n % 3}") for n in range(10)]
         await publish_many(amqp_url, settings.command_queue, creates)
+        reader = await SqliteEventStore(settings.event_store).open()
+        try:  # settled means equal to *all* of them, not to the ones stored so far
+            await eventually(lambda: all_applied(reader, [c["order_id"] for c in creates]))
+        finally:
+            await reader.close()
         await read_models_settle(settings, within=60)
 
         projectors, _ = await _queue_adds_unconsumed(host, settings, amqp_url, creates)

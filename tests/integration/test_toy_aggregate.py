@@ -18,8 +18,8 @@ from conveyor.application.commands import CommandHandler
 from conveyor.application.history import aggregate_history
 from conveyor.application.rejections import COMMAND_REJECTED
 from conveyor.eventstore.sqlite import SqliteEventStore
-from conveyor.gateway.customers import IntegrationMapper
 from messaging.command_messages import InvalidCommandMessage, parse_command
+from messaging.customers import IntegrationMapper
 from messaging.integration_events import decode, encode
 from tests.toy_aggregate import COUNTERS
 

@@ -174,6 +174,7 @@ async def test_sigterm_finishes_in_flight_work_and_exits_cleanly(
     assert max(applied.values()) == 1
 
 
+@pytest.mark.exclusive
 @pytest.mark.skipif(
     shutil.which("rabbitmqctl") is None, reason="restarting the broker needs a local rabbitmqctl"
 )

@@ -314,8 +314,8 @@ def test_the_legacy_rejection_stream_is_not_an_order_stream() -> None:
 async def test_rejection_records_are_skipped_quietly_by_the_gateway_and_lag(
     store: InMemoryEventStore, handler: CommandHandler, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from conveyor.gateway.customers import IntegrationMapper
     from conveyor.operations.status import LogEntry
+    from messaging.customers import IntegrationMapper
 
     await handler.handle(envelope(ConfirmOrder("o-1"), "confirm"))
     [record] = await store.read_all()

@@ -25,8 +25,8 @@ from conveyor.aggregates import AGGREGATES
 from conveyor.application.commands import CommandEnvelope, CommandHandler
 from conveyor.eventstore.kurrentdb import UNDECODABLE_DATA, KurrentDBEventStore
 from conveyor.eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
-from conveyor.gateway.customers import IntegrationMapper
 from domain.orders.commands import CreateOrder
+from messaging.customers import IntegrationMapper
 from tests.unit.kurrentdbclient_servicers import (
     ScriptedNode,
     ScriptedStreams,

@@ -21,10 +21,10 @@ from conveyor.application.commands import CommandHandler
 from conveyor.bootstrap import command_queue
 from conveyor.eventstore.memory import InMemoryEventStore
 from conveyor.eventstore.port import RecordedEvent
-from conveyor.gateway.customers import IntegrationMapper
 from conveyor.settings import Settings
 from domain.orders.commands import AddItem, CreateOrder
 from messaging.command_messages import parse_command
+from messaging.customers import IntegrationMapper
 from messaging.integration_events import encode
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"

@@ -21,6 +21,7 @@ from domain.orders.commands import (
     Command,
     ConfirmOrder,
     CreateOrder,
+    FulfilOrder,
     RemoveItem,
 )
 from domain.orders.errors import (
@@ -33,6 +34,8 @@ from domain.orders.errors import (
     OrderAlreadyConfirmed,
     OrderAlreadyExists,
     OrderIsCancelled,
+    OrderIsFulfilled,
+    OrderNotConfirmed,
     OrderNotFound,
     OrderNotPending,
     OrderRuleViolation,
@@ -49,6 +52,7 @@ from domain.orders.events import (
     OrderCancelled,
     OrderConfirmed,
     OrderCreated,
+    OrderFulfilled,
     UnknownEventType,
     event_from_data,
     event_to_data,
@@ -525,6 +529,69 @@ def test_a_cancelled_order_cannot_be_created_again(history: tuple[DomainEvent, .
     assert error.details == {"order_id": ORDER, "status": "cancelled"}
 
 
+# --------------------------------------------------------------------------- fulfilment
+
+FULFILLED = (*CONFIRMED, OrderFulfilled())
+
+
+def fulfil() -> FulfilOrder:
+    return FulfilOrder(order_id=ORDER)
+
+
+def test_a_confirmed_order_is_fulfilled() -> None:
+    given(*CONFIRMED).when(fulfil()).then(OrderFulfilled())
+    state = rebuild(ORDER, FULFILLED)
+    assert state.status is OrderStatus.FULFILLED
+    assert state.status == "fulfilled"
+    assert state.version == len(FULFILLED)
+    assert state.total == D("19.98")
+
+
+def test_fulfilling_needs_an_existing_order() -> None:
+    given().when(fulfil()).then_rejected(OrderNotFound, repr(ORDER), "does not exist")
+
+
+@pytest.mark.parametrize("history", [PENDING, PENDING_WITH_ITEM], ids=["empty", "with-items"])
+def test_only_a_confirmed_order_can_be_fulfilled(history: tuple[DomainEvent, ...]) -> None:
+    error = (
+        given(*history)
+        .when(fulfil())
+        .then_rejected(OrderNotConfirmed, repr(ORDER), "pending, not confirmed")
+    )
+    assert error.rule == "order_not_confirmed"
+    assert error.details == {"order_id": ORDER, "status": "pending"}
+
+
+@CANCELLED_HISTORIES
+def test_a_cancelled_order_cannot_be_fulfilled(history: tuple[DomainEvent, ...]) -> None:
+    given(*history).when(fulfil()).then_rejected(OrderIsCancelled, "cancelled")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [add("SKU-B"), remove("SKU-A"), confirm(), cancel("too late"), fulfil()],
+    ids=["AddItem", "RemoveItem", "ConfirmOrder", "CancelOrder", "FulfilOrder"],
+)
+def test_a_fulfilled_order_accepts_no_further_commands(command: Command) -> None:
+    error = (
+        given(*FULFILLED)
+        .when(command)
+        .then_rejected(OrderIsFulfilled, repr(ORDER), "fulfilled", "no further commands")
+    )
+    assert error.rule == "order_fulfilled"
+    assert error.details == {"order_id": ORDER}
+
+
+def test_a_fulfilled_order_cannot_be_created_again() -> None:
+    given(*FULFILLED).when(create()).then_rejected(OrderAlreadyExists, "fulfilled")
+
+
+def test_the_workflow_can_still_cancel_a_confirmed_order_with_a_reason() -> None:
+    given(*CONFIRMED).when(cancel("stock unavailable: sku SKU-A")).then(
+        cancelled("stock unavailable: sku SKU-A")
+    )
+
+
 # --------------------------------------------------------------------------- rebuilding
 
 
@@ -611,6 +678,7 @@ ALL_EVENTS = [
     confirmed("20.28"),
     confirmed("0.00"),
     cancelled("out of stock"),
+    OrderFulfilled(),
 ]
 
 
@@ -644,6 +712,7 @@ def test_every_event_type_has_a_current_schema_version() -> None:
         "ItemRemoved",
         "OrderConfirmed",
         "OrderCancelled",
+        "OrderFulfilled",
     }
     assert set(CURRENT_SCHEMA_VERSION) == set(EVENT_TYPES)
 
@@ -709,6 +778,8 @@ def test_the_upcaster_tests_leave_no_trace() -> None:
         (OrderNotPending, "order_not_pending"),
         (OrderAlreadyConfirmed, "order_already_confirmed"),
         (OrderIsCancelled, "order_cancelled"),
+        (OrderIsFulfilled, "order_fulfilled"),
+        (OrderNotConfirmed, "order_not_confirmed"),
         (InvalidQuantity, "invalid_quantity"),
         (QuantityLimitExceeded, "quantity_limit_exceeded"),
         (LineLimitExceeded, "line_limit_exceeded"),

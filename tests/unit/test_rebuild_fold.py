@@ -14,9 +14,9 @@ import pytest
 
 from conveyor.aggregates import AGGREGATES
 from conveyor.eventstore.port import RecordedEvent
-from conveyor.gateway.customers import IntegrationMapper
 from conveyor.readmodels.projections import PROJECTIONS, LogFold, documents_json, fold
 from conveyor.readmodels.sqlite import _encode
+from messaging.customers import IntegrationMapper
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 PRICES = ("9.99", "0.50", "4.5", "10", "3.333", "0.005", "-1.25", "123456.789")

@@ -1,0 +1,1 @@
+"""The Inventory aggregate (one stream per SKU): commands, events, rule violations, rules."""

@@ -1,0 +1,1 @@
+"""The Payment aggregate (one stream per order): commands, events, rule violations, rules."""
