@@ -23,8 +23,8 @@ from messaging.integration_events import NotAnIntegrationEvent, to_integration_e
 
 logger = logging.getLogger("conveyor.gateway")
 
-# A stream's first domain event is within this many events even after rejection markers
-# (the handler appends one marker per rejected command: a flood before creation is rare).
+# A stream's first domain event is looked for in this many events first (the handler appends
+# one marker per rejected command: a flood before creation is rare, but then read on).
 _FIRST_EVENT_SCAN = 1000
 
 
@@ -59,6 +59,11 @@ class IntegrationMapper:
             return cached
         stored = await self._store.read_stream(event.stream_id, to_version=_FIRST_EVENT_SCAN)
         first = next((e for e in stored if not is_marker(e)), None)
+        if first is None and len(stored) >= _FIRST_EVENT_SCAN:
+            # Nothing but markers so far: the first domain event is further on, and the
+            # event being mapped proves there is one. Never skip it for a bound.
+            stored = await self._store.read_stream(event.stream_id)
+            first = next((e for e in stored if not is_marker(e)), None)
         if first is None or any(first.type != source for source, _ in sticky.values()):
             raise UnknownAggregate(
                 f"{event.stream_id!r} does not start with "
