@@ -23,6 +23,7 @@ stream it loads anyway. The aggregate version reported counts domain events only
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ class CommandEnvelope:
     causation_id: str
     seen_before: bool = False
     """This delivery may have been handled already (a broker redelivery, a retry copy, a
-    re-driven dead letter): also look where older versions recorded rejections."""
+    re-driven dead letter). Informational: the handler checks every delivery the same way."""
     aggregate: str | None = None
     """The aggregate's registered name (set by parsing); None: found by the command's type."""
     aggregate_id: str | None = None
@@ -151,9 +152,7 @@ class CommandHandler:
         async with self._locks.hold(definition.stream(aggregate_id)):
             async for attempt in retrying:
                 with attempt:
-                    # A reload after a conflict may be racing another copy of this command.
-                    suspect = envelope.seen_before or attempt.retry_state.attempt_number > 1
-                    return await self._handle_once(definition, aggregate_id, envelope, suspect)
+                    return await self._handle_once(definition, aggregate_id, envelope)
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     async def _handle_once(
@@ -161,7 +160,6 @@ class CommandHandler:
         definition: AggregateDefinition,
         aggregate_id: str,
         envelope: CommandEnvelope,
-        seen_before: bool,
     ) -> CommandOutcome:
         stream_id = definition.stream(aggregate_id)
         history = await self._store.read_stream(stream_id)
@@ -173,7 +171,7 @@ class CommandHandler:
         if earlier:
             return outcome.duplicate(earlier)
         if definition.legacy_rejections:
-            stored = await self._legacy_rejection(aggregate_id, envelope, seen_before)
+            stored = await self._legacy_rejection(aggregate_id, envelope)
             if stored is not None:
                 return outcome.rejected(stored, replayed=True)
         state = definition.fold(aggregate_id, history)
@@ -228,14 +226,18 @@ class CommandHandler:
         return outcome.accepted(domain_version + len(new_events), new_events)
 
     async def _legacy_rejection(
-        self, aggregate_id: str, envelope: CommandEnvelope, seen_before: bool
+        self, aggregate_id: str, envelope: CommandEnvelope
     ) -> StoredRejection | None:
-        stream = rejection_stream(aggregate_id, envelope.command_id)
-        stored = rejection_of(await self._store.read_stream(stream), envelope.command_id)
-        if stored is None and seen_before:
-            legacy = await self._store.read_stream(legacy_rejection_stream(aggregate_id))
-            stored = rejection_of(legacy, envelope.command_id)
-        return stored
+        # Both earlier layouts, always and at once: a client may resend a command that an
+        # old version rejected as a fresh message (no redelivery flag, no retry header),
+        # and it must stay rejected (tests/integration/test_review_markers.py).
+        per_command, per_aggregate = await asyncio.gather(
+            self._store.read_stream(rejection_stream(aggregate_id, envelope.command_id)),
+            self._store.read_stream(legacy_rejection_stream(aggregate_id)),
+        )
+        return rejection_of(per_command, envelope.command_id) or rejection_of(
+            per_aggregate, envelope.command_id
+        )
 
 
 @dataclass(frozen=True, slots=True)
