@@ -24,7 +24,7 @@ from conveyor.eventstore.port import EventStore
 from conveyor.queries.service import history_as_json
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.projections import PROJECTIONS
-from conveyor.readmodels.rebuild import rebuild_all
+from conveyor.readmodels.rebuild import RebuildError, rebuild_all
 from conveyor.readmodels.sqlite import SqliteReadModelStore
 from conveyor.settings import Settings
 from domain.orders.commands import AddItem
@@ -157,3 +157,52 @@ async def test_old_orders_take_new_commands_in_their_currency(store: EventStore)
     last = (await store.read_stream(f"order-{order_id}"))[-1]
     assert last.schema_version == 2
     assert last.data["currency"] == "EUR"
+
+
+async def test_a_rebuild_stops_at_an_event_of_an_unknown_version_naming_it(
+    tmp_path: Path,
+) -> None:
+    """A future ItemAdded (schema version 3, written by a newer deployment) in the log: the
+    rebuild stops with RebuildError naming the event, and readers stay where they were."""
+    path = old_log(tmp_path)
+    raw = sqlite3.connect(path)
+    try:
+        raw.execute(
+            "INSERT INTO events (event_id, stream_id, version, type, schema_version, data,"
+            " metadata, occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                "00000000-0000-4000-8000-000000000003",
+                "order-from-the-future",
+                1,
+                "ItemAdded",
+                3,
+                json.dumps({"price": {}}),
+                "{}",
+                "2026-12-02T00:00:00.000000Z",
+            ),
+        )
+        raw.commit()
+    finally:
+        raw.close()
+    store = await open_event_store(Settings(event_store=str(path)))
+    read_store = await SqliteReadModelStore(tmp_path / "readmodels.db").open()
+    try:
+        collections = ProjectionCollections(read_store, cache_seconds=0)
+        before = {p.name: (await collections.active(p.name)).collection for p in PROJECTIONS}
+        with pytest.raises(RebuildError) as caught:
+            await rebuild_all(store, read_store, collections)
+        message = str(caught.value)
+        for part in (
+            "00000000-0000-4000-8000-000000000003",
+            "stream 'order-from-the-future'",
+            "version 1,",
+            "type 'ItemAdded'",
+            "schema version 3",
+            "knows versions up to 2",
+        ):
+            assert part in message
+        after = {p.name: (await collections.active(p.name)).collection for p in PROJECTIONS}
+        assert after == before
+    finally:
+        await read_store.close()
+        await store.close()
