@@ -33,6 +33,7 @@ from bench.workload import (
     envelope,
     order_ids,
 )
+from conveyor.aggregates import AGGREGATES
 from conveyor.application.commands import CommandHandler
 from conveyor.bootstrap import build_broker, build_gateway, declare_topology, projection_queue
 from conveyor.demo import OrderScript, caught_up, percentile, run_demo
@@ -43,7 +44,7 @@ from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.readmodels.rebuild import rebuild_all as rebuild_projections
 from conveyor.readmodels.sqlite import SqliteReadModelStore
 from conveyor.settings import Settings
-from messaging.customers import CustomerDirectory
+from messaging.customers import IntegrationMapper
 from messaging.integration_events import EVENTS_EXCHANGE, encode
 
 IN_FLIGHT = 200
@@ -305,7 +306,7 @@ async def conveyor_command_core(path: Path, orders: Sequence[str], concurrency: 
     `concurrency` orders at a time (each order's commands in sequence)."""
     store = await SqliteEventStore(path).open()
     try:
-        handler = CommandHandler(store)
+        handler = CommandHandler(store, AGGREGATES)
         pending = list(reversed(orders))
 
         async def worker() -> None:
@@ -611,7 +612,7 @@ async def gateway_speed(ctx: BenchContext) -> Figure:
     broker = build_broker(settings)
     try:
         messages: list[tuple[str, bytes, str, str]] = []
-        customers = CustomerDirectory(store)
+        customers = IntegrationMapper(store, AGGREGATES)
         position = 0
         while page := await store.read_all(after=position, limit=5000):
             for stored in page:

@@ -8,10 +8,11 @@ applied     a confirmed command whose events are in an order stream (metadata `c
             conveyor/application/commands.py) or that got a business-rejection outcome
             (`rejected` on conveyor.command-outcomes)
 rejection records
-            `CommandRejected` events in the `rejections-<order>` streams
-            (conveyor/application/rejections.py): not effects, so they count neither as applied
-            nor as duplicates; a command must have at most one, every rejected outcome
-            must have one, and no command may have both one and order events (that is
+            `CommandRejected` markers in the aggregate streams (and, from earlier
+            versions, in `rejections-…` streams; conveyor/application/rejections.py): not
+            effects, so they count neither as applied nor as duplicates; a command must
+            have at most one, every rejected outcome must have one, and no command may
+            have both one and order events (that is
             "reported rejected, then applied": a problem)
 lost        confirmed, but neither (events nor rejection) once the system has settled
 duplicated  a command_id whose events appear more than once in the order streams (every conveyor
@@ -33,10 +34,10 @@ from typing import Any
 
 from chaos.environment import Environment
 from chaos.load import LoadRecord, OutcomeCollector
-from conveyor.application.rejections import COMMAND_REJECTED, is_rejection_stream
-from conveyor.application.streams import STREAM_PREFIX
+from conveyor.aggregates import AGGREGATES
+from conveyor.application.rejections import COMMAND_REJECTED, is_marker, is_rejection_stream
 from conveyor.bootstrap import (
-    command_queue,
+    command_queues,
     describe_read_store,
     open_read_store,
     projection_queue,
@@ -135,7 +136,10 @@ async def stored_commands(env: Environment) -> StoredCommands:
         while page := await store.read_all(after=position, limit=5000):
             for event in page:
                 command_id = str(event.metadata.get("command_id"))
-                if event.stream_id.startswith(STREAM_PREFIX):
+                in_aggregate = AGGREGATES.of_stream(event.stream_id) is not None
+                if in_aggregate and is_marker(event):  # a rejection, in the aggregate's stream
+                    stored.rejections[command_id] += 1
+                elif in_aggregate:
                     stored.events[command_id] += 1
                 elif is_rejection_stream(event.stream_id) and event.type == COMMAND_REJECTED:
                     stored.rejections[command_id] += 1
@@ -156,13 +160,15 @@ async def events_by_command(env: Environment) -> Counter[str]:
 def work_queue_names(env: Environment) -> list[str]:
     """The work and retry queues (not the DLQs) of commands and projections."""
     settings = env.settings()
-    queues = [command_queue(settings)] + [projection_queue(settings, p) for p in PROJECTIONS]
+    queues = [q for _, q in command_queues(settings)]
+    queues += [projection_queue(settings, p) for p in PROJECTIONS]
     return [q.name for wq in queues for q in wq.all_queues() if q.name != wq.dead_letter_queue]
 
 
 def dead_letter_queue_names(env: Environment) -> list[str]:
     settings = env.settings()
-    queues = [command_queue(settings)] + [projection_queue(settings, p) for p in PROJECTIONS]
+    queues = [q for _, q in command_queues(settings)]
+    queues += [projection_queue(settings, p) for p in PROJECTIONS]
     return [q.dead_letter_queue for q in queues]
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from conveyor.application.commands import CommandEnvelope, CommandHandler, CommandOutcome
 from conveyor.readmodels.applier import ProjectionApplier, Result
 from conveyor.readmodels.projections import ContractViolation
-from messaging.integration_events import IntegrationEvent
+from messaging.contracts.orders import OrderEvent as IntegrationEvent
 
 FAIL_ORDER_PREFIX = "CONVEYOR_CHAOS_FAIL_ORDER_PREFIX"
 POISON_ORDER_PREFIX = "CONVEYOR_CHAOS_POISON_ORDER_PREFIX"
@@ -50,9 +50,9 @@ def install_faults() -> list[str]:
 
         @functools.wraps(original_handle)
         async def handle(self: CommandHandler, envelope: CommandEnvelope) -> CommandOutcome:
-            if envelope.order_id.startswith(fail_prefix) and not _fixed():
+            if (envelope.aggregate_id or "").startswith(fail_prefix) and not _fixed():
                 raise ChaosTransientFailure(
-                    f"chaos: commands for {envelope.order_id} always fail (until fixed)"
+                    f"chaos: commands for {envelope.aggregate_id} always fail (until fixed)"
                 )
             return await original_handle(self, envelope)
 

@@ -10,65 +10,63 @@ and publishers carry the pydantic schemas of the wire contract.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from io import StringIO
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
+from conveyor.aggregates import AGGREGATES
+from conveyor.application.aggregates import AggregateDefinition
 from conveyor.bootstrap import PROJECTION_BINDING, command_queue, projection_queue
 from conveyor.gateway.relay import EVENTS
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
 from messaging.cluster import amqp_nodes
 from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE
-from messaging.command_messages import (
-    COMMAND_MESSAGE,
-    AddItemMessage,
-    CancelOrderMessage,
-    ConfirmOrderMessage,
-    CreateOrderMessage,
-    RemoveItemMessage,
-)
-from messaging.integration_events import (
-    CONTRACT_VERSION,
-    ROUTING_KEYS,
-    ItemAddedEvent,
-    ItemRemovedEvent,
-    OrderCancelledEvent,
-    OrderConfirmedEvent,
-    OrderCreatedEvent,
-)
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-REPLY_CHANNEL = "orders.commands:reply"
 REPLY_MESSAGE = "CommandOutcome"
+OUTCOME_STATUSES = ("accepted", "duplicate", "rejected")
 
 
-class CommandOutcomeMessage(BaseModel):
-    """The outcome of a processed command (conveyor.application.commands.CommandOutcome.as_message):
-    `reason` and `rule` are present only when the command was rejected."""
+@functools.cache
+def outcome_model(definition: AggregateDefinition) -> type[BaseModel]:
+    """The outcome of a processed command (conveyor.application.commands.CommandOutcome.
+    as_message): the aggregate's id under the name its commands use. The first registered
+    aggregate's model keeps the title `CommandOutcome` it has always had."""
+    title = (
+        REPLY_MESSAGE
+        if definition is AGGREGATES.default
+        else f"{definition.name.title().replace('_', '')}CommandOutcome"
+    )
+    fields: Any = {
+        "command_id": (str, ...),
+        "status": (Literal["accepted", "duplicate", "rejected"], ...),
+        definition.id_field: (str, ...),
+        "version": (int, ...),
+        "reason": (str | None, None),
+        "rule": (str | None, None),
+    }
+    model: type[BaseModel] = create_model(
+        title,
+        __config__=ConfigDict(title=title),
+        __doc__=(
+            "The outcome of a processed command (conveyor.application.commands.CommandOutcome"
+            ".as_message):\n    `reason` and `rule` are present only when the command was "
+            "rejected."
+        ),
+        **fields,
+    )
+    return model
 
-    model_config = ConfigDict(title="CommandOutcome")
 
-    command_id: str
-    status: Literal["accepted", "duplicate", "rejected"]
-    order_id: str
-    version: int
-    reason: str | None = None
-    rule: str | None = None
-
-
-EVENT_MODELS: dict[str, type[BaseModel]] = {
-    "OrderCreated": OrderCreatedEvent,
-    "ItemAdded": ItemAddedEvent,
-    "ItemRemoved": ItemRemovedEvent,
-    "OrderConfirmed": OrderConfirmedEvent,
-    "OrderCancelled": OrderCancelledEvent,
-}
+def _union(models: tuple[Any, ...]) -> Any:
+    return models[0] if len(models) == 1 else Union[models]  # noqa: UP007
 
 
 def specification(settings: Settings | None = None) -> AsyncAPI:
@@ -76,59 +74,60 @@ def specification(settings: Settings | None = None) -> AsyncAPI:
     first_node = amqp_nodes(settings.amqp_url)[0]
     broker = RabbitBroker(first_node, description="conveyor's RabbitMQ channels")
 
-    commands = command_queue(settings)
+    for definition in AGGREGATES:
+        commands = command_queue(settings, definition)
 
-    @broker.subscriber(
-        commands.work(),
-        exchange=COMMANDS_EXCHANGE,
-        title=commands.name,
-        description=(
-            "Order commands as JSON. Invalid messages go to "
-            f"{commands.dead_letter_queue}; transient failures retry via "
-            f"{commands.name}.retry.<N>ms. Unknown fields are refused."
-        ),
-    )
-    async def order_command(
-        command: CreateOrderMessage
-        | AddItemMessage
-        | RemoveItemMessage
-        | ConfirmOrderMessage
-        | CancelOrderMessage,
-    ) -> None: ...
+        async def handle(command: Any) -> None: ...
 
-    for status in ("accepted", "duplicate", "rejected"):
-        broker.publisher(
-            exchange=OUTCOMES_EXCHANGE,
-            routing_key=f"orders.command.{status}",
-            title=f"{OUTCOMES_EXCHANGE.name}:orders.command.{status}",
-            description=f"The outcome of every {status} command (also sent to reply_to).",
-            schema=CommandOutcomeMessage,
-            persist=True,
-            mandatory=False,
-        )
+        handle.__annotations__ = {
+            "command": _union(tuple(definition.commands.values())),
+            "return": None,
+        }
+        handle.__name__ = f"{definition.name}_command"
+        broker.subscriber(
+            commands.work(),
+            exchange=COMMANDS_EXCHANGE,
+            title=commands.name,
+            description=(
+                f"{definition.name.title()} commands as JSON. Invalid messages go to "
+                f"{commands.dead_letter_queue}; transient failures retry via "
+                f"{commands.name}.retry.<N>ms. Unknown fields are refused."
+            ),
+        )(handle)
 
-    for event_type, routing_key in ROUTING_KEYS.items():
-        broker.publisher(
-            exchange=EVENTS,
-            routing_key=routing_key,
-            title=f"{EVENTS.name}:{routing_key}",
-            description=f"Integration event {event_type} (message_id = event_id, persistent).",
-            schema=EVENT_MODELS[event_type],
-            persist=True,
-            mandatory=False,
-        )
+        prefix = definition.contract.routing_key_prefix
+        for status in OUTCOME_STATUSES:
+            broker.publisher(
+                exchange=OUTCOMES_EXCHANGE,
+                routing_key=f"{prefix}command.{status}",
+                title=f"{OUTCOMES_EXCHANGE.name}:{prefix}command.{status}",
+                description=f"The outcome of every {status} command (also sent to reply_to).",
+                schema=outcome_model(definition),
+                persist=True,
+                mandatory=False,
+            )
+
+        for event_type, routing_key in definition.contract.routing_keys.items():
+            broker.publisher(
+                exchange=EVENTS,
+                routing_key=routing_key,
+                title=f"{EVENTS.name}:{routing_key}",
+                description=f"Integration event {event_type} (message_id = event_id, persistent).",
+                schema=definition.contract.events[event_type],
+                persist=True,
+                mandatory=False,
+            )
 
     for projection in PROJECTIONS:
         queue = projection_queue(settings, projection)
+        fed_by = [d for d in AGGREGATES if projection.name in d.read_models]
 
-        async def project(
-            event: OrderCreatedEvent
-            | ItemAddedEvent
-            | ItemRemovedEvent
-            | OrderConfirmedEvent
-            | OrderCancelledEvent,
-        ) -> None: ...
+        async def project(event: Any) -> None: ...
 
+        project.__annotations__ = {
+            "event": _union(tuple(m for d in fed_by for m in d.contract.events.values())),
+            "return": None,
+        }
         broker.subscriber(
             queue.work(),
             exchange=EVENTS,
@@ -153,7 +152,8 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
     """The AsyncAPI document as JSON-able data: FastStream's, plus the reply of a command."""
     settings = settings or Settings()
     result: dict[str, Any] = specification(settings).to_specification().to_jsonable()
-    _add_command_reply(result, settings.command_queue)
+    for definition in AGGREGATES:
+        _add_command_reply(result, command_queue(settings, definition).name, definition)
     # FastStream's order follows its internal registries: sort, so the checked-in file only
     # changes when the contract does.
     for section in (result["channels"], result["operations"]):
@@ -180,22 +180,24 @@ def document_text(settings: Settings | None = None, *, yaml: bool = False) -> st
     return out.getvalue()
 
 
-def _add_command_reply(spec: dict[str, Any], queue: str) -> None:
+def _add_command_reply(spec: dict[str, Any], queue: str, definition: AggregateDefinition) -> None:
     """FastStream cannot describe request-reply: a command with `reply_to` gets its outcome
     sent to that queue (through the default exchange), echoing its correlation_id."""
     # FastStream names a component schema by the model's title.
-    outcome_schema = CommandOutcomeMessage.model_config["title"]
+    outcome_schema = outcome_model(definition).model_config["title"]
+    reply_message = outcome_schema
+    reply_channel = f"{definition.command_queue}:reply"
     if outcome_schema not in spec["components"]["schemas"]:
         raise RuntimeError(f"no {outcome_schema} schema in FastStream's document")
     outcome_schema_ref = f"#/components/schemas/{outcome_schema}"
-    spec["components"]["messages"][REPLY_MESSAGE] = {
-        "name": REPLY_MESSAGE,
+    spec["components"]["messages"][reply_message] = {
+        "name": reply_message,
         "title": "Command outcome (reply)",
         "contentType": "application/json",
         "correlationId": {"location": "$message.header#/correlation_id"},
         "payload": {"$ref": outcome_schema_ref},
     }
-    spec["channels"][REPLY_CHANNEL] = {
+    spec["channels"][reply_channel] = {
         "address": None,  # whatever queue the command's reply_to names
         "title": f"{queue} replies",
         "description": (
@@ -203,27 +205,19 @@ def _add_command_reply(spec: dict[str, Any], queue: str) -> None:
             "sent through the default exchange to that queue with the command's "
             "correlation_id. Best effort; the outcome is always on conveyor.command-outcomes."
         ),
-        "messages": {REPLY_MESSAGE: {"$ref": f"#/components/messages/{REPLY_MESSAGE}"}},
+        "messages": {reply_message: {"$ref": f"#/components/messages/{reply_message}"}},
     }
     spec["operations"][queue]["reply"] = {
         "address": {
             "location": "$message.header#/reply_to",
             "description": "The AMQP reply_to property of the command message.",
         },
-        "channel": {"$ref": f"#/channels/{REPLY_CHANNEL}"},
-        "messages": [{"$ref": f"#/channels/{REPLY_CHANNEL}/messages/{REPLY_MESSAGE}"}],
+        "channel": {"$ref": f"#/channels/{reply_channel}"},
+        "messages": [{"$ref": f"#/channels/{reply_channel}/messages/{reply_message}"}],
     }
 
 
 # --------------------------------------------------------------------- JSON Schemas
-
-COMMAND_MODELS: dict[str, type[BaseModel]] = {
-    "CreateOrder": CreateOrderMessage,
-    "AddItem": AddItemMessage,
-    "RemoveItem": RemoveItemMessage,
-    "ConfirmOrder": ConfirmOrderMessage,
-    "CancelOrder": CancelOrderMessage,
-}
 
 
 def _standalone(schema: dict[str, Any], title: str, description: str) -> dict[str, Any]:
@@ -244,33 +238,46 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     member; pydantic's `discriminator` is an OpenAPI annotation that JSON Schema ignores).
     """
     schemas: dict[str, dict[str, Any]] = {}
-    for command_type, model in COMMAND_MODELS.items():
-        schemas[f"commands/{command_type}.json"] = _standalone(
+    for definition in AGGREGATES:
+        _aggregate_schemas(definition, schemas)
+    return schemas
+
+
+def _aggregate_schemas(definition: AggregateDefinition, schemas: dict[str, Any]) -> None:
+    """One aggregate's files. The first registered aggregate's sit where they always have
+    (commands/, command-outcomes/, integration-events/); any other's under its name."""
+    base = "" if definition is AGGREGATES.default else f"{definition.name}/"
+    queue = definition.command_queue
+    for command_type, model in definition.commands.items():
+        schemas[f"{base}commands/{command_type}.json"] = _standalone(
             model.model_json_schema(),
             command_type,
             f"The {command_type} command: a JSON object on the command queue "
-            "(orders.commands). Unknown fields are refused.",
+            f"({queue}). Unknown fields are refused.",
         )
-    schemas["commands/Command.json"] = _standalone(
-        COMMAND_MESSAGE.json_schema(),
+    schemas[f"{base}commands/Command.json"] = _standalone(
+        definition.command_message.json_schema(),
         "Command",
-        "Any order command; `type` names which. Unknown fields are refused.",
+        f"Any {definition.name} command; `type` names which. Unknown fields are refused.",
     )
-    schemas["command-outcomes/CommandOutcome.json"] = _standalone(
-        CommandOutcomeMessage.model_json_schema(),
-        "CommandOutcome",
+    outcome = outcome_model(definition)
+    prefix = definition.contract.routing_key_prefix
+    schemas[f"{base}command-outcomes/{outcome.model_config['title']}.json"] = _standalone(
+        outcome.model_json_schema(),
+        str(outcome.model_config["title"]),
         "The outcome of a processed command, on conveyor.command-outcomes "
-        "(orders.command.<status>) and to the command's reply_to.",
+        f"({prefix}command.<status>) and to the command's reply_to.",
     )
-    for event_type, model in EVENT_MODELS.items():
-        schemas[f"integration-events/{event_type}.v{CONTRACT_VERSION}.json"] = _standalone(
+    for event_type, model in definition.contract.events.items():
+        version = definition.contract.schema_version(event_type)
+        schemas[f"{base}integration-events/{event_type}.v{version}.json"] = _standalone(
             model.model_json_schema(),
-            f"{event_type} v{CONTRACT_VERSION}",
-            f"Integration event {event_type}, contract version {CONTRACT_VERSION}: on "
-            f"exchange {EVENTS.name} with routing key {ROUTING_KEYS[event_type]}. Consumers "
+            f"{event_type} v{version}",
+            f"Integration event {event_type}, contract version {version}: on "
+            f"exchange {EVENTS.name} with routing key "
+            f"{definition.contract.routing_keys[event_type]}. Consumers "
             "ignore fields they do not know.",
         )
-    return schemas
 
 
 def json_schema_texts() -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -10,8 +12,10 @@ from typing import Any
 from aiormq.exceptions import ChannelPreconditionFailed
 from faststream.rabbit import Channel, RabbitBroker
 
+from conveyor.aggregates import AGGREGATES
+from conveyor.aggregates.orders import ORDERS
+from conveyor.application.aggregates import AggregateDefinition, Registry
 from conveyor.application.commands import CommandHandler
-from conveyor.application.streams import STREAM_PREFIX
 from conveyor.embedded_http import HttpAccess
 from conveyor.eventstore.port import EventStore
 from conveyor.eventstore.serialization import redact_url
@@ -31,6 +35,7 @@ from conveyor.settings import Settings, sqlite_location
 from conveyor.tls import amqp_security, amqp_ssl_context
 from domain.codec import EventCodec
 from domain.orders.events import codec as order_codec
+from domain.orders.order import decide as decide_order
 from messaging.cluster import connect_any, failover_broker
 from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
@@ -40,6 +45,8 @@ from messaging.topology import WorkQueue
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
 MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
 PROJECTION_BINDING = "orders.#"
+"""What the projection queues bind: the read models (conveyor/readmodels/projections.py) are
+Order's (its definition lists them)."""
 
 logger = logging.getLogger("conveyor.topology")
 
@@ -65,7 +72,18 @@ def describe_read_store(settings: Settings) -> str:
 def stored_event_codecs(settings: Settings) -> dict[str, EventCodec[Any]]:
     """Stream prefix → the codec its stored events are read with, upcasters that need a
     setting bound to it (Order's ItemAdded v1 → the shop's default currency)."""
-    return {STREAM_PREFIX: order_codec(settings.default_currency)}
+    codecs = {definition.stream_prefix: definition.codec for definition in AGGREGATES}
+    codecs[ORDERS.stream_prefix] = order_codec(settings.default_currency)
+    return codecs
+
+
+def configured_aggregates(settings: Settings) -> Registry:
+    """The registry the command handler decides with: Order's `decide` bound to the shop's
+    default currency (an AddItem naming none, on an order with none)."""
+    orders = dataclasses.replace(
+        ORDERS, decide=functools.partial(decide_order, default_currency=settings.default_currency)
+    )
+    return Registry(*(orders if d is ORDERS else d for d in AGGREGATES))
 
 
 def upcasting(store: EventStore, settings: Settings) -> UpcastingEventStore:
@@ -107,14 +125,25 @@ async def open_read_store(settings: Settings, *, read_only: bool = False) -> Rea
     ).open()
 
 
-def command_queue(settings: Settings) -> WorkQueue:
+def command_queue(settings: Settings, aggregate: AggregateDefinition | None = None) -> WorkQueue:
+    """An aggregate's command queue with its retry ladder and DLQ (default: the first
+    registered aggregate's). `settings.command_queue` (CONVEYOR_COMMAND_QUEUE) names the
+    first aggregate's queue, as it always has; every other aggregate's queue is the one
+    its definition names."""
+    definition = aggregate or AGGREGATES.default
+    name = settings.command_queue if definition is AGGREGATES.default else definition.command_queue
     return WorkQueue(
-        settings.command_queue,
+        name,
         settings.retry_delays,
         settings.delivery_limit,
-        binding_key=settings.command_queue,
+        binding_key=name,
         dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
+
+
+def command_queues(settings: Settings) -> list[tuple[AggregateDefinition, WorkQueue]]:
+    """One command queue (with its retry ladder and DLQ) per registered aggregate."""
+    return [(definition, command_queue(settings, definition)) for definition in AGGREGATES]
 
 
 def trusted_event_publishers(settings: Settings) -> frozenset[str]:
@@ -145,13 +174,13 @@ async def declare_topology(
     """
     with_dead_letters: list[WorkQueue] = []
     if commands:
-        work_queue = command_queue(settings)
-        with_dead_letters.append(work_queue)
         exchange = await broker.declare_exchange(COMMANDS_EXCHANGE)
-        for queue in (work_queue.work(), *work_queue.retries()):
-            declared = await broker.declare_queue(queue)
-            if queue.name == work_queue.name:
-                await declared.bind(exchange, routing_key=work_queue.binding_key)
+        for _, work_queue in command_queues(settings):
+            with_dead_letters.append(work_queue)
+            for queue in (work_queue.work(), *work_queue.retries()):
+                declared = await broker.declare_queue(queue)
+                if queue.name == work_queue.name:
+                    await declared.bind(exchange, routing_key=work_queue.binding_key)
         await broker.declare_exchange(OUTCOMES_EXCHANGE)
     if events:
         exchange = await broker.declare_exchange(EVENTS)
@@ -250,24 +279,34 @@ def build_store_outage(settings: Settings, name: str, probe: Probe) -> StoreOuta
     )
 
 
-def build_command_consumer(
+def build_command_consumers(
     settings: Settings,
     broker: RabbitBroker,
     store: EventStore,
     outage: StoreOutage | None = None,
-) -> CommandConsumer:
-    queue = command_queue(settings)
-    consumer = CommandConsumer(
-        broker,
-        queue,
-        CommandHandler(TimedAppends(store), conflict_attempts=settings.conflict_attempts),
-        failure_router(settings, broker, queue),
-        max_message_bytes=settings.max_message_bytes,
-        publish_timeout=settings.publish_timeout,
-        outage=outage,
+) -> list[CommandConsumer]:
+    """One consumer per registered aggregate's command queue, sharing one handler (its
+    per-stream locks and conflict retries span every aggregate)."""
+    handler = CommandHandler(
+        TimedAppends(store),
+        configured_aggregates(settings),
+        conflict_attempts=settings.conflict_attempts,
     )
-    consumer.register(prefetch=settings.prefetch, exchange=COMMANDS_EXCHANGE)
-    return consumer
+    consumers = []
+    for definition, queue in command_queues(settings):
+        consumer = CommandConsumer(
+            broker,
+            queue,
+            definition,
+            handler,
+            failure_router(settings, broker, queue),
+            max_message_bytes=settings.max_message_bytes,
+            publish_timeout=settings.publish_timeout,
+            outage=outage,
+        )
+        consumer.register(prefetch=settings.prefetch, exchange=COMMANDS_EXCHANGE)
+        consumers.append(consumer)
+    return consumers
 
 
 def failure_router(settings: Settings, broker: RabbitBroker, queue: WorkQueue) -> FailureRouter:
@@ -304,6 +343,7 @@ def build_projection_consumers(
             progress.tracker(projection.name) if progress is not None else None,
             gaps,
             outage,
+            aggregates=AGGREGATES,
             trusted_publishers=trusted_event_publishers(settings),
             max_message_bytes=settings.max_message_bytes,
         )

@@ -22,6 +22,7 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 
+from conveyor.application.aggregates import AggregateDefinition
 from conveyor.application.commands import CommandHandler, CommandOutcome
 from conveyor.observability.logs import bind_message
 from conveyor.observability.metrics import MESSAGES_HANDLED, LabelCache
@@ -44,12 +45,13 @@ COMMANDS_EXCHANGE = RabbitExchange(COMMANDS_EXCHANGE_NAME, type=ExchangeType.DIR
 
 
 class CommandConsumer(QueueConsumer):
-    description = "Order commands (JSON). See messaging/command_messages.py."
+    description = "Commands (JSON) of one aggregate. See messaging/contracts/."
 
     def __init__(
         self,
         broker: RabbitBroker,
         queue: WorkQueue,
+        aggregate: AggregateDefinition,
         handler: CommandHandler,
         failures: FailureRouter,
         *,
@@ -58,6 +60,7 @@ class CommandConsumer(QueueConsumer):
         outage: StoreOutage | None = None,
     ) -> None:
         super().__init__(broker, queue, failures, outage)
+        self._aggregate = aggregate
         self._handler = handler
         self._max_message_bytes = max_message_bytes
         self._publish_timeout = publish_timeout
@@ -67,6 +70,7 @@ class CommandConsumer(QueueConsumer):
         try:
             envelope = parse_command(
                 raw.body,
+                aggregate=self._aggregate,
                 # a retry or dead-letter copy carries the original id in a header
                 message_id=original_message_id(raw),
                 correlation_id=raw.correlation_id,
@@ -108,7 +112,7 @@ class CommandConsumer(QueueConsumer):
             "command %s %s %s: %s%s (version %d)%s",
             envelope.command_id,
             command_type,
-            envelope.order_id,
+            envelope.aggregate_id,
             outcome.status,
             " (from its record: seen before)" if outcome.replayed else "",
             outcome.version,
@@ -188,7 +192,7 @@ class CommandConsumer(QueueConsumer):
         await self.broker.publish(
             body,
             exchange=OUTCOMES_EXCHANGE,
-            routing_key=f"orders.command.{outcome.status}",
+            routing_key=f"{outcome.routing_key_prefix}command.{outcome.status}",
             content_type="application/json",
             correlation_id=correlation_id,
             message_id=f"{outcome.command_id}:{outcome.status}",

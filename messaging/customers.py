@@ -1,77 +1,91 @@
-"""Which customer an order belongs to, for enriching integration events.
+"""From a stored event to its integration event: the one place that asks the registry.
 
-Only OrderCreated carries the customer; every later event of the order is looked up here:
-from a bounded cache (filled as OrderCreated events stream past) or, on a miss, from the
-order's first event in the event store.
+`IntegrationMapper.integration_event` answers for the gateway, rebuilds, healing and the
+reconciler alike: the aggregate whose contract covers the event (Registry.publisher_of),
+its envelope, and the contract's *sticky* fields — values of a stream's first domain event
+repeated in every envelope of that stream (Order: `customer_id` from OrderCreated). Those
+come from a bounded cache (filled as first events stream past) or, on a miss, from the
+stream's first domain event in the event store. Rejection markers sit in the aggregate
+streams but have no contract: passed over silently, as they are expected.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
+from conveyor.application.aggregates import AggregateDefinition, Registry, is_marker
 from conveyor.application.rejections import is_rejection_stream
-from conveyor.application.streams import STREAM_PREFIX, order_id_of, order_stream
 from conveyor.eventstore.port import EventStore, RecordedEvent
-from messaging.integration_events import (
-    ROUTING_KEYS,
-    IntegrationEvent,
-    NotAnIntegrationEvent,
-    to_integration_event,
-)
+from messaging.integration_events import NotAnIntegrationEvent, to_integration_event
 
 logger = logging.getLogger("conveyor.gateway")
 
+# A stream's first domain event is within this many events even after rejection markers
+# (the handler appends one marker per rejected command: a flood before creation is rare).
+_FIRST_EVENT_SCAN = 1000
 
-class UnknownOrder(LookupError):
+
+class UnknownAggregate(LookupError):
     pass
 
 
-class CustomerDirectory:
-    def __init__(self, store: EventStore, *, capacity: int = 100_000) -> None:
+class IntegrationMapper:
+    def __init__(self, store: EventStore, aggregates: Registry, *, capacity: int = 100_000) -> None:
         self._store = store
+        self._aggregates = aggregates
         self._capacity = capacity
-        self._customers: OrderedDict[str, str] = OrderedDict()
+        self._sticky: OrderedDict[str, Mapping[str, str]] = OrderedDict()
         self.skipped = 0
 
-    def remember(self, order_id: str, customer_id: str) -> None:
-        self._customers[order_id] = customer_id
-        self._customers.move_to_end(order_id)
-        if len(self._customers) > self._capacity:
-            self._customers.popitem(last=False)
+    def remember(self, stream_id: str, values: Mapping[str, str]) -> None:
+        self._sticky[stream_id] = values
+        self._sticky.move_to_end(stream_id)
+        if len(self._sticky) > self._capacity:
+            self._sticky.popitem(last=False)
 
-    async def customer_of(self, event: RecordedEvent) -> str:
-        order_id = order_id_of(event.stream_id)
-        if event.type == "OrderCreated":
-            customer = str(event.data["customer_id"])
-            self.remember(order_id, customer)
-            return customer
-        cached = self._customers.get(order_id)
+    async def sticky_of(self, definition: AggregateDefinition, event: RecordedEvent) -> Any:
+        sticky = definition.contract.sticky
+        if not sticky:
+            return {}
+        if all(event.type == source for source, _ in sticky.values()):
+            values = {name: str(event.data[key]) for name, (_, key) in sticky.items()}
+            self.remember(event.stream_id, values)
+            return values
+        cached = self._sticky.get(event.stream_id)
         if cached is not None:
             return cached
-        first = await self._store.read_stream(order_stream(order_id), to_version=1)
-        if not first or first[0].type != "OrderCreated":
-            raise UnknownOrder(f"order {order_id!r} has no OrderCreated event")
-        customer = str(first[0].data["customer_id"])
-        self.remember(order_id, customer)
-        return customer
+        stored = await self._store.read_stream(event.stream_id, to_version=_FIRST_EVENT_SCAN)
+        first = next((e for e in stored if not is_marker(e)), None)
+        if first is None or any(first.type != source for source, _ in sticky.values()):
+            raise UnknownAggregate(
+                f"{event.stream_id!r} does not start with "
+                f"{', '.join(sorted({s for s, _ in sticky.values()}))}"
+            )
+        values = {name: str(first.data[key]) for name, (_, key) in sticky.items()}
+        self.remember(event.stream_id, values)
+        return values
 
-    async def integration_event(self, event: RecordedEvent) -> IntegrationEvent | None:
+    async def integration_event(self, event: RecordedEvent) -> Any | None:
         """The public form of a stored event, or None for one that has none.
 
         The global log may hold other applications' streams (KurrentDB is shared) and event
         types without a contract: those are skipped, never allowed to halt the relay.
-        conveyor's own rejection records (conveyor/application/rejections.py) are bookkeeping with
-        no public form: passed over silently, as they are expected.
+        conveyor's own rejection records (markers in aggregate streams, and the
+        `rejections-…` streams of earlier versions) are bookkeeping with no public form:
+        passed over silently, as they are expected.
         """
-        if is_rejection_stream(event.stream_id):
+        if is_marker(event) or is_rejection_stream(event.stream_id):
             return None
-        if not event.stream_id.startswith(STREAM_PREFIX) or event.type not in ROUTING_KEYS:
-            self._skip(event, "it is not an order event with an integration contract")
+        definition = self._aggregates.publisher_of(event)
+        if definition is None:
+            self._skip(event, "it is not an aggregate event with an integration contract")
             return None
         try:
-            return to_integration_event(event, await self.customer_of(event))
-        except (UnknownOrder, NotAnIntegrationEvent, KeyError, ValueError) as problem:
+            return to_integration_event(event, definition, await self.sticky_of(definition, event))
+        except (UnknownAggregate, NotAnIntegrationEvent, KeyError, ValueError) as problem:
             self._skip(event, f"it cannot be mapped: {problem}")
             return None
 

@@ -177,7 +177,7 @@ class WorkerHost:
             assert self.store is not None
             commands = command_worker.build(settings, self.broker, self.store)
             self.outages.append(commands.outage)
-            self.consumers.append(commands.consumer)
+            self.consumers.extend(commands.consumers)
         if self.hosts(projector.NAME):
             assert self.store is not None
             assert self.read_store is not None

@@ -11,7 +11,9 @@ from typing import Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from conveyor.application.history import OrderHistory, order_history
+from conveyor.aggregates import AGGREGATES
+from conveyor.application.aggregates import AggregateDefinition, aggregate_version
+from conveyor.application.history import AggregateHistory, aggregate_history
 from conveyor.cli.app import console, fail, print_json, run_async
 from conveyor.cli.stores import event_store, read_store
 from conveyor.eventstore.serialization import to_utc
@@ -30,7 +32,7 @@ def _parse_time(value: str) -> datetime:
 
 
 def history(
-    order_id: Annotated[str, typer.Argument(help="The order id.")],
+    aggregate_id: Annotated[str, typer.Argument(help="The aggregate's id (an order id).")],
     as_of_version: Annotated[
         int | None, typer.Option(min=0, help="State as of this version.")
     ] = None,
@@ -38,48 +40,64 @@ def history(
         str | None, typer.Option(help="State as of this ISO 8601 time (UTC if no zone).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    aggregate: Annotated[
+        str | None,
+        typer.Option(help="Which registered aggregate (default: the first, order)."),
+    ] = None,
 ) -> None:
-    """An order's events and its state at a point (temporal query on the event store)."""
+    """An aggregate's events and its state at a point (temporal query on the event store)."""
     if as_of_version is not None and as_of is not None:
         fail("give --as-of-version or --as-of, not both", 2)
     moment = _parse_time(as_of) if as_of else None
+    try:
+        definition = AGGREGATES.named(aggregate) if aggregate else AGGREGATES.default
+    except LookupError as unknown:
+        fail(str(unknown), 2)
 
-    async def main(settings: Settings) -> OrderHistory:
+    async def main(settings: Settings) -> AggregateHistory:
         async with event_store(settings, read_only=True) as store:
-            return await order_history(store, order_id, as_of_version=as_of_version, as_of=moment)
+            return await aggregate_history(
+                store, definition, aggregate_id, as_of_version=as_of_version, as_of=moment
+            )
 
     result = run_async(main)
     if as_json:
-        print(json.dumps(history_as_json(result), indent=2))
+        print(json.dumps(history_as_json(result, definition), indent=2))
     else:
-        print_history(result)
+        print_history(result, definition)
     if not result.events:
         raise typer.Exit(1)
 
 
-def print_history(result: OrderHistory) -> None:
+def print_history(result: AggregateHistory, definition: AggregateDefinition) -> None:
     if not result.events:
-        console.print(f"order {result.order_id!r} has no events at that point")
+        console.print(f"{definition.name} {result.aggregate_id!r} has no events at that point")
         return
-    table = Table(title=f"order {result.order_id}")
+    table = Table(title=f"{definition.name} {result.aggregate_id}")
     for column in ("version", "occurred at (UTC)", "event", "data", "command_id"):
         table.add_column(column)
     for event in result.events:
         table.add_row(
-            str(event.version),
+            str(aggregate_version(event)),
             event.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f"),
             event.type,
             json.dumps(dict(event.data)),
             event.metadata.get("command_id", ""),
         )
     console.print(table)
-    state = result.state
-    console.print(
-        f"state at version {state.version}: {state.status}, customer {state.customer_id}, "
-        f"{len(state.lines)} item line(s), total {state.total}"
-    )
-    for line in state.lines.values():
-        console.print(f"  {line.sku} x {line.quantity} @ {line.unit_price}")
+    view = dict(definition.state_view(result.state))
+    version = aggregate_version(result.events[-1])
+    scalars = [
+        f"{name.replace('_id', '')} {value}"
+        for name, value in view.items()
+        if name not in ("exists", "version", "status") and not isinstance(value, list | dict)
+    ]
+    summary = "".join(f", {text}" for text in scalars)
+    console.print(f"state at version {version}: {view.get('status', '')}{summary}", markup=False)
+    for name, value in view.items():
+        if isinstance(value, list):
+            for item in value:
+                console.print(f"  {name}: {json.dumps(item, default=str)}", markup=False)
 
 
 query_app = typer.Typer(help="Read models: orders, customers, active orders.", no_args_is_help=True)

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 import typer
 from aiormq.exceptions import ChannelNotFoundEntity, PublishError
 
-from conveyor.bootstrap import rabbit_broker
+from conveyor.aggregates import AGGREGATES
+from conveyor.bootstrap import command_queue, rabbit_broker
 from conveyor.cli.app import console, fail, run_async
 from conveyor.cli.stores import read_store
 from conveyor.embedded.sqlite import SqliteFileMissing
@@ -43,15 +44,19 @@ def send(
         fail("the command must be a JSON object", 2)
     payload.setdefault("command_id", str(uuid.uuid4()))
     body = json.dumps(payload, default=str).encode()
+    # The queue of the aggregate that owns this command type (unknown types go to the first
+    # aggregate's queue, whose worker dead-letters them with the reason, as before).
+    owner = AGGREGATES.of_command_type(str(payload.get("type"))) or AGGREGATES.default
 
     async def main(settings: Settings) -> dict[str, Any] | None:
+        queue = command_queue(settings, owner).name
         broker = rabbit_broker(settings, logger=None)
         async with broker:
             await broker.connect()
             options: dict[str, Any] = {
                 # Through the command exchange: the only thing a producer may write to.
                 "exchange": COMMANDS_EXCHANGE,
-                "routing_key": settings.command_queue,
+                "routing_key": queue,
                 "content_type": "application/json",
                 "message_id": payload["command_id"],
                 "correlation_id": payload.get("correlation_id") or payload["command_id"],
@@ -64,7 +69,7 @@ def send(
                 reply = await broker.request(body, timeout=timeout, **options)
             except (PublishError, ChannelNotFoundEntity):
                 fail(
-                    f"exchange {COMMANDS_EXCHANGE.name!r} or queue {settings.command_queue!r} "
+                    f"exchange {COMMANDS_EXCHANGE.name!r} or queue {queue!r} "
                     "does not exist: start the workers (conveyor run) once to declare them"
                 )
             except TimeoutError:

@@ -79,8 +79,9 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 # says what to fix.
 _ACCESS_ERRORS: tuple[type[Exception], ...] = (AccessDeniedError, UnauthenticatedError)
 _ACCESS_HINT = (
-    "conveyor's KurrentDB user must authenticate, read and write the order-* and "
-    "rejections-* streams, and (gateway, rebuilds, status) read $all: see the README, "
+    "conveyor's KurrentDB user must authenticate, read and write the aggregate streams "
+    "(order-*), read the rejections-* streams, and (gateway, rebuilds, status) read $all: "
+    "see the README, "
     "KurrentDB permissions"
 )
 

@@ -21,11 +21,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 
+from conveyor.aggregates import AGGREGATES
 from conveyor.eventstore.port import EventStore
 from conveyor.observability.metrics import GATEWAY_LAG, GATEWAY_PUBLISHED
 from conveyor.readmodels.checkpoints import LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.progress import POSITION_HEADER
-from messaging.customers import CustomerDirectory
+from messaging.customers import IntegrationMapper
 from messaging.integration_events import EVENTS_EXCHANGE, IntegrationEvent, encode
 
 logger = logging.getLogger("conveyor.gateway")
@@ -53,7 +54,7 @@ class EventGateway:
         self._user_id = user_id
         self._broker = broker
         self._checkpoint = checkpoint
-        self._customers = CustomerDirectory(store)
+        self._customers = IntegrationMapper(store, AGGREGATES)
         self._batch_size = batch_size
         self._idle_poll = idle_poll
         self._wait_for_append = wait_for_append

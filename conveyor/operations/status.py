@@ -32,9 +32,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.application.streams import STREAM_PREFIX
+from conveyor.aggregates import AGGREGATES
 from conveyor.bootstrap import (
-    command_queue,
+    command_queues,
     describe_event_store,
     describe_read_store,
     projection_queue,
@@ -53,7 +53,6 @@ from conveyor.readmodels.port import ReadModelStore, ReadStoreUnavailable
 from conveyor.readmodels.progress import read_progress
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
-from messaging.integration_events import ROUTING_KEYS
 from messaging.topology import WorkQueue
 
 EXIT_HEALTHY = 0
@@ -178,14 +177,14 @@ class LogEntry:
     position: int
     occurred_at: float
     integration: bool
-    """Sent to the projections (an order event with an integration contract)."""
+    """Sent to the projections (an event with an integration contract: the registry says)."""
 
     @classmethod
     def of(cls, event: RecordedEvent) -> LogEntry:
         return cls(
             event.position,
             event.occurred_at.timestamp(),
-            event.stream_id.startswith(STREAM_PREFIX) and event.type in ROUTING_KEYS,
+            AGGREGATES.publisher_of(event) is not None,
         )
 
 
@@ -288,8 +287,11 @@ class StatusReport:
     limits: Limits
     head_position: int
     commands: QueueGroup
+    """The first registered aggregate's command queue (`queues.commands` in JSON)."""
     gateway: GatewayStatus
     projections: tuple[ProjectionStatus, ...]
+    more_commands: tuple[QueueGroup, ...] = field(default=())
+    """Every other registered aggregate's command queue."""
     reasons: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
     """Worth an operator's attention, not unhealthy (they do not change the exit code)."""
@@ -304,7 +306,11 @@ class StatusReport:
 
     @property
     def groups(self) -> tuple[QueueGroup, ...]:
-        return (self.commands, *(projection.queues for projection in self.projections))
+        return (
+            self.commands,
+            *self.more_commands,
+            *(projection.queues for projection in self.projections),
+        )
 
     @property
     def dead_letters(self) -> int:
@@ -328,6 +334,11 @@ class StatusReport:
             "head_position": self.head_position,
             "queues": {
                 "commands": self.commands.as_json(),
+                **(
+                    {"more_commands": {g.owner: g.as_json() for g in self.more_commands}}
+                    if self.more_commands
+                    else {}
+                ),
                 "projections": {p.name: p.queues.as_json() for p in self.projections},
             },
             "dead_letters": self.dead_letters,
@@ -377,10 +388,11 @@ def health_reasons(
     gateway: GatewayStatus,
     projections: Sequence[ProjectionStatus],
     limits: Limits,
+    more_commands: Sequence[QueueGroup] = (),
 ) -> list[str]:
     """Why the system is unhealthy (empty: healthy)."""
     reasons: list[str] = []
-    groups = [commands, *(projection.queues for projection in projections)]
+    groups = [commands, *more_commands, *(projection.queues for projection in projections)]
     for group in groups:
         if not group.work.exists:
             reasons.append(f"queue {group.work.name} does not exist (no worker declared it yet)")
@@ -409,6 +421,7 @@ def build_report(
     raw_queues: Mapping[str, Mapping[str, Any] | None],
     command: WorkQueue,
     projection_queues: Mapping[str, WorkQueue],
+    more_commands: Sequence[WorkQueue] = (),
     gateway_checkpoint: Mapping[str, Any] | None,
     progress: Mapping[str, tuple[int, float]],
     tail: LogTail,
@@ -420,6 +433,7 @@ def build_report(
     checkpoint document, the projections' recorded (position, updated_at), and the tail of
     the log after the lowest of those positions."""
     commands = queue_group("commands", command, raw_queues)
+    others = tuple(queue_group(queue.name, queue, raw_queues) for queue in more_commands)
     checkpoint = gateway_checkpoint or {}
     gateway = GatewayStatus(
         lag_at(int(checkpoint.get("position", 0)), tail, now),
@@ -445,9 +459,10 @@ def build_report(
         commands=commands,
         gateway=gateway,
         projections=tuple(projections),
+        more_commands=others,
         reasons=(
             *unavailable,
-            *health_reasons(commands, gateway, projections, limits),
+            *health_reasons(commands, gateway, projections, limits, others),
             *_blocked_reasons(blocked_connections),
         ),
         warnings=tuple(broker_warnings(nodes)),
@@ -495,10 +510,12 @@ async def collect_status(
     *,
     clock: Any = time.time,
 ) -> StatusReport:
-    command = command_queue(settings)
+    command, *more_commands = [queue for _, queue in command_queues(settings)]
     projection_queues = {p.name: projection_queue(settings, p) for p in PROJECTIONS}
     names = [
-        name for queue in (command, *projection_queues.values()) for name in queue_names(queue)
+        name
+        for queue in (command, *more_commands, *projection_queues.values())
+        for name in queue_names(queue)
     ]
     answers = await asyncio.gather(*(api.queue(name) for name in names))
     raw_queues = dict(zip(names, answers, strict=True))
@@ -547,6 +564,7 @@ async def collect_status(
         raw_queues=raw_queues,
         command=command,
         projection_queues=projection_queues,
+        more_commands=more_commands,
         gateway_checkpoint=checkpoint,
         progress=progress,
         tail=tail,

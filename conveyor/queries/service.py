@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from conveyor.application.history import OrderHistory, order_history
+from conveyor.aggregates.orders import ORDERS
+from conveyor.application.aggregates import AggregateDefinition, aggregate_version
+from conveyor.application.history import AggregateHistory, aggregate_history
 from conveyor.eventstore.port import EventStore
 from conveyor.eventstore.serialization import format_time
 from conveyor.readmodels.collections import ProjectionCollections
@@ -139,33 +141,24 @@ class OrderQueries:
 
     async def history(
         self, order_id: str, *, as_of_version: int | None = None, as_of: datetime | None = None
-    ) -> OrderHistory:
+    ) -> AggregateHistory:
         if self._event_store is None:
             raise RuntimeError("temporal queries need the event store")
-        return await order_history(
-            self._event_store, order_id, as_of_version=as_of_version, as_of=as_of
+        return await aggregate_history(
+            self._event_store, ORDERS, order_id, as_of_version=as_of_version, as_of=as_of
         )
 
 
-def history_as_json(result: OrderHistory) -> dict[str, Any]:
-    state = result.state
+def history_as_json(
+    result: AggregateHistory, definition: AggregateDefinition = ORDERS
+) -> dict[str, Any]:
     return {
-        "order_id": result.order_id,
-        "state": {
-            "exists": state.exists,
-            "version": state.version,
-            "status": state.status.value if state.status else None,
-            "customer_id": state.customer_id,
-            "items": [
-                {"sku": line.sku, "quantity": line.quantity, "unit_price": str(line.unit_price)}
-                for line in state.lines.values()
-            ],
-            "total": str(state.total),
-        },
+        definition.id_field: result.aggregate_id,
+        "state": dict(definition.state_view(result.state)),
         "events": [
             {
                 "event_id": str(event.event_id),
-                "version": event.version,
+                "version": aggregate_version(event),
                 "type": event.type,
                 "schema_version": event.schema_version,
                 "occurred_at": event.occurred_at.isoformat(),

@@ -9,19 +9,27 @@ per id within a process, so only other processes cause such retries.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+from conveyor.aggregates import AGGREGATES
 from conveyor.application.locks import KeyedLocks
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.port import ReadModelStore, RevisionConflict
 from conveyor.readmodels.projections import Duplicate, Gap, Projection, Updated
-from messaging.integration_events import IntegrationEvent
+from messaging.contracts.orders import OrderEvent as IntegrationEvent
 
 Result = Literal["updated", "duplicate"]
 
 
 class ProjectionGap(Exception):
     """An event arrived before an earlier one of the same order: retry it later."""
+
+
+def feeds(projection: str, event: Any) -> bool:
+    """Does `event` feed the read model `projection`? Its aggregate's definition lists the
+    read models it feeds (rebuilds and the reconciler read every aggregate's events)."""
+    definition = AGGREGATES.of_event_type(event.type)
+    return definition is not None and projection in definition.read_models
 
 
 class ProjectionApplier:

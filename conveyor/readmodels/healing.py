@@ -28,14 +28,16 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
-from conveyor.application.streams import order_stream
+from conveyor.aggregates import AGGREGATES
+from conveyor.application.aggregates import aggregate_version, is_marker
 from conveyor.eventstore.port import EventStore, RecordedEvent
 from conveyor.observability.metrics import PROJECTION_HEALED
-from conveyor.readmodels.applier import ProjectionApplier, ProjectionGap
+from conveyor.readmodels.applier import ProjectionApplier, ProjectionGap, feeds
 from conveyor.readmodels.checkpoints import LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.projections import ContractViolation
-from messaging.customers import CustomerDirectory
+from messaging.customers import IntegrationMapper
 from messaging.integration_events import IntegrationEvent, NotAnIntegrationEvent
 from messaging.integration_events import to_integration_event as public_form
 
@@ -54,29 +56,38 @@ class GapFiller:
         """Apply every version of `event`'s order up to `event` (inclusive) that the read
         model lacks; returns how many were applied. Raises ProjectionGap if the store does
         not hold them (yet): the caller's retry ladder takes over."""
-        stored = await self._store.read_stream(
-            order_stream(event.order_id), to_version=event.version
-        )
+        definition = AGGREGATES.of_event_type(event.type)
+        if definition is None:
+            raise NotAnIntegrationEvent(f"no registered aggregate publishes {event.type}")
+        stream_id = definition.stream(event.aggregate_id)
+        # Versions are aggregate versions (domain events only): a stream holding rejection
+        # markers is longer than the version says, so it is then read to its end.
+        stored = await self._store.read_stream(stream_id, to_version=event.version)
+        if any(is_marker(e) for e in stored):
+            stored = await self._store.read_stream(stream_id)
+        domain = [e for e in stored if not is_marker(e) and aggregate_version(e) <= event.version]
+        sticky = {name: getattr(event, name) for name in definition.contract.sticky}
         healed = 0
-        for recorded in stored:
+        for recorded in domain:
             try:
-                missing = public_form(recorded, event.customer_id)
+                missing = public_form(recorded, definition, sticky)
             except NotAnIntegrationEvent:  # not a public event: nothing to project
                 continue
             if await applier.apply(missing) == "updated":
                 healed += 1
-        if not stored or stored[-1].version < event.version:
+        held = aggregate_version(domain[-1]) if domain else 0
+        if held < event.version:
             raise ProjectionGap(
-                f"{applier.projection.name}: the event store holds order {event.order_id} "
-                f"only up to version {stored[-1].version if stored else 0}, not {event.version}"
+                f"{applier.projection.name}: the event store holds {definition.name} "
+                f"{event.aggregate_id} only up to version {held}, not {event.version}"
             )
         if healed:
             PROJECTION_HEALED.labels(applier.projection.name).inc(healed)
             logger.warning(
-                "%s: filled %d missing event(s) of order %s from the event store (up to v%d)",
+                "%s: filled %d missing event(s) of %s from the event store (up to v%d)",
                 applier.projection.name,
                 healed,
-                event.order_id,
+                event.aggregate_id,
                 event.version,
             )
         return healed
@@ -102,7 +113,7 @@ class ProjectionReconciler:
         self._settle = settle
         self._page_size = page_size
         self._filler = GapFiller(store)
-        self._customers = CustomerDirectory(store)
+        self._customers = IntegrationMapper(store, AGGREGATES)
         self._gateway_samples: deque[tuple[float, int]] = deque()
         self.healed = 0
         self.reconciled_to = 0
@@ -153,24 +164,26 @@ class ProjectionReconciler:
             await self._checkpoint.renew()
 
     async def _reconcile_page(self, page: Sequence[RecordedEvent]) -> None:
-        latest: dict[str, IntegrationEvent] = {}
+        latest: dict[str, Any] = {}
         for recorded in page:
             event = await self._customers.integration_event(recorded)
-            if event is not None:
-                latest[event.order_id] = event  # a page is in log order: the last one wins
+            if event is not None:  # a page is in log order: the last one of a stream wins
+                latest[recorded.stream_id] = event
         for applier in self._appliers:
             for event in latest.values():
+                if not feeds(applier.projection.name, event):
+                    continue
                 try:
                     if await applier.apply(event) == "updated":
                         self.healed += 1
                         PROJECTION_HEALED.labels(applier.projection.name).inc()
                         logger.warning(
-                            "%s: applied %s v%d of order %s from the event store: the "
+                            "%s: applied %s v%d of %s from the event store: the "
                             "broker never delivered it",
                             applier.projection.name,
                             event.type,
                             event.version,
-                            event.order_id,
+                            event.aggregate_id,
                         )
                 except ProjectionGap:
                     try:
@@ -188,10 +201,10 @@ class ProjectionReconciler:
         dead-letter queue, where an operator sees it; holding the reconciler on this page
         for ever would stop it healing anything else."""
         logger.warning(
-            "%s: reconciler passes over %s v%d of order %s: %s",
+            "%s: reconciler passes over %s v%d of %s: %s",
             applier.projection.name,
             event.type,
             event.version,
-            event.order_id,
+            event.aggregate_id,
             violation,
         )

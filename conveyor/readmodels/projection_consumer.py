@@ -21,6 +21,7 @@ import time
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker
 
+from conveyor.application.aggregates import Registry
 from conveyor.observability.logs import bind_message
 from conveyor.observability.metrics import MESSAGES_HANDLED, PROJECTION_LAG, LabelCache
 from conveyor.readmodels.applier import ProjectionApplier, ProjectionGap
@@ -47,11 +48,13 @@ class ProjectionConsumer(QueueConsumer):
         gaps: GapFiller | None = None,
         outage: StoreOutage | None = None,
         *,
+        aggregates: Registry,
         trusted_publishers: frozenset[str] | None = None,
         max_message_bytes: int | None = None,
     ) -> None:
         super().__init__(broker, queue, failures, outage)
         self.applier = applier
+        self.aggregates = aggregates
         self.trusted_publishers = trusted_publishers
         """RabbitMQ users whose deliveries are applied (the broker validates `user_id`);
         None trusts every delivery (tests that feed a projection directly)."""
@@ -88,7 +91,7 @@ class ProjectionConsumer(QueueConsumer):
             )
             return
         try:
-            event = decode(raw.body)
+            event = decode(raw.body, self.aggregates)
         except NotAnIntegrationEvent as invalid:
             route = await self.failures.dead_letter(raw, "InvalidIntegrationEvent", str(invalid))
             logger.warning(

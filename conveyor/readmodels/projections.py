@@ -29,17 +29,18 @@ from json.encoder import encode_basestring as _quote
 from typing import Any, Literal, Protocol, assert_never
 from uuid import UUID
 
-from conveyor.application.streams import STREAM_PREFIX
+from conveyor.application.aggregates import AGGREGATE_VERSION
 from conveyor.eventstore.port import RecordedEvent
 from conveyor.eventstore.serialization import format_time
-from messaging.integration_events import (
-    IntegrationEvent,
+from messaging.contracts.orders import ORDER_STREAM_PREFIX as STREAM_PREFIX
+from messaging.contracts.orders import (
     ItemAddedEvent,
     ItemRemovedEvent,
     OrderCancelledEvent,
     OrderConfirmedEvent,
     OrderCreatedEvent,
 )
+from messaging.contracts.orders import OrderEvent as IntegrationEvent
 
 Body = dict[str, Any]
 Status = Literal["pending", "confirmed", "cancelled"]
@@ -495,6 +496,8 @@ class LogFold:
         data = event.data
         metadata = event.metadata
         version = event.version
+        if AGGREGATE_VERSION in metadata:  # after a rejection marker: the projections map it
+            return False
         if (
             type(data) is not dict
             or type(metadata) is not dict

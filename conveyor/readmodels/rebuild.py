@@ -41,10 +41,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from conveyor.application.streams import STREAM_PREFIX
+from conveyor.aggregates import AGGREGATES
+from conveyor.aggregates.orders import ORDERS
 from conveyor.eventstore.port import EventStore, EventStoreUnavailable, RecordedEvent
 from conveyor.eventstore.upcasting import UnreadableStoredEvent
-from conveyor.readmodels.applier import ProjectionApplier
+from conveyor.readmodels.applier import ProjectionApplier, feeds
 from conveyor.readmodels.checkpoints import CHECKPOINTS, LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.collections import ActiveCollection, ProjectionCollections, collection_name
 from conveyor.readmodels.port import ReadModelStore, ReadStoreUnavailable, RevisionConflict
@@ -58,8 +59,7 @@ from conveyor.readmodels.projections import (
     apply_in_memory,
     documents_json,
 )
-from messaging.customers import CustomerDirectory
-from messaging.integration_events import ROUTING_KEYS
+from messaging.customers import IntegrationMapper
 
 logger = logging.getLogger("conveyor.rebuild")
 
@@ -401,7 +401,7 @@ async def _catch_up(
     recording the position after every page; a store away (an election, a locked file) is
     waited out for up to `patience` seconds. Returns the events read."""
     appliers = [ProjectionApplier(read_store, collections, p) for p in projections]
-    customers = CustomerDirectory(event_store)
+    customers = IntegrationMapper(event_store, AGGREGATES)
     caught_up = 0
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(TRANSIENT),
@@ -420,7 +420,8 @@ async def _catch_up(
                     live_event = await customers.integration_event(stored_event)
                     if live_event is not None:
                         for applier, target in zip(appliers, targets, strict=True):
-                            await applier.apply(live_event, collection=target)
+                            if feeds(applier.projection.name, live_event):
+                                await applier.apply(live_event, collection=target)
                 position = page[-1].position
                 caught_up += len(page)
                 for record, target in zip(records, targets, strict=True):
@@ -459,7 +460,7 @@ async def _rebuild_held(
     await asyncio.gather(*(read_store.drop_collection(target) for target in targets))
     await asyncio.gather(*(read_store.ensure_collection(target) for target in targets))
 
-    customers = CustomerDirectory(event_store)
+    customers = IntegrationMapper(event_store, AGGREGATES)
     written: list[set[str]] = [set() for _ in projections]
     position, folded = 0, 0
     head = await event_store.head_position()
@@ -574,12 +575,10 @@ def _fast_fold(fast: LogFold, page: Sequence[RecordedEvent]) -> tuple[int, list[
     len(page) for none; the events before it that have no integration contract)."""
     foreign: list[RecordedEvent] = []
     for index, stored_event in enumerate(page):
-        if (
-            not stored_event.stream_id.startswith(STREAM_PREFIX)
-            or stored_event.type not in ROUTING_KEYS
-        ):
+        publisher = AGGREGATES.publisher_of(stored_event)
+        if publisher is None:
             foreign.append(stored_event)
-        elif not fast.add(stored_event):
+        elif publisher is not ORDERS or not fast.add(stored_event):
             return index, foreign
     return len(page), foreign
 
@@ -608,7 +607,7 @@ async def _write_fold(
     targets: Sequence[str],
     read_store: ReadModelStore,
     written: Sequence[set[str]],
-    customers: CustomerDirectory,
+    customers: IntegrationMapper,
     renew: _Renewal,
 ) -> None:
     """Write the fast fold's documents in large batches, a few in flight at a time (the
@@ -648,7 +647,7 @@ async def _write_fold(
                 if not write.cancelled():
                     write.exception()  # retrieved: the first failure is the one raised
     for order_id, customer in fast.customers().items():
-        customers.remember(order_id, customer)
+        customers.remember(ORDERS.stream(order_id), {"customer_id": customer})
 
 
 async def _finished(write: asyncio.Future[None]) -> None:
@@ -663,17 +662,17 @@ async def _fold_page(
     projections: Sequence[Projection],
     targets: Sequence[str],
     read_store: ReadModelStore,
-    customers: CustomerDirectory,
+    customers: IntegrationMapper,
     documents: Sequence[dict[str, dict[str, Any]]],
     written: Sequence[set[str]],
 ) -> None:
     """The projections themselves fold a page: each event mapped once, applied to the
     documents it touches (loaded in one request per projection), written back in bulk."""
     mapped = [await customers.integration_event(event) for event in page]
-    events = [event for event in mapped if event is not None]
     for projection, target, cache, ids in zip(
         projections, targets, documents, written, strict=True
     ):
+        events = [e for e in mapped if e is not None and feeds(projection.name, e)]
         missing = {projection.document_id(e) for e in events} - cache.keys()
         if missing:
             stored = await read_store.get_many(target, sorted(missing))
@@ -693,13 +692,13 @@ async def project_in_memory(
     """Every document of a projection, folded in memory from the whole log: what a fresh
     rebuild would write. For verification (tests, chaos checks), not for large stores."""
     projection = PROJECTIONS_BY_NAME[projection_name]
-    customers = CustomerDirectory(event_store)
+    customers = IntegrationMapper(event_store, AGGREGATES)
     documents: dict[str, dict[str, Any]] = {}
     position = 0
     while page := await event_store.read_all(after=position, limit=page_size):
         for stored_event in page:
             event = await customers.integration_event(stored_event)
-            if event is not None:
+            if event is not None and feeds(projection_name, event):
                 apply_in_memory(projection, documents, event)
         position = page[-1].position
     return documents

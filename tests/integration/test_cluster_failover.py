@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from conveyor.application.streams import order_stream
+from conveyor.aggregates.orders import ORDERS
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.settings import Settings
 from messaging.cluster import failover_broker
@@ -63,7 +63,7 @@ async def test_a_worker_fails_over_to_the_next_node_of_a_cluster_url(
 
     create = {"type": "CreateOrder", "command_id": "c-1", "order_id": "o-1", "customer_id": "x"}
     await publish(amqp_url, settings.command_queue, create)
-    await eventually(lambda: reader.read_stream(order_stream("o-1")), what="OrderCreated")
+    await eventually(lambda: reader.read_stream(ORDERS.stream("o-1")), what="OrderCreated")
 
     # The node goes away: it closes the worker's connection, as `rabbitmqctl stop_app` does.
     vhost_connections = await eventually(
@@ -88,7 +88,7 @@ async def test_a_worker_fails_over_to_the_next_node_of_a_cluster_url(
     }
     await publish(amqp_url, settings.command_queue, add)
     events = await eventually(
-        lambda: _two(reader.read_stream(order_stream("o-1"))), what="the second command applied"
+        lambda: _two(reader.read_stream(ORDERS.stream("o-1"))), what="the second command applied"
     )
     assert [e.metadata["command_id"] for e in events] == ["c-1", "c-2"]
     # The line operators (and the cluster chaos scenarios) read: where to, after how long.

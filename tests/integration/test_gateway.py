@@ -19,6 +19,7 @@ from typing import Any
 import aio_pika
 import pytest
 
+from conveyor.aggregates import AGGREGATES
 from conveyor.application.commands import CommandEnvelope, CommandHandler
 from conveyor.bootstrap import build_broker, build_gateway, open_read_store
 from conveyor.eventstore.port import NewEvent
@@ -63,7 +64,7 @@ async def tap(amqp_url: str) -> AsyncIterator[EventTap]:
 async def store_orders(path: str, orders: int, prefix: str = "o") -> int:
     """Create, fill, confirm or cancel orders directly in the event store; returns events."""
     store = await SqliteEventStore(path).open()
-    handler = CommandHandler(store)
+    handler = CommandHandler(store, AGGREGATES)
     count = 0
 
     async def one(n: int) -> int:

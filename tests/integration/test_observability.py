@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from conveyor.application.streams import order_stream
+from conveyor.aggregates.orders import ORDERS
 from conveyor.bootstrap import build_broker, projection_queue
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.observability import tracing
@@ -251,7 +251,7 @@ async def test_correlation_and_causation_flow_from_command_to_read_models(
         queue = projection_queue(ops_settings, projection).name
         await reaches(host, 1, HANDLED, queue=queue, type="OrderCreated", outcome="applied")
 
-    [stored] = await reader.read_stream(order_stream("o-corr"))
+    [stored] = await reader.read_stream(ORDERS.stream("o-corr"))
     assert stored.metadata["correlation_id"] == correlation_id
     assert stored.metadata["causation_id"] == command_id
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from conveyor.aggregates.orders import ORDERS
 from conveyor.application.commands import CommandEnvelope, CommandHandler
-from conveyor.application.history import order_history
-from conveyor.bootstrap import open_event_store
+from conveyor.application.history import aggregate_history
+from conveyor.bootstrap import configured_aggregates, open_event_store
 from conveyor.embedded.sqlite_library import sqlite3
 from conveyor.eventstore.port import EventStore
 from conveyor.queries.service import history_as_json
@@ -108,13 +109,13 @@ async def test_every_order_folds_and_answers_temporal_queries_as_before(
 ) -> None:
     assert len(HISTORY) == 40
     for order_id, recorded in HISTORY.items():
-        now = await order_history(store, order_id)
+        now = await aggregate_history(store, ORDERS, order_id)
         assert now.state.currency in (None, "EUR")
         expected = copy.deepcopy(recorded["now"])
         expected["events"] = [as_upcast(e) for e in expected["events"]]
         assert history_as_json(now) == expected, order_id
         if "as_of_version_2" in recorded:
-            then = await order_history(store, order_id, as_of_version=2)
+            then = await aggregate_history(store, ORDERS, order_id, as_of_version=2)
             expected = copy.deepcopy(recorded["as_of_version_2"])
             expected["events"] = [as_upcast(e) for e in expected["events"]]
             assert history_as_json(then) == expected, order_id
@@ -140,13 +141,13 @@ async def test_old_orders_take_new_commands_in_their_currency(store: EventStore)
     pending = [
         order_id
         for order_id in HISTORY
-        if (await order_history(store, order_id)).state.status is OrderStatus.PENDING
-        and (await order_history(store, order_id)).state.lines
+        if (await aggregate_history(store, ORDERS, order_id)).state.status is OrderStatus.PENDING
+        and (await aggregate_history(store, ORDERS, order_id)).state.lines
     ]
     if not pending:
         pytest.skip("the fixture has no pending order with items")
     order_id = pending[0]
-    handler = CommandHandler(store)
+    handler = CommandHandler(store, configured_aggregates(Settings()))
     in_dollars = AddItem(order_id, "NEW-SKU", 1, Decimal("1.00"), "USD")
     refused = await handler.handle(CommandEnvelope(in_dollars, "cmd-usd", "cmd-usd", "cmd-usd"))
     assert refused.status == "rejected"

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 
+from conveyor.aggregates import AGGREGATES
 from conveyor.bootstrap import open_read_store
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.readmodels.collections import ProjectionCollections
@@ -23,7 +24,7 @@ from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.readmodels.rebuild import project_in_memory, rebuild
 from conveyor.settings import Settings
 from messaging import failures
-from messaging.customers import CustomerDirectory
+from messaging.customers import IntegrationMapper
 from messaging.integration_events import encode
 from tests.integration.test_gateway import store_orders
 from tests.mongodb import READ_STORES, on_read_store
@@ -110,7 +111,7 @@ async def _at_least(store: SqliteEventStore, events: int) -> bool:
 async def integration_events(settings: Settings) -> list[Any]:
     store = await SqliteEventStore(settings.event_store).open()
     try:
-        directory = CustomerDirectory(store)
+        directory = IntegrationMapper(store, AGGREGATES)
         return [await directory.integration_event(e) for e in await store.read_all(limit=100_000)]
     finally:
         await store.close()

@@ -17,6 +17,7 @@ from uuid import uuid4
 
 import pytest
 
+from conveyor.aggregates import AGGREGATES
 from conveyor.eventstore.port import NewEvent, RecordedEvent
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.readmodels.applier import ProjectionApplier
@@ -25,7 +26,7 @@ from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.projections import ORDER_SUMMARY
 from conveyor.readmodels.rebuild import RebuildError, project_in_memory, rebuild
 from conveyor.readmodels.sqlite import SqliteReadModelStore
-from messaging.customers import CustomerDirectory
+from messaging.customers import IntegrationMapper
 from tests.integration.test_command_worker import DatabaseLock
 from tests.integration.test_rebuild import store_log
 from tests.rabbit import eventually
@@ -93,7 +94,7 @@ async def test_readers_are_never_pointed_back_at_a_version_that_lacks_live_write
     # A live worker applies a new order's first event: to the new version only.
     await store_log(stores.events_path, stores.later)
     created = next(e for e in stores.later if e.type == "OrderCreated")
-    live = await CustomerDirectory(stores.event_store).integration_event(created)
+    live = await IntegrationMapper(stores.event_store, AGGREGATES).integration_event(created)
     assert live is not None
     live_worker = ProjectionApplier(
         stores.read_store, ProjectionCollections(stores.read_store, cache_seconds=0), ORDER_SUMMARY

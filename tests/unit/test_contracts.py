@@ -13,17 +13,20 @@ from typing import Any
 import jsonschema
 import pytest
 
+from conveyor.aggregates import AGGREGATES
+from conveyor.aggregates.orders import ORDERS
 from conveyor.asyncapi import (
-    COMMAND_MODELS,
-    EVENT_MODELS,
-    REPLY_CHANNEL,
     document,
     json_schema_texts,
     write_json_schemas,
 )
 from conveyor.settings import Settings
 from messaging.command_messages import InvalidCommandMessage, parse_command
-from messaging.integration_events import CONTRACT_VERSION, ROUTING_KEYS, decode
+from messaging.contracts.orders import COMMAND_MESSAGES as COMMAND_MODELS
+from messaging.contracts.orders import CONTRACT_VERSION, EVENT_MODELS, ROUTING_KEYS
+from messaging.integration_events import decode
+
+REPLY_CHANNEL = "orders.commands:reply"
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "docs" / "schemas"
@@ -64,7 +67,7 @@ def test_every_readme_event_example_is_a_valid_integration_event() -> None:
     examples = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.S)]
     types = set()
     for example in examples:
-        event = decode(json.dumps(example).encode())
+        event = decode(json.dumps(example).encode(), AGGREGATES)
         types.add(event.type)
     assert types == set(ROUTING_KEYS)
 
@@ -214,7 +217,9 @@ def test_every_readme_command_example_validates_against_the_published_schemas() 
         for schema in ("commands/Command.json", f"commands/{example['type']}.json"):
             errors = [e.message for e in schema_validator(schema).iter_errors(example)]
             assert errors == [], (schema, example)
-        parse_command(json.dumps(example).encode(), message_id="m-1")  # and the code agrees
+        parse_command(
+            json.dumps(example).encode(), aggregate=ORDERS, message_id="m-1"
+        )  # and the code agrees
 
 
 def test_every_readme_event_example_validates_against_its_published_schema() -> None:
@@ -248,13 +253,13 @@ def test_an_invalid_command_fails_the_schema_and_the_code(
         del example[remove]
     assert not schema_validator("commands/Command.json").is_valid(example)
     with pytest.raises(InvalidCommandMessage):
-        parse_command(json.dumps(example).encode(), message_id="m-1")
+        parse_command(json.dumps(example).encode(), aggregate=ORDERS, message_id="m-1")
 
 
 def test_unknown_command_fields_are_refused_with_their_name() -> None:
     body = json.dumps({**VALID_ADD, "quantitiy": 3}).encode()
     with pytest.raises(InvalidCommandMessage) as raised:
-        parse_command(body, message_id="m-1")
+        parse_command(body, aggregate=ORDERS, message_id="m-1")
     assert raised.value.error_type == "SchemaError"
     assert "quantitiy" in raised.value.message
     assert not schema_validator("commands/AddItem.json").is_valid(json.loads(body))

@@ -21,6 +21,7 @@ from kurrentdbclient import AsyncKurrentDBClient, StreamState
 from kurrentdbclient import NewEvent as KurrentNewEvent
 from kurrentdbclient.exceptions import NodeIsNotLeaderError
 
+from conveyor.aggregates import AGGREGATES
 from conveyor.application.commands import CommandEnvelope, CommandHandler
 from conveyor.eventstore.kurrentdb import UNDECODABLE_DATA, KurrentDBEventStore
 from conveyor.eventstore.port import (
@@ -31,7 +32,7 @@ from conveyor.eventstore.port import (
     Snapshot,
 )
 from domain.orders.commands import CreateOrder
-from messaging.customers import CustomerDirectory
+from messaging.customers import IntegrationMapper
 from tests.unit.kurrentdbclient_servicers import (
     ScriptedNode,
     ScriptedStreams,
@@ -189,7 +190,7 @@ async def test_foreign_events_whose_data_is_not_a_json_object_are_passed_on_empt
     foreign = page[1:4]
     assert all(e.data == {} and UNDECODABLE_DATA in e.metadata for e in foreign)
     assert UNDECODABLE_DATA not in page[0].metadata
-    directory = CustomerDirectory(store)
+    directory = IntegrationMapper(store, AGGREGATES)
     assert [await directory.integration_event(e) for e in foreign] == [None, None, None]
     assert directory.skipped == 3
 
@@ -299,7 +300,8 @@ async def test_two_racing_copies_of_one_command_answer_accepted_then_duplicate(
     node.streams.read_delay = 0.2
     envelope = CommandEnvelope(CreateOrder("o-race", "alice"), "cmd-race", "corr", "cmd-race")
     outcomes = await asyncio.gather(
-        CommandHandler(store).handle(envelope), CommandHandler(store).handle(envelope)
+        CommandHandler(store, AGGREGATES).handle(envelope),
+        CommandHandler(store, AGGREGATES).handle(envelope),
     )
     assert sorted(o.status for o in outcomes) == ["accepted", "duplicate"]
     assert len(node.streams.stream("order-o-race")) == 1
@@ -332,7 +334,7 @@ async def test_foreign_events_whose_metadata_time_is_not_iso_are_passed_on_with_
 
     assert [e.stream_id for e in page] == ["order-o-1", "billing-1", "order-o-1"]
     assert page[1].occurred_at == datetime.fromtimestamp(0, tz=UTC)  # the fake's "created"
-    assert await CustomerDirectory(store).integration_event(page[1]) is None
+    assert await IntegrationMapper(store, AGGREGATES).integration_event(page[1]) is None
 
 
 async def test_a_foreign_event_nested_too_deep_to_decode_is_passed_on_empty(
@@ -411,7 +413,7 @@ async def test_an_append_written_by_the_old_leader_whose_answer_was_lost_is_acce
             old.streams.lost_append_answers = 1
             for gossip in (old.gossip, new.gossip):
                 gossip.leader_port, gossip.follower_port = new.port, old.port
-            handler = CommandHandler(store)
+            handler = CommandHandler(store, AGGREGATES)
             envelope = CommandEnvelope(CreateOrder("o-1", "alice"), "cmd-1", "corr", "cmd-1")
             first = await handler.handle(envelope)
             again = await handler.handle(envelope)

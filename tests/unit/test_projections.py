@@ -30,8 +30,7 @@ from conveyor.readmodels.projections import (
     apply_in_memory,
     fold,
 )
-from messaging.integration_events import (
-    IntegrationEvent,
+from messaging.contracts.orders import (
     ItemAddedData,
     ItemAddedEvent,
     ItemRemovedData,
@@ -43,6 +42,7 @@ from messaging.integration_events import (
     OrderCreatedData,
     OrderCreatedEvent,
 )
+from messaging.contracts.orders import OrderEvent as IntegrationEvent
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 

@@ -12,10 +12,11 @@ from uuid import UUID
 
 import pytest
 
+from conveyor.aggregates import AGGREGATES
 from conveyor.eventstore.port import RecordedEvent
 from conveyor.readmodels.projections import PROJECTIONS, LogFold, documents_json, fold
 from conveyor.readmodels.sqlite import _encode
-from messaging.customers import CustomerDirectory
+from messaging.customers import IntegrationMapper
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 PRICES = ("9.99", "0.50", "4.5", "10", "3.333", "0.005", "-1.25", "123456.789")
@@ -93,7 +94,7 @@ def random_log(seed: int, orders: int = 40) -> list[RecordedEvent]:
 
 async def validated_documents(events: list[RecordedEvent]) -> dict[str, dict[str, Any]]:
     """The current path: pydantic-validated integration events, folded by each projection."""
-    directory = CustomerDirectory(store=None)  # type: ignore[arg-type]  # never read
+    directory = IntegrationMapper(store=None, aggregates=AGGREGATES)  # type: ignore[arg-type]  # never read
     mapped = [await directory.integration_event(event) for event in events]
     integration = [event for event in mapped if event is not None]
     return {p.name: fold(p, integration) for p in PROJECTIONS}

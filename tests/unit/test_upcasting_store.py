@@ -10,9 +10,10 @@ from decimal import Decimal
 
 import pytest
 
+from conveyor.aggregates.orders import ORDERS
 from conveyor.application.commands import CommandEnvelope, CommandHandler
-from conveyor.application.history import order_history
-from conveyor.bootstrap import upcasting
+from conveyor.application.history import aggregate_history
+from conveyor.bootstrap import configured_aggregates, upcasting
 from conveyor.eventstore.memory import InMemoryEventStore
 from conveyor.eventstore.port import NO_STREAM, NewEvent
 from conveyor.eventstore.upcasting import UnreadableStoredEvent
@@ -51,7 +52,7 @@ async def test_v1_item_added_is_read_as_v2_in_the_default_currency() -> None:
         "quantity": 2,
         "unit_price": "9.99",
     }
-    history = await order_history(store, "o-1")
+    history = await aggregate_history(store, ORDERS, "o-1")
     assert history.state.currency == "GBP"
     assert history.state.total == 2 * Decimal("9.99")
 
@@ -60,7 +61,7 @@ async def test_commands_fold_old_events_and_keep_their_currency() -> None:
     raw = InMemoryEventStore()
     await old_order(raw)
     store = upcasting(raw, Settings(default_currency="GBP"))
-    handler = CommandHandler(store)
+    handler = CommandHandler(store, configured_aggregates(Settings()))
     outcome = await handler.handle(
         CommandEnvelope(ConfirmOrder("o-1"), "c-confirm", "c-confirm", "c-confirm")
     )
@@ -86,7 +87,7 @@ async def test_a_future_schema_version_is_refused_naming_the_event() -> None:
         assert "version 3," in message
         assert "'ItemAdded'" in message
         assert "schema version 3" in message
-    handler = CommandHandler(store)
+    handler = CommandHandler(store, configured_aggregates(Settings()))
     with pytest.raises(UnreadableStoredEvent):
         await handler.handle(
             CommandEnvelope(AddItem("o-1", "SKU-3", 1, Decimal("1")), "c-add", "c-add", "c-add")

@@ -11,12 +11,16 @@ from typing import Any
 
 import pytest
 
+from conveyor.aggregates import AGGREGATES
+from conveyor.aggregates.orders import ORDERS
 from messaging.command_messages import InvalidCommandMessage, parse_command
 from messaging.integration_events import NotAnIntegrationEvent, decode
 
 
 def _parse(body: dict[str, Any], **properties: Any) -> Any:
-    return parse_command(json.dumps(body).encode(), **{"message_id": "m-1", **properties})
+    return parse_command(
+        json.dumps(body).encode(), aggregate=ORDERS, **{"message_id": "m-1", **properties}
+    )
 
 
 def _refused(body: dict[str, Any], *fragments: str, **properties: Any) -> str:
@@ -105,11 +109,11 @@ def test_integration_events_are_bounded_too() -> None:
         "occurred_at": "2026-01-01T00:00:00Z",
         "data": {"customer_id": "c-1"},
     }
-    assert decode(json.dumps(event).encode()).order_id == "o-1"
+    assert decode(json.dumps(event).encode(), AGGREGATES).order_id == "o-1"
     for broken in (
         {**event, "order_id": "o" * 300},
         {**event, "version": 10**30},
         {**event, "data": {"customer_id": "c" * 300}},
     ):
         with pytest.raises(NotAnIntegrationEvent):
-            decode(json.dumps(broken).encode())
+            decode(json.dumps(broken).encode(), AGGREGATES)
