@@ -52,3 +52,7 @@ def inventory_from_data(data: Mapping[str, Any]) -> Inventory:
 SNAPSHOTS: SnapshotCodec[Inventory, DomainEvent] = SnapshotCodec(
     schema_version=1, to_data=inventory_to_data, from_data=inventory_from_data, resume=rebuild_from
 )
+
+SNAPSHOT_EVERY = 100
+"""Inventory's default interval: a snapshot each time a SKU's stream has grown by this
+many events (its registration: `snapshots=SNAPSHOTS, snapshot_every=SNAPSHOT_EVERY`)."""
