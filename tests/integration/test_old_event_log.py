@@ -6,14 +6,16 @@ commands, and is published by the gateway under the same contract version."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 
 from conveyor.aggregates.orders import ORDERS
@@ -30,6 +32,8 @@ from conveyor.readmodels.sqlite import SqliteReadModelStore
 from conveyor.settings import Settings
 from domain.orders.commands import AddItem
 from domain.orders.order import OrderStatus
+from tests.rabbit import eventually
+from workers.host import WorkerHost
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 EXPORTED: list[dict[str, Any]] = json.loads((FIXTURES / "order-log-v1.events.json").read_text())
@@ -207,3 +211,53 @@ async def test_a_rebuild_stops_at_an_event_of_an_unknown_version_naming_it(
     finally:
         await read_store.close()
         await store.close()
+
+
+@pytest.mark.rabbitmq
+async def test_the_gateway_publishes_the_old_log_as_before_with_the_currency_added(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    amqp_url: str,
+    tmp_path: Path,
+) -> None:
+    """Same contract version (1), routing keys, AMQP type and message ids as recorded from
+    the old code; each ItemAdded's data gains `currency` — the default one — and nothing
+    else changes."""
+    recorded = json.loads((FIXTURES / "order-log-v1.integration-events.json").read_text())
+    shutil.copyfile(FIXTURES / "order-log-v1.events.db", settings.event_store)
+    connection = await aio_pika.connect(amqp_url)
+    published: list[dict[str, Any]] = []
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange("conveyor.events", "topic", durable=True)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key="orders.#")
+
+        async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async with message.process():
+                published.append(
+                    {
+                        "routing_key": message.routing_key,
+                        "type": message.type,
+                        "message_id": message.message_id,
+                        "body": json.loads(message.body),
+                    }
+                )
+
+        await queue.consume(collect)
+        await start_worker(settings, ("gateway",))
+        await eventually(lambda: _at_least(published, len(recorded)), within=30, what="every event")
+        await asyncio.sleep(0.3)
+    finally:
+        await connection.close()
+    expected = copy.deepcopy(recorded)
+    for message in expected:
+        if message["type"] == "ItemAdded":
+            message["body"]["data"]["currency"] = "EUR"
+    published.sort(key=lambda m: m["body"]["event_id"])
+    assert published == expected
+    assert {m["body"]["schema_version"] for m in published} == {1}
+
+
+async def _at_least(items: list[Any], count: int) -> bool:
+    return len(items) >= count
