@@ -12,6 +12,7 @@ be readable. One `EventCodec` per aggregate or workflow, built from its event da
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -85,9 +86,16 @@ def _from_json(hint: Any, value: Any) -> Any:
     return value
 
 
-def _build(cls: type[Any], data: Mapping[str, Any]) -> Any:
+@functools.cache
+def _fields(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
+    """(name, resolved type) of each field: resolving the hints costs more than building
+    the event, and a class's hints never change, so once per class."""
     hints = typing.get_type_hints(cls)
-    return cls(**{f.name: _from_json(hints[f.name], data[f.name]) for f in dataclasses.fields(cls)})
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+
+
+def _build(cls: type[Any], data: Mapping[str, Any]) -> Any:
+    return cls(**{name: _from_json(hint, data[name]) for name, hint in _fields(cls)})
 
 
 class EventCodec(Generic[Event]):

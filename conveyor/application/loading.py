@@ -166,18 +166,15 @@ class AggregateLoader:
         stream_version: int,
         recent: list[str],
     ) -> None:
-        assert definition.snapshots is not None
         try:
             await self._store.save_snapshot(
-                Snapshot(
-                    stream_id=stream_id,
-                    version=stream_version,
-                    schema_version=definition.snapshots.schema_version,
-                    data={
-                        "state": definition.snapshots.to_data(state),
-                        "aggregate_version": aggregate_version,
-                        "recent_command_ids": recent,
-                    },
+                snapshot_of(
+                    definition,
+                    stream_id,
+                    state,
+                    aggregate_version=aggregate_version,
+                    stream_version=stream_version,
+                    recent_command_ids=recent,
                     taken_at=self._clock(),
                 )
             )
@@ -195,6 +192,31 @@ class AggregateLoader:
         """Wait for the snapshots being written (tests, orderly shutdown)."""
         while self._writing:
             await asyncio.gather(*list(self._writing.values()), return_exceptions=True)
+
+
+def snapshot_of(
+    definition: AggregateDefinition,
+    stream_id: str,
+    state: Any,
+    *,
+    aggregate_version: int,
+    stream_version: int,
+    recent_command_ids: Sequence[str],
+    taken_at: datetime,
+) -> Snapshot:
+    """The snapshot of `state`, folded from `stream_id` up to `stream_version`."""
+    assert definition.snapshots is not None
+    return Snapshot(
+        stream_id=stream_id,
+        version=stream_version,
+        schema_version=definition.snapshots.schema_version,
+        data={
+            "state": definition.snapshots.to_data(state),
+            "aggregate_version": aggregate_version,
+            "recent_command_ids": list(recent_command_ids),
+        },
+        taken_at=taken_at,
+    )
 
 
 def _recent(earlier: Sequence[str], tail: Iterable[str | None], command_id: str) -> list[str]:
