@@ -12,7 +12,6 @@ be readable. One `EventCodec` per aggregate or workflow, built from its event da
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -86,12 +85,17 @@ def _from_json(hint: Any, value: Any) -> Any:
     return value
 
 
-@functools.cache
+_FIELDS: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+
+
 def _fields(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
     """(name, resolved type) of each field: resolving the hints costs more than building
     the event, and a class's hints never change, so once per class."""
-    hints = typing.get_type_hints(cls)
-    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+    found = _FIELDS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = _FIELDS[cls] = tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+    return found
 
 
 def _build(cls: type[Any], data: Mapping[str, Any]) -> Any:
