@@ -13,7 +13,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from conveyor.application.streams import order_stream
+from conveyor.aggregates.orders import ORDERS
 from conveyor.embedded.sqlite_library import sqlite3
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.settings import Settings
@@ -37,7 +37,7 @@ def write_future_event(path: str, order_id: str, version: int) -> str:
             " metadata, occurred_at) VALUES (?, ?, ?, 'ItemAdded', 3, ?, '{}', ?)",
             (
                 event_id,
-                order_stream(order_id),
+                ORDERS.stream(order_id),
                 version,
                 json.dumps({"sku": "SKU-9", "quantity": 1, "price": {"amount": "1", "in": "EUR"}}),
                 "2026-12-02T00:00:00.000000Z",
@@ -88,7 +88,7 @@ async def test_a_command_meeting_a_future_event_goes_round_the_retry_ladder_to_t
             assert part in headers[failures.ERROR_MESSAGE]
         assert json.loads(dead[0]["payload"]) == add
 
-        stream = await reader.read_stream(order_stream("o-future"))
+        stream = await reader.read_stream(ORDERS.stream("o-future"))
         assert [(e.version, e.schema_version) for e in stream] == [
             (1, 1),
             (2, 3),
@@ -99,4 +99,4 @@ async def test_a_command_meeting_a_future_event_goes_round_the_retry_ladder_to_t
 
 
 async def _stream(reader: SqliteEventStore, order_id: str, count: int) -> bool:
-    return len(await reader.read_stream(order_stream(order_id))) >= count
+    return len(await reader.read_stream(ORDERS.stream(order_id))) >= count
