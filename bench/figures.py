@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ class Sizes:
     latency_seconds: float
     log_orders: int  # the event log the rebuild and gateway figures read
     memory_commands: int
+    long_stream_events: int = 10_000
+    stream_loads: int = 50  # load-and-decide runs per stream and setting
 
     @classmethod
     def full(cls) -> Sizes:
@@ -69,7 +72,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(50, 400, 100, 2.0, 200, 2000)
+        return cls(50, 400, 100, 2.0, 200, 2000, stream_loads=3)
 
 
 @dataclass
@@ -809,6 +812,119 @@ async def memory(ctx: BenchContext) -> Figure:
     return figure
 
 
+# -- long streams: load-and-decide with snapshots ----------------------------------------
+
+SHORT_STREAM_EVENTS = 10
+
+
+async def _inventory_stream(store: SqliteEventStore, sku: str, events: int) -> None:
+    from conveyor.eventstore.port import NewEvent
+
+    now = datetime.now(UTC)
+    for start in range(0, events, 1000):
+        batch = [
+            NewEvent(
+                event_id=uuid.uuid4(),
+                type="StockReceived",
+                data={"quantity": 1},
+                occurred_at=now,
+                metadata={"command_id": f"{sku}-{n}"},
+            )
+            for n in range(start, min(start + 1000, events))
+        ]
+        await store.append(f"inventory-{sku}", start, batch)
+
+
+async def _load_and_decide_ms(
+    store: SqliteEventStore, definition: Any, sku: str, loads: int
+) -> float:
+    """Median ms of loading the SKU (snapshot + tail, or the whole stream) and deciding a
+    ReceiveStock on it: what a command pays before its append."""
+    from conveyor.application.loading import AggregateLoader
+    from domain.inventory.commands import ReceiveStock
+
+    loader = AggregateLoader(store, clock=lambda: datetime.now(UTC))
+    timings = []
+    for _ in range(loads):
+        started = time.perf_counter()
+        loaded = await loader.load(definition, sku)
+        definition.decide(loaded.state, ReceiveStock(sku, 1))
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+async def long_streams(ctx: BenchContext) -> Figure:
+    """Inventory's load-and-decide on a 10,000-event stream against a 10-event one, with
+    snapshots on (every 100): the long stream's snapshot is placed at its worst, 99 events
+    before the end, so the tail folded is the longest the interval allows."""
+    from conveyor.application.loading import snapshot_of
+    from tests.inventory_aggregate import inventory_registry
+
+    events = ctx.sizes.long_stream_events
+    on = inventory_registry().named("inventory")
+    off = inventory_registry(snapshot_every=None).named("inventory")
+    every = on.snapshot_every or 1
+    figure = Figure(
+        key="long_streams",
+        title=f"load + decide, Inventory stream of {events:,} events, snapshots every {every}",
+        unit="ms",
+        reference=f"the same on a {SHORT_STREAM_EVENTS}-event stream (same run, snapshots on)",
+        target="≤ 2.0 x reference",
+        target_kind="ratio_at_most",
+        threshold=2.0,
+    )
+    path = ctx.workdir / "long-streams.db"
+    store = await SqliteEventStore(path).open()
+    try:
+        await _inventory_stream(store, "LONG", events)
+        await _inventory_stream(store, "SHORT", SHORT_STREAM_EVENTS)
+        covered = events - (every - 1)
+        stream = await store.read_stream("inventory-LONG", to_version=covered)
+        await store.save_snapshot(
+            snapshot_of(
+                on,
+                "inventory-LONG",
+                on.fold("LONG", stream),
+                aggregate_version=covered,
+                stream_version=covered,
+                recent_command_ids=[e.metadata["command_id"] for e in stream[-1000:]],
+                taken_at=datetime.now(UTC),
+            )
+        )
+        without: dict[str, list[float]] = {"long": [], "short": []}
+        for _ in range(ctx.repeat):
+            figure.values.append(
+                await _load_and_decide_ms(store, on, "LONG", ctx.sizes.stream_loads)
+            )
+            figure.references.append(
+                await _load_and_decide_ms(store, on, "SHORT", ctx.sizes.stream_loads)
+            )
+            without["long"].append(
+                await _load_and_decide_ms(store, off, "LONG", max(ctx.sizes.stream_loads // 5, 1))
+            )
+            without["short"].append(
+                await _load_and_decide_ms(store, off, "SHORT", ctx.sizes.stream_loads)
+            )
+            ctx.log(
+                f"  long streams: snapshots on {figure.values[-1]:.2f} ms vs "
+                f"{figure.references[-1]:.2f} ms; off {without['long'][-1]:.2f} ms vs "
+                f"{without['short'][-1]:.2f} ms"
+            )
+    finally:
+        await store.close()
+    long_off, short_off = statistics.median(without["long"]), statistics.median(without["short"])
+    figure.details.update(
+        events=events,
+        short_events=SHORT_STREAM_EVENTS,
+        snapshot_every=every,
+        tail_events=events - covered,
+        loads_per_sample=ctx.sizes.stream_loads,
+        snapshots_off_ms={"long": without["long"], "short": without["short"]},
+        snapshots_off_ratio=long_off / short_off if short_off else None,
+    )
+    return figure
+
+
 FIGURES: dict[str, Callable[[BenchContext], Awaitable[Figure]]] = {
     "pipeline": pipeline_throughput,
     "command_core": command_core,
@@ -816,4 +932,5 @@ FIGURES: dict[str, Callable[[BenchContext], Awaitable[Figure]]] = {
     "rebuild": rebuild_speed,
     "gateway": gateway_speed,
     "memory": memory,
+    "long_streams": long_streams,
 }

@@ -38,6 +38,8 @@ def evaluate(figure: Figure) -> dict[str, Any]:
     met: bool | None
     if figure.target_kind == "ratio_at_least":
         met = ratio is not None and ratio >= figure.threshold
+    elif figure.target_kind == "ratio_at_most":
+        met = ratio is not None and ratio <= figure.threshold
     elif figure.target_kind == "value_at_most":
         met = value["median"] is not None and value["median"] <= figure.threshold
     else:  # memory: the peak under the threshold and flat after warm-up in every run

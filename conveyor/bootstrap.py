@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,12 +13,14 @@ from aiormq.exceptions import ChannelPreconditionFailed
 from faststream.rabbit import Channel, RabbitBroker
 
 from conveyor.aggregates import AGGREGATES
-from conveyor.application.aggregates import AggregateDefinition
+from conveyor.aggregates.orders import ORDERS
+from conveyor.application.aggregates import AggregateDefinition, Registry
 from conveyor.application.commands import CommandHandler
 from conveyor.embedded_http import HttpAccess
 from conveyor.eventstore.port import EventStore
 from conveyor.eventstore.serialization import redact_url
 from conveyor.eventstore.sqlite import SqliteEventStore
+from conveyor.eventstore.upcasting import UpcastingEventStore
 from conveyor.gateway.relay import EVENTS, GATEWAY_CHECKPOINT, EventGateway
 from conveyor.observability.metrics import TimedAppends
 from conveyor.readmodels.applier import ProjectionApplier
@@ -29,6 +33,9 @@ from conveyor.readmodels.projection_consumer import ProjectionConsumer
 from conveyor.readmodels.projections import PROJECTIONS, Projection
 from conveyor.settings import Settings, sqlite_location
 from conveyor.tls import amqp_security, amqp_ssl_context
+from domain.codec import EventCodec
+from domain.orders.events import codec as order_codec
+from domain.orders.order import decide as decide_order
 from messaging.cluster import connect_any, failover_broker
 from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
@@ -62,6 +69,28 @@ def describe_read_store(settings: Settings) -> str:
     return f"SQLite at {_sqlite_file(settings.read_store)}"
 
 
+def stored_event_codecs(settings: Settings) -> dict[str, EventCodec[Any]]:
+    """Stream prefix → the codec its stored events are read with, upcasters that need a
+    setting bound to it (Order's ItemAdded v1 → the shop's default currency)."""
+    codecs = {definition.stream_prefix: definition.codec for definition in AGGREGATES}
+    codecs[ORDERS.stream_prefix] = order_codec(settings.default_currency)
+    return codecs
+
+
+def configured_aggregates(settings: Settings) -> Registry:
+    """The registry the command handler decides with: Order's `decide` bound to the shop's
+    default currency (an AddItem naming none, on an order with none)."""
+    orders = dataclasses.replace(
+        ORDERS, decide=functools.partial(decide_order, default_currency=settings.default_currency)
+    )
+    return Registry(*(orders if d is ORDERS else d for d in AGGREGATES))
+
+
+def upcasting(store: EventStore, settings: Settings) -> UpcastingEventStore:
+    """Every reader sees stored events at their current shape (conveyor/eventstore/upcasting.py)."""
+    return UpcastingEventStore(store, stored_event_codecs(settings))
+
+
 async def open_event_store(settings: Settings, *, read_only: bool = False) -> EventStore:
     """`read_only`: for a command that only reads — a missing SQLite file is refused (with
     where it was looked for), never created empty."""
@@ -71,13 +100,14 @@ async def open_event_store(settings: Settings, *, read_only: bool = False) -> Ev
 
         kurrent = KurrentDBEventStore(settings.event_store)
         await kurrent.open()
-        return kurrent
-    return await SqliteEventStore(
+        return upcasting(kurrent, settings)
+    sqlite = await SqliteEventStore(
         _sqlite_file(settings.event_store),
         busy_timeout=settings.sqlite_busy_timeout,
         read_only=read_only,
         allow_affected_sqlite=settings.sqlite_allow_affected_version,
     ).open()
+    return upcasting(sqlite, settings)
 
 
 async def open_read_store(settings: Settings, *, read_only: bool = False) -> ReadModelStore:
@@ -258,7 +288,9 @@ def build_command_consumers(
     """One consumer per registered aggregate's command queue, sharing one handler (its
     per-stream locks and conflict retries span every aggregate)."""
     handler = CommandHandler(
-        TimedAppends(store), AGGREGATES, conflict_attempts=settings.conflict_attempts
+        TimedAppends(store),
+        configured_aggregates(settings),
+        conflict_attempts=settings.conflict_attempts,
     )
     consumers = []
     for definition, queue in command_queues(settings):

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from conveyor.eventstore.serialization import redact_url
+from domain.orders.order import DEFAULT_CURRENCY
 
 DEFAULT_SQLITE_PATH = ".conveyor/events.db"
 DEFAULT_READ_STORE_PATH = ".conveyor/readmodels.db"
@@ -177,6 +178,10 @@ class Settings(BaseSettings):
     refuses new dead letters and their work queue holds them instead."""
     conflict_attempts: int = Field(default=10, ge=1)
     """In-process retries of a command on an optimistic-concurrency conflict."""
+    default_currency: str = Field(default=DEFAULT_CURRENCY, pattern=r"^[A-Z]{3}$")
+    """The shop's currency (ISO 4217): of an AddItem that names none on an order with none,
+    and of every ItemAdded stored before events had a currency (schema version 1). Set it
+    once to the currency the shop had then: changing it changes what old events mean."""
 
     # --- operations (issue 4) ---
     management_url: str | None = None

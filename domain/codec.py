@@ -40,6 +40,18 @@ class UnknownSchemaVersion(ValueError):
         self.schema_version = schema_version
 
 
+class MissingUpcaster(LookupError):
+    """An older stored version this codec was built without the upcaster for: an upcaster
+    that needs a setting (say, the shop's default currency) is bound in the composition
+    root, and a codec without it refuses old events rather than guess."""
+
+    def __init__(self, event_type: str, schema_version: int) -> None:
+        super().__init__(
+            f"no upcaster registered for {event_type!r} schema version {schema_version}: "
+            "read stored events through the codec the composition root configures"
+        )
+
+
 def event_type_name(event: object) -> str:
     return type(event).__name__
 
@@ -73,9 +85,21 @@ def _from_json(hint: Any, value: Any) -> Any:
     return value
 
 
+_FIELDS: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+
+
+def _fields(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
+    """(name, resolved type) of each field: resolving the hints costs more than building
+    the event, and a class's hints never change, so once per class."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = _FIELDS[cls] = tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+    return found
+
+
 def _build(cls: type[Any], data: Mapping[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    return cls(**{f.name: _from_json(hints[f.name], data[f.name]) for f in dataclasses.fields(cls)})
+    return cls(**{name: _from_json(hint, data[name]) for name, hint in _fields(cls)})
 
 
 class EventCodec(Generic[Event]):
@@ -105,15 +129,33 @@ class EventCodec(Generic[Event]):
     def schema_version_of(self, event: Event) -> int:
         return self.current_schema_version[event_type_name(event)]
 
-    def from_data(self, event_type: str, schema_version: int, data: Mapping[str, Any]) -> Event:
-        cls = self.event_types.get(event_type)
-        if cls is None:
+    def with_upcasters(self, upcasters: Mapping[tuple[str, int], Upcaster]) -> EventCodec[Event]:
+        """This codec with more upcasters (those bound to a setting, say)."""
+        return EventCodec(
+            self.event_types.values(),
+            schema_versions=self.current_schema_version,
+            upcasters={**self.upcasters, **upcasters},
+        )
+
+    def upcast(
+        self, event_type: str, schema_version: int, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The stored form of an event at its current schema version: each registered
+        upcaster in turn, v1 → v2 → …; data already current is returned as it is."""
+        if event_type not in self.event_types:
             raise UnknownEventType(event_type)
         current_version = self.current_schema_version[event_type]
         if schema_version > current_version:
             raise UnknownSchemaVersion(event_type, schema_version, current_version)
         current = dict(data)
         for version in range(schema_version, current_version):
-            current = self.upcasters[(event_type, version)](current)
-        event: Event = _build(cls, current)
+            upcaster = self.upcasters.get((event_type, version))
+            if upcaster is None:
+                raise MissingUpcaster(event_type, version)
+            current = upcaster(current)
+        return current
+
+    def from_data(self, event_type: str, schema_version: int, data: Mapping[str, Any]) -> Event:
+        current = self.upcast(event_type, schema_version, data)
+        event: Event = _build(self.event_types[event_type], current)
         return event

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from conveyor.eventstore.port import RecordedEvent
 from domain.codec import EventCodec
 from domain.rules import RuleViolation
+from domain.snapshots import SnapshotCodec
 
 COMMAND_REJECTED = "CommandRejected"
 """The rejection marker's event type (conveyor/application/rejections.py); reserved: no
@@ -108,9 +109,16 @@ class AggregateDefinition:
     """The projections (read models) fed by this aggregate's integration events."""
     legacy_rejections: bool = False
     """Rejection records of earlier versions exist in `rejections-…` streams (Order only)."""
+    snapshots: SnapshotCodec[Any, Any] | None = None
+    """How the state is kept as a snapshot (domain/, pure), for long-lived streams."""
+    snapshot_every: int | None = None
+    """Opt-in: keep a snapshot each time the stream has grown by this many events since the
+    last one (needs `snapshots`). None: every load folds the whole stream."""
     command_message: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.snapshot_every is not None and (self.snapshot_every < 1 or not self.snapshots):
+            raise ValueError(f"{self.name}: snapshot_every needs snapshots and must be >= 1")
         if self.codec.knows(COMMAND_REJECTED):
             raise ValueError(f"{self.name}: {COMMAND_REJECTED} is reserved for rejection markers")
         union: Any = tuple(self.commands.values())
@@ -134,14 +142,20 @@ class AggregateDefinition:
     def id_of_command(self, command: Any) -> str:
         return str(getattr(command, self.id_field))
 
-    def fold(self, aggregate_id: str, events: Iterable[RecordedEvent]) -> Any:
-        """The state after the stream's domain events (rejection markers skipped)."""
-        state = self.initial_state(aggregate_id)
-        for event in events:
-            if not is_marker(event):
-                state = self.evolve(
-                    state, self.codec.from_data(event.type, event.schema_version, event.data)
-                )
+    def fold(self, aggregate_id: str, events: Iterable[RecordedEvent], *, state: Any = None) -> Any:
+        """The state after the stream's domain events (rejection markers skipped), from
+        `state` (a snapshot's) or the initial one."""
+        decoded = (
+            self.codec.from_data(event.type, event.schema_version, event.data)
+            for event in events
+            if not is_marker(event)
+        )
+        if state is None:
+            state = self.initial_state(aggregate_id)
+        if self.snapshots is not None:
+            return self.snapshots.resume(state, decoded)
+        for event in decoded:
+            state = self.evolve(state, event)
         return state
 
     def publishes(self, event: RecordedEvent) -> bool:

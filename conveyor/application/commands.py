@@ -19,13 +19,31 @@ decided against, before its outcome is published (conveyor/application/rejection
 acceptance and a rejection of one command contend on one stream, so at most one of them
 is ever stored, and a resend — whatever its delivery flags — finds the marker in the
 stream it loads anyway. The aggregate version reported counts domain events only.
+
+Snapshots (aggregates that opt in, conveyor/application/loading.py) change what "the
+loaded stream" is: the latest snapshot and the tail after it, so the events of a command
+older than the snapshot are not read. Dedupe stays exact this way:
+* a delivery that may have been handled before (`seen_before`: a broker redelivery, a retry
+  copy, a re-driven dead letter) and every reload after a conflict ignore the snapshot and
+  read the whole stream, as without snapshots — these are where duplicates come from, and
+  they pay a full fold only then;
+* a fresh message can still be a duplicate (a client resending a command under its
+  command_id after a lost confirm, a second copy racing the first): the snapshot keeps the
+  ids of the last RECENT_COMMANDS commands it covers, and a command found there is
+  answered from a whole-stream read; one in the tail is found there;
+* a copy that slips past both (racing across a snapshot being taken) decides at the same
+  expected version with the same deterministic event ids as the original: the append
+  conflicts, and the reload — whole, being a retry — finds the original and answers it.
+What remains: a resend, not flagged as one, of a command older than the last
+RECENT_COMMANDS commands before the snapshot is decided again (KurrentDB would take its
+events at the new version). Resends come within seconds; re-drives are flagged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -42,8 +60,8 @@ from conveyor.application.aggregates import (
     AggregateDefinition,
     Registry,
     aggregate_version,
-    is_marker,
 )
+from conveyor.application.loading import AggregateLoader
 from conveyor.application.locks import KeyedLocks
 from conveyor.application.rejections import (
     COMMAND_REJECTED,
@@ -125,12 +143,14 @@ class CommandHandler:
         *,
         conflict_attempts: int = 10,
         clock: Callable[[], datetime] = _utcnow,
+        snapshot_writers: int = 4,
     ) -> None:
         self._store = store
         self._aggregates = aggregates
         self._conflict_attempts = conflict_attempts
         self._clock = clock
         self._locks = KeyedLocks()
+        self.loader = AggregateLoader(store, clock=clock, max_writers=snapshot_writers)
 
     def definition_of(self, envelope: CommandEnvelope) -> AggregateDefinition:
         if envelope.aggregate is not None:
@@ -162,7 +182,11 @@ class CommandHandler:
         envelope: CommandEnvelope,
     ) -> CommandOutcome:
         stream_id = definition.stream(aggregate_id)
-        history = await self._store.read_stream(stream_id)
+        loaded = await self.loader.load(definition, aggregate_id, whole=seen_before)
+        if loaded.base is not None and envelope.command_id in loaded.base.recent_command_ids:
+            # Handled before the snapshot: answer from the events themselves.
+            loaded = await self.loader.load(definition, aggregate_id, whole=True)
+        history = loaded.events
         outcome = _Outcomes(definition, aggregate_id, envelope.command_id)
         earlier = [e for e in history if e.metadata.get("command_id") == envelope.command_id]
         recorded = rejection_of(earlier, envelope.command_id)
@@ -174,9 +198,9 @@ class CommandHandler:
             stored = await self._legacy_rejection(aggregate_id, envelope)
             if stored is not None:
                 return outcome.rejected(stored, replayed=True)
-        state = definition.fold(aggregate_id, history)
-        domain_version = sum(1 for e in history if not is_marker(e))
-        stream_version = history[-1].version if history else 0
+        state = loaded.state
+        domain_version = loaded.aggregate_version
+        stream_version = loaded.stream_version
         metadata = {
             "command_id": envelope.command_id,
             "correlation_id": envelope.correlation_id,
@@ -205,6 +229,15 @@ class CommandHandler:
             # At the version decided against: a copy that appended anything since (its
             # acceptance, its own marker) makes this a conflict, and the reload answers.
             await self._store.append(stream_id, stream_version, [marker])
+            self.loader.appended(
+                definition,
+                aggregate_id,
+                loaded,
+                state=state,
+                aggregate_version=domain_version,
+                stream_version=stream_version + 1,
+                command_id=envelope.command_id,
+            )
             return outcome.rejected(rejection, replayed=False)
         new_events = []
         for index, event in enumerate(decided):
@@ -223,6 +256,16 @@ class CommandHandler:
                 )
             )
         await self._store.append(stream_id, stream_version, new_events)
+        if definition.snapshot_every is not None:
+            self.loader.appended(
+                definition,
+                aggregate_id,
+                loaded,
+                state=_evolved(definition, state, decided),
+                aggregate_version=domain_version + len(new_events),
+                stream_version=stream_version + len(new_events),
+                command_id=envelope.command_id,
+            )
         return outcome.accepted(domain_version + len(new_events), new_events)
 
     async def _legacy_rejection(
@@ -238,6 +281,14 @@ class CommandHandler:
         return rejection_of(per_command, envelope.command_id) or rejection_of(
             per_aggregate, envelope.command_id
         )
+
+
+def _evolved(definition: AggregateDefinition, state: Any, events: Sequence[Any]) -> Any:
+    if definition.snapshots is not None:
+        return definition.snapshots.resume(state, events)
+    for event in events:
+        state = definition.evolve(state, event)
+    return state
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,8 @@ from conveyor.eventstore.port import (
     EventStoreUnavailable,
     NewEvent,
     RecordedEvent,
+    Snapshot,
+    UnreadableSnapshot,
 )
 from conveyor.eventstore.serialization import dumps, format_time, parse_time, redact_url, to_utc
 
@@ -94,7 +96,14 @@ UNDECODABLE_DATA = "undecodable_data"
 # metadata streams, projection output) before they cross the wire. System event types in
 # ordinary streams are dropped on our side, because one read can filter on only one of the
 # two.
-_SYSTEM_STREAMS_FILTER = (r"\$.+",)
+_SYSTEM_STREAMS_FILTER = (r"\$.+", r"snapshot-\$.+")
+
+# Each stream's snapshots live in a stream of their own named as kurrentdbclient's docs
+# suggest ("How to implement snapshotting"), `snapshot-$<stream>`, which keeps only its
+# latest event ($maxCount 1, set in its metadata when it is first written). The log
+# filter above and `_is_system` keep those streams out of every read of the global log.
+SNAPSHOT_STREAM_PREFIX = "snapshot-$"
+_SNAPSHOT_EVENT_TYPE = "Snapshot"
 
 # Our keys in the KurrentDB metadata JSON; everything else there is the caller's metadata.
 _OCCURRED_AT = "occurred_at"
@@ -112,7 +121,11 @@ _MIN_READ_BATCH = 64
 
 
 def _is_system(event: KurrentRecordedEvent) -> bool:
-    return event.type.startswith("$") or event.stream_name.startswith("$")
+    return (
+        event.type.startswith("$")
+        or event.stream_name.startswith("$")
+        or event.stream_name.startswith(SNAPSHOT_STREAM_PREFIX)
+    )
 
 
 class KurrentDBEventStore:
@@ -289,14 +302,18 @@ class KurrentDBEventStore:
         *,
         to_version: int | None = None,
         as_of: datetime | None = None,
+        after_version: int = 0,
     ) -> list[RecordedEvent]:
-        if to_version is not None and to_version <= 0:
+        after_version = max(after_version, 0)
+        if to_version is not None and to_version <= after_version:
             return []
         try:
             found = await _read_whole(
                 self._client,
                 stream_id,
-                limit=to_version if to_version is not None else sys.maxsize,
+                # Stream positions count from 0: version v + 1 is at position v.
+                stream_position=after_version or None,
+                limit=to_version - after_version if to_version is not None else sys.maxsize,
                 timeout=self._timeout,
             )
         except (NotFoundError, StreamIsDeletedError):
@@ -343,6 +360,73 @@ class KurrentDBEventStore:
                 break
             cursor = batch[-1].commit_position
         return result
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        name = f"{SNAPSHOT_STREAM_PREFIX}{snapshot.stream_id}"
+        latest = await self._latest_snapshot_event(name)
+        if latest is None:
+            current: int | StreamState = StreamState.NO_STREAM
+            try:
+                await self._client.set_stream_metadata(
+                    name, metadata={"$maxCount": 1}, timeout=self._timeout
+                )
+            except (*_UNAVAILABLE_ERRORS, *_ACCESS_ERRORS) as exc:
+                raise self._failure(exc) from exc
+        else:
+            kept = _load_metadata(latest.metadata).get("version")
+            if isinstance(kept, int) and kept >= snapshot.version:
+                return
+            current = latest.stream_position
+        event = KurrentNewEvent(
+            id=uuid.uuid4(),
+            type=_SNAPSHOT_EVENT_TYPE,
+            data=dumps(dict(snapshot.data)).encode("utf-8"),
+            metadata=dumps(
+                {
+                    "version": snapshot.version,
+                    _SCHEMA_VERSION: snapshot.schema_version,
+                    "taken_at": format_time(snapshot.taken_at),
+                }
+            ).encode("utf-8"),
+            content_type="application/json",
+        )
+        try:
+            await self._client.append_to_stream(
+                name, events=[event], current_version=current, timeout=self._timeout
+            )
+        except WrongCurrentVersionError:
+            return  # another writer saved one meanwhile: a snapshot is only a cache
+        except (*_UNAVAILABLE_ERRORS, *_ACCESS_ERRORS) as exc:
+            raise self._failure(exc) from exc
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        latest = await self._latest_snapshot_event(f"{SNAPSHOT_STREAM_PREFIX}{stream_id}")
+        if latest is None:
+            return None
+        try:
+            metadata = json.loads(latest.metadata)
+            data = json.loads(latest.data)
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}, not an object")
+            version, schema_version = metadata["version"], metadata[_SCHEMA_VERSION]
+            if not isinstance(version, int) or not isinstance(schema_version, int):
+                raise TypeError("version and schema_version must be integers")
+            return Snapshot(
+                stream_id, version, schema_version, data, parse_time(metadata["taken_at"])
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UnreadableSnapshot(f"snapshot of {stream_id!r}: {exc}") from exc
+
+    async def _latest_snapshot_event(self, name: str) -> KurrentRecordedEvent | None:
+        try:
+            found = await _read_whole(
+                self._client, name, backwards=True, limit=1, timeout=self._timeout
+            )
+        except (NotFoundError, StreamIsDeletedError):
+            return None
+        except (*_UNAVAILABLE_ERRORS, *_ACCESS_ERRORS) as exc:
+            raise self._failure(exc) from exc
+        return found[0] if found else None
 
     async def head_position(self) -> int:
         cursor: int | None = None

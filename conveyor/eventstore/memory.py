@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from conveyor.eventstore.port import AppendResult, ConcurrencyError, NewEvent, RecordedEvent
+from conveyor.eventstore.port import (
+    AppendResult,
+    ConcurrencyError,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+)
 from conveyor.eventstore.serialization import to_utc
 
 
@@ -16,6 +22,7 @@ class InMemoryEventStore:
         self._log: list[RecordedEvent] = []
         self._streams: dict[str, list[RecordedEvent]] = {}
         self._event_ids: set[str] = set()
+        self._snapshots: dict[str, Snapshot] = {}
         self._lock = asyncio.Lock()
 
     async def append(
@@ -45,7 +52,12 @@ class InMemoryEventStore:
             return AppendResult(version=len(stream), position=len(self._log))
 
     async def read_stream(
-        self, stream_id: str, *, to_version: int | None = None, as_of: datetime | None = None
+        self,
+        stream_id: str,
+        *,
+        to_version: int | None = None,
+        as_of: datetime | None = None,
+        after_version: int = 0,
     ) -> list[RecordedEvent]:
         events = list(self._streams.get(stream_id, []))
         if to_version is not None:
@@ -54,11 +66,20 @@ class InMemoryEventStore:
             cutoff = to_utc(as_of)
             for index, event in enumerate(events):
                 if event.occurred_at > cutoff:
-                    return events[:index]
-        return [replace(e) for e in events]
+                    events = events[:index]
+                    break
+        return [replace(e) for e in events if e.version > after_version]
 
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         return self._log[max(after, 0) : max(after, 0) + limit]
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        kept = self._snapshots.get(snapshot.stream_id)
+        if kept is None or kept.version < snapshot.version:
+            self._snapshots[snapshot.stream_id] = replace(snapshot, data=dict(snapshot.data))
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        return self._snapshots.get(stream_id)
 
     async def head_position(self) -> int:
         return len(self._log)

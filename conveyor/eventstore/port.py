@@ -4,6 +4,11 @@ Streams are numbered 1, 2, 3… (an event's `version`); an empty or missing stre
 version 0, which is what `NO_STREAM` means as an expected version. The global log orders
 every event of every stream by `position`, a positive integer that only grows (SQLite: a
 row id; KurrentDB: the commit position). Consumers follow it with `read_all(after=…)`.
+
+Snapshots sit beside the streams, never in them nor in the global log: the gateway,
+rebuilds and temporal queries never see one. A snapshot is only a cache of a fold: each
+stream keeps at most its latest, and losing it (or finding it unreadable) costs time,
+never correctness.
 """
 
 from __future__ import annotations
@@ -50,6 +55,23 @@ class AppendResult:
     """The global-log position of the last new event."""
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An aggregate's state as folded from its stream up to `version` inclusive."""
+
+    stream_id: str
+    version: int
+    """The last stream version the state covers: load the tail after it."""
+    schema_version: int
+    """The shape of `data` (the aggregate's snapshot schema): another shape is ignored."""
+    data: Mapping[str, Any]
+    taken_at: datetime
+
+
+class UnreadableSnapshot(ValueError):
+    """A stored snapshot that cannot be decoded: the caller folds the stream in full."""
+
+
 class ConcurrencyError(Exception):
     """The stream was not at the expected version: someone else appended first."""
 
@@ -81,14 +103,26 @@ class EventStore(Protocol):
         *,
         to_version: int | None = None,
         as_of: datetime | None = None,
+        after_version: int = 0,
     ) -> list[RecordedEvent]:
         """The stream's events in version order: all, up to `to_version` inclusive, or those
-        that occurred at or before `as_of` (stopping at the first later one). A missing
-        stream reads as empty."""
+        that occurred at or before `as_of` (stopping at the first later one); only those
+        after `after_version` (the tail behind a snapshot). A missing stream reads as
+        empty."""
         ...
 
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """At most `limit` events of the global log with position > `after`, in order."""
+        ...
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep `snapshot` as its stream's latest, unless one of a later version is kept
+        already (a slow writer never replaces a newer snapshot with an older one)."""
+        ...
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """The stream's latest snapshot, None when it has none; UnreadableSnapshot when the
+        stored one cannot be decoded."""
         ...
 
     async def head_position(self) -> int:

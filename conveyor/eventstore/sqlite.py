@@ -24,6 +24,8 @@ from conveyor.eventstore.port import (
     EventStoreUnavailable,
     NewEvent,
     RecordedEvent,
+    Snapshot,
+    UnreadableSnapshot,
 )
 from conveyor.eventstore.serialization import dumps, format_time, parse_time, to_utc
 
@@ -40,7 +42,16 @@ CREATE TABLE IF NOT EXISTS events (
     occurred_at    TEXT    NOT NULL,
     UNIQUE (stream_id, version)
 );
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream_id      TEXT    PRIMARY KEY,
+    version        INTEGER NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data           TEXT    NOT NULL,
+    taken_at       TEXT    NOT NULL
+);
 """
+# Snapshots have a table of their own, outside `events`: the global log (gateway, rebuilds,
+# positions) never sees one, and a file written before snapshots gets the table on open.
 # AUTOINCREMENT: a position is never reused, even after a delete, so a stored checkpoint
 # can never point at a different event later.
 
@@ -96,10 +107,15 @@ class SqliteEventStore(SqliteAdapter):
         return await self._database.read(lambda c: c.execute(sql, parameters).fetchall())
 
     async def read_stream(
-        self, stream_id: str, *, to_version: int | None = None, as_of: datetime | None = None
+        self,
+        stream_id: str,
+        *,
+        to_version: int | None = None,
+        as_of: datetime | None = None,
+        after_version: int = 0,
     ) -> list[RecordedEvent]:
-        sql = f"SELECT {_COLUMNS} FROM events WHERE stream_id = ?"
-        parameters: tuple[Any, ...] = (stream_id,)
+        sql = f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version > ?"
+        parameters: tuple[Any, ...] = (stream_id, after_version)
         if to_version is not None:
             sql += " AND version <= ?"
             parameters += (to_version,)
@@ -124,6 +140,43 @@ class SqliteEventStore(SqliteAdapter):
         finally:
             if gc_enabled:
                 gc.enable()
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        row = (
+            snapshot.stream_id,
+            snapshot.version,
+            snapshot.schema_version,
+            dumps(snapshot.data),
+            format_time(snapshot.taken_at),
+        )
+
+        def upsert(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO snapshots (stream_id, version, schema_version, data, taken_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream_id) DO UPDATE SET"
+                " version = excluded.version, schema_version = excluded.schema_version,"
+                " data = excluded.data, taken_at = excluded.taken_at"
+                " WHERE excluded.version > snapshots.version",
+                row,
+            )
+
+        await self._database.write(upsert)
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        rows = await self._select(
+            "SELECT version, schema_version, data, taken_at FROM snapshots WHERE stream_id = ?",
+            (stream_id,),
+        )
+        if not rows:
+            return None
+        version, schema_version, data, taken_at = rows[0]
+        try:
+            decoded = json.loads(data)
+            if not isinstance(decoded, dict):
+                raise TypeError(f"a JSON {type(decoded).__name__}, not an object")
+            return Snapshot(stream_id, int(version), int(schema_version), decoded, _time(taken_at))
+        except (ValueError, TypeError) as exc:
+            raise UnreadableSnapshot(f"snapshot of {stream_id!r}: {exc}") from exc
 
     async def head_position(self) -> int:
         rows = await self._select("SELECT COALESCE(MAX(position), 0) FROM events", ())

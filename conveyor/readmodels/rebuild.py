@@ -44,6 +44,7 @@ from tenacity import (
 from conveyor.aggregates import AGGREGATES
 from conveyor.aggregates.orders import ORDERS
 from conveyor.eventstore.port import EventStore, EventStoreUnavailable, RecordedEvent
+from conveyor.eventstore.upcasting import UnreadableStoredEvent
 from conveyor.readmodels.applier import ProjectionApplier, feeds
 from conveyor.readmodels.checkpoints import CHECKPOINTS, LeasedCheckpoint, LeaseLost
 from conveyor.readmodels.collections import ActiveCollection, ProjectionCollections, collection_name
@@ -209,12 +210,14 @@ async def rebuild_many(
                 )
             order = [p.name for p in projections]
             return sorted(reports, key=lambda report: order.index(report.name))
-    except (UnexpectedGap, LeaseLost, RevisionConflict) as problem:
+    except (UnexpectedGap, LeaseLost, RevisionConflict, UnreadableStoredEvent) as problem:
         which = (
             problem.projection
             if isinstance(problem, UnexpectedGap)
             else ", ".join(p.name for p in projections)
         )
+        # An event this code cannot read (a newer schema version): the rebuild stops before
+        # it, and readers stay where they were; upgrade, then rebuild again.
         raise RebuildError(f"{which}: {problem}") from problem
     finally:
         await asyncio.gather(*(lease.release() for lease in leases))

@@ -110,9 +110,15 @@ def rebuild(sku: str, events: Iterable[DomainEvent]) -> Inventory:
 
     Every intermediate state shares that dict, but none escapes: only the last is returned.
     """
-    reservations: dict[str, int] = {}
+    return rebuild_from(Inventory(sku), events)
+
+
+def rebuild_from(state: Inventory, events: Iterable[DomainEvent]) -> Inventory:
+    """`state` (a snapshot's, say) after `events`, O(1) per event like `rebuild`: one
+    private copy of the open reservations, updated in place."""
+    reservations = dict(state.reservations)
     view = MappingProxyType(reservations)
-    state = Inventory(sku, reservations=view)
+    state = replace(state, reservations=view)
     for event in events:
         state = _fold(state, event, reservations, view)
     return state

@@ -18,6 +18,9 @@ class AddItem:
     sku: str
     quantity: int
     unit_price: Decimal
+    currency: str | None = None
+    """ISO 4217 code; None: the order's currency, or the shop's default for its first item
+    (`decide`'s `default_currency`, bound to the setting by the composition root)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,14 @@ class UnitPriceMismatch(OrderRuleViolation):
     rule = "unit_price_mismatch"
 
 
+class CurrencyMismatch(OrderRuleViolation):
+    rule = "currency_mismatch"
+
+
+class InvalidCurrency(OrderRuleViolation):
+    rule = "invalid_currency"
+
+
 class ItemNotInOrder(OrderRuleViolation):
     rule = "item_not_in_order"
 

@@ -23,7 +23,9 @@ from domain.orders.commands import (
     RemoveItem,
 )
 from domain.orders.errors import (
+    CurrencyMismatch,
     EmptyOrder,
+    InvalidCurrency,
     InvalidField,
     InvalidQuantity,
     InvalidUnitPrice,
@@ -58,6 +60,9 @@ MAX_LINES_PER_ORDER = 100
 PRICE_DECIMAL_PLACES = 2
 # Bounds every total far inside Decimal's 28 significant digits, so sums stay exact.
 MAX_UNIT_PRICE = Decimal("1000000.00")
+# The shop's default currency unless CONVEYOR_DEFAULT_CURRENCY says otherwise (the
+# composition root binds the setting into `decide` and into ItemAdded's v1 upcaster).
+DEFAULT_CURRENCY = "EUR"
 
 
 class OrderStatus(StrEnum):
@@ -89,6 +94,8 @@ class Order:
     status: OrderStatus | None = None
     lines: Mapping[str, OrderLine] = field(default_factory=lambda: _NO_LINES)
     cancel_reason: str | None = None
+    currency: str | None = None
+    """The currency of every line (one per order); None while the order has none."""
 
     @property
     def exists(self) -> bool:
@@ -106,17 +113,24 @@ class Order:
                 return replace(
                     self, version=version, customer_id=customer_id, status=OrderStatus.PENDING
                 )
-            case ItemAdded(sku=sku, quantity=quantity, unit_price=unit_price):
+            case ItemAdded(sku=sku, quantity=quantity, unit_price=unit_price, currency=currency):
                 lines = dict(self.lines)
                 existing = lines.get(sku)
                 lines[sku] = OrderLine(
                     sku, quantity + (existing.quantity if existing else 0), unit_price
                 )
-                return replace(self, version=version, lines=MappingProxyType(lines))
+                return replace(
+                    self, version=version, lines=MappingProxyType(lines), currency=currency
+                )
             case ItemRemoved(sku=sku):
                 lines = dict(self.lines)
                 lines.pop(sku, None)
-                return replace(self, version=version, lines=MappingProxyType(lines))
+                return replace(
+                    self,
+                    version=version,
+                    lines=MappingProxyType(lines),
+                    currency=self.currency if lines else None,
+                )
             case OrderConfirmed():
                 return replace(self, version=version, status=OrderStatus.CONFIRMED)
             case OrderCancelled(reason=reason):
@@ -134,8 +148,11 @@ def rebuild(order_id: str, events: Iterable[DomainEvent]) -> Order:
     return state
 
 
-def decide(state: Order, command: Command) -> list[DomainEvent]:
-    """The events that `command` produces on `state`, or an OrderRuleViolation."""
+def decide(
+    state: Order, command: Command, *, default_currency: str = DEFAULT_CURRENCY
+) -> list[DomainEvent]:
+    """The events that `command` produces on `state`, or an OrderRuleViolation.
+    `default_currency`: the shop's, for an AddItem that names none on an order with none."""
     if isinstance(command, CreateOrder):
         return _create(state, command)
     if not state.exists:
@@ -144,7 +161,7 @@ def decide(state: Order, command: Command) -> list[DomainEvent]:
     _refuse_if_fulfilled(state)
     match command:
         case AddItem():
-            return _add_item(state, command)
+            return _add_item(state, command, default_currency)
         case RemoveItem():
             return _remove_item(state, command)
         case ConfirmOrder():
@@ -167,9 +184,31 @@ def _create(state: Order, command: CreateOrder) -> list[DomainEvent]:
     return [OrderCreated(customer_id=_required_text("customer_id", command.customer_id))]
 
 
-def _add_item(state: Order, command: AddItem) -> list[DomainEvent]:
+def _add_item(state: Order, command: AddItem, default_currency: str) -> list[DomainEvent]:
     _require_pending(state, "add items to")
     sku = _required_text("sku", command.sku)
+    currency = command.currency or state.currency or default_currency
+    if not (
+        isinstance(currency, str)
+        and len(currency) == 3
+        and currency.isascii()
+        and currency.isalpha()
+        and currency.isupper()
+    ):
+        raise InvalidCurrency(
+            f"currency must be an ISO 4217 code (three capital letters), got "
+            f"{clipped(repr(currency), 20)} for sku {sku!r}",
+            sku=sku,
+            currency=str(currency)[:20],
+        )
+    if state.currency is not None and currency != state.currency:
+        raise CurrencyMismatch(
+            f"order {state.order_id!r} is in {state.currency}: sku {sku!r} cannot be added "
+            f"in {currency}",
+            order_id=state.order_id,
+            currency=currency,
+            order_currency=state.currency,
+        )
     quantity = command.quantity
     if (
         isinstance(quantity, bool)
@@ -210,7 +249,7 @@ def _add_item(state: Order, command: AddItem) -> list[DomainEvent]:
                 quantity=quantity,
                 existing_quantity=existing.quantity,
             )
-    return [ItemAdded(sku=sku, quantity=quantity, unit_price=price)]
+    return [ItemAdded(sku=sku, quantity=quantity, unit_price=price, currency=currency)]
 
 
 def _remove_item(state: Order, command: RemoveItem) -> list[DomainEvent]:

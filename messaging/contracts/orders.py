@@ -40,6 +40,18 @@ COMMAND_QUEUE = "orders.commands"
 ORDER_STREAM_PREFIX = "order-"
 ROUTING_KEY_PREFIX = "orders."
 CONTRACT_VERSION = 1
+# ItemAdded gained `currency` (2026-12) without a new contract version: the field is
+# additive and consumers ignore fields they do not know (README, "Changing an event's
+# shape"). A change that removes, renames or retypes a field gets a new version instead.
+
+Currency = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 currency code (three capital letters)",
+        examples=["EUR"],
+    ),
+]
 
 
 class _OrderCommandMessage(CommandMessage):
@@ -62,10 +74,16 @@ class AddItemMessage(_OrderCommandMessage):
     sku: Identifier
     quantity: Quantity
     unit_price: Price
+    currency: Currency | None = None
+    """The price's currency; absent: the order's, or the shop's default for its first item."""
 
     def to_command(self) -> Command:
         return AddItem(
-            order_id=self.order_id, sku=self.sku, quantity=self.quantity, unit_price=self.unit_price
+            order_id=self.order_id,
+            sku=self.sku,
+            quantity=self.quantity,
+            unit_price=self.unit_price,
+            currency=self.currency,
         )
 
 
@@ -128,6 +146,12 @@ class ItemAddedData(EventData):
     sku: Id
     quantity: int = Field(ge=-(10**9), le=10**9)
     unit_price: DecimalText
+    currency: Currency | None = Field(
+        default=None,
+        description="ISO 4217 code of unit_price. Always sent since 2026-12 (events stored "
+        "before then are sent in the shop's default currency); absent only in messages "
+        "published before.",
+    )
 
 
 class ItemRemovedData(EventData):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conveyor.eventstore.port import NO_STREAM, ConcurrencyError, EventStore, NewEvent
+from conveyor.eventstore.port import NO_STREAM, ConcurrencyError, EventStore, NewEvent, Snapshot
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -167,3 +167,66 @@ async def test_many_concurrent_appends_to_different_streams_all_land(
 
 async def test_ping_answers(event_store: EventStore) -> None:
     await event_store.ping()
+
+
+async def test_read_stream_after_a_version_reads_only_the_tail(event_store: EventStore) -> None:
+    stream_id = stream()
+    await event_store.append(stream_id, NO_STREAM, [new_event(n) for n in range(1, 6)])
+    assert [e.version for e in await event_store.read_stream(stream_id, after_version=3)] == [
+        4,
+        5,
+    ]
+    assert await event_store.read_stream(stream_id, after_version=5) == []
+    assert await event_store.read_stream(stream_id, after_version=9) == []
+    tail = await event_store.read_stream(stream_id, after_version=2, to_version=4)
+    assert [e.version for e in tail] == [3, 4]
+    assert await event_store.read_stream(stream(), after_version=2) == []
+
+
+def snapshot_of(stream_id: str, version: int, **data: object) -> Snapshot:
+    return Snapshot(
+        stream_id=stream_id,
+        version=version,
+        schema_version=2,
+        data={"available": version, "note": "caffè ☕", **data},
+        taken_at=T0 + timedelta(seconds=version),
+    )
+
+
+async def test_a_stream_without_a_snapshot_has_none(event_store: EventStore) -> None:
+    assert await event_store.load_snapshot(stream()) is None
+
+
+async def test_the_latest_snapshot_is_kept_and_read_back_whole(event_store: EventStore) -> None:
+    stream_id = stream()
+    await event_store.append(stream_id, NO_STREAM, [new_event(n) for n in range(1, 4)])
+    await event_store.save_snapshot(snapshot_of(stream_id, 2, ids=["a", "b"]))
+    await event_store.save_snapshot(snapshot_of(stream_id, 3))
+    loaded = await event_store.load_snapshot(stream_id)
+    assert loaded == snapshot_of(stream_id, 3)
+    assert loaded is not None
+    assert loaded.taken_at == T0 + timedelta(seconds=3)
+    other = stream()
+    assert await event_store.load_snapshot(other) is None
+
+
+async def test_an_older_snapshot_never_replaces_a_newer_one(event_store: EventStore) -> None:
+    stream_id = stream()
+    await event_store.save_snapshot(snapshot_of(stream_id, 7))
+    await event_store.save_snapshot(snapshot_of(stream_id, 5))
+    loaded = await event_store.load_snapshot(stream_id)
+    assert loaded is not None
+    assert loaded.version == 7
+
+
+async def test_snapshots_stay_out_of_streams_and_the_global_log(event_store: EventStore) -> None:
+    stream_id = stream()
+    await event_store.append(stream_id, NO_STREAM, [new_event(1), new_event(2)])
+    head = await event_store.head_position()
+    await event_store.save_snapshot(snapshot_of(stream_id, 2))
+    assert await event_store.head_position() == head
+    assert [e.version for e in await event_store.read_stream(stream_id)] == [1, 2]
+    after = await event_store.read_all(after=head, limit=100)
+    assert all(e.type != "Snapshot" and "snapshot" not in e.stream_id for e in after)
+    await event_store.append(stream_id, 2, [new_event(3)])
+    assert [e.version for e in await event_store.read_all(after=head, limit=100)] == [3]

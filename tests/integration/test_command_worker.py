@@ -104,7 +104,12 @@ async def test_a_command_published_through_the_default_exchange_produces_its_eve
         "correlation_id": "corr-1",
         "causation_id": create["command_id"],
     }
-    assert events[1].data == {"sku": "SKU-1", "quantity": 2, "unit_price": "9.99"}
+    assert events[1].data == {
+        "sku": "SKU-1",
+        "quantity": 2,
+        "unit_price": "9.99",
+        "currency": "EUR",
+    }
     assert events[1].metadata["correlation_id"] == add["command_id"]
 
 

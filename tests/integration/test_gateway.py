@@ -133,7 +133,12 @@ async def test_every_stored_event_is_published_once_with_its_contract(
     added = json.loads(tap.messages[str(second.event_id)][0].body)
     assert added["type"] == "ItemAdded"
     assert added["customer_id"] == f"customer-{n % 7}"  # enriched: only OrderCreated has it
-    assert added["data"] == {"sku": "SKU-1", "quantity": 2, "unit_price": "9.99"}
+    assert added["data"] == {
+        "sku": "SKU-1",
+        "quantity": 2,
+        "unit_price": "9.99",
+        "currency": "EUR",
+    }
     keys = {copies[0].routing_key for copies in tap.messages.values()}
     assert keys == {
         "orders.created",

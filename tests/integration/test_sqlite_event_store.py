@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from conveyor.embedded.sqlite_library import sqlite3
-from conveyor.eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
+from conveyor.eventstore.port import (
+    NO_STREAM,
+    ConcurrencyError,
+    EventStoreUnavailable,
+    NewEvent,
+    Snapshot,
+    UnreadableSnapshot,
+)
 from conveyor.eventstore.sqlite import SqliteEventStore
 
 
@@ -182,3 +189,24 @@ def test_processes_opening_a_new_file_at_once_all_start(tmp_path: Path) -> None:
     ]
     outcomes = [(p.wait(timeout=60), p.communicate()[1].decode()) for p in starters]
     assert [error for code, error in outcomes if code != 0] == []
+
+
+async def test_an_unreadable_snapshot_is_reported_as_such(tmp_path: Path) -> None:
+    """A snapshot row that is no JSON object is refused with UnreadableSnapshot (the
+    command path then folds in full); a file written before snapshots gets the table."""
+    path = tmp_path / "events.db"
+    store = await SqliteEventStore(path).open()
+    await store.save_snapshot(
+        Snapshot("inventory-SKU", 3, 1, {"on_hand": 3}, datetime(2026, 1, 1, tzinfo=UTC))
+    )
+    await store.close()
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE snapshots SET data = '{\"on_hand\": ' WHERE stream_id = 'inventory-SKU'")
+    raw.commit()
+    raw.close()
+    store = await SqliteEventStore(path).open()
+    try:
+        with pytest.raises(UnreadableSnapshot, match="inventory-SKU"):
+            await store.load_snapshot("inventory-SKU")
+    finally:
+        await store.close()

@@ -24,7 +24,13 @@ from kurrentdbclient.exceptions import NodeIsNotLeaderError
 from conveyor.aggregates import AGGREGATES
 from conveyor.application.commands import CommandEnvelope, CommandHandler
 from conveyor.eventstore.kurrentdb import UNDECODABLE_DATA, KurrentDBEventStore
-from conveyor.eventstore.port import NO_STREAM, ConcurrencyError, EventStoreUnavailable, NewEvent
+from conveyor.eventstore.port import (
+    NO_STREAM,
+    ConcurrencyError,
+    EventStoreUnavailable,
+    NewEvent,
+    Snapshot,
+)
 from domain.orders.commands import CreateOrder
 from messaging.customers import IntegrationMapper
 from tests.unit.kurrentdbclient_servicers import (
@@ -509,3 +515,29 @@ async def test_a_write_the_node_did_not_handle_is_unavailable(
         await store.append("order-1", NO_STREAM, [order_event(1)])
     assert node.streams.stream("order-1") == []
     assert (await store.append("order-1", NO_STREAM, [order_event(1)])).version == 1
+
+
+async def test_snapshots_go_to_a_capped_stream_of_their_own_through_the_library(
+    node: ScriptedNode, store: KurrentDBEventStore
+) -> None:
+    """What the adapter asks of the library for snapshots: the stream named as
+    kurrentdbclient's docs suggest, its metadata capped at one event before the first
+    write, the version and schema version in the event's metadata, the latest read
+    backwards; and a stream's tail read from a stream position. (What the server does
+    with $maxCount is the contract suite's, against a real KurrentDB.)"""
+    fill(node.streams, "inventory-SKU-1", 5)
+    taken = datetime(2026, 1, 2, tzinfo=UTC)
+    await store.save_snapshot(Snapshot("inventory-SKU-1", 4, 3, {"on_hand": 7}, taken))
+    (metadata,) = node.streams.stream("$$snapshot-$inventory-SKU-1")
+    assert json.loads(metadata.data) == {"$maxCount": 1}
+    (written,) = node.streams.stream("snapshot-$inventory-SKU-1")
+    assert written.type == "Snapshot"
+    assert json.loads(written.metadata)["version"] == 4
+    await store.save_snapshot(Snapshot("inventory-SKU-1", 2, 3, {"on_hand": 1}, taken))
+    assert len(node.streams.stream("snapshot-$inventory-SKU-1")) == 1  # older: not written
+    await store.save_snapshot(Snapshot("inventory-SKU-1", 5, 3, {"on_hand": 9}, taken))
+    loaded = await store.load_snapshot("inventory-SKU-1")
+    assert loaded == Snapshot("inventory-SKU-1", 5, 3, {"on_hand": 9}, taken)
+    assert await store.load_snapshot("inventory-SKU-2") is None
+    tail = await store.read_stream("inventory-SKU-1", after_version=3)
+    assert [e.version for e in tail] == [4, 5]

@@ -35,14 +35,16 @@ ENVELOPE = (
     '"occurred_at":"2026-11-27T10:00:00.123456Z","correlation_id":"corr-1",'
     '"causation_id":"cmd-1","type":"{type}","data":{data}}}'
 )
-# (type, stored data, routing key, data as published) — bytes from the pre-registry code
+# (type, stored data, routing key, data as published) — bytes from the pre-registry code,
+# but for ItemAdded's `currency`: added since (schema version 2 of the stored event, an
+# additive field of contract version 1), at the end of its data.
 EVENTS = [
     ("OrderCreated", {"customer_id": "alice"}, "orders.created", '{"customer_id":"alice"}'),
     (
         "ItemAdded",
-        {"sku": "SKU-1", "quantity": 2, "unit_price": "9.99"},
+        {"sku": "SKU-1", "quantity": 2, "unit_price": "9.99", "currency": "EUR"},
         "orders.item-added",
-        '{"sku":"SKU-1","quantity":2,"unit_price":"9.99"}',
+        '{"sku":"SKU-1","quantity":2,"unit_price":"9.99","currency":"EUR"}',
     ),
     ("ItemRemoved", {"sku": "SKU-1"}, "orders.item-removed", '{"sku":"SKU-1"}'),
     ("OrderConfirmed", {"total": "19.98"}, "orders.confirmed", '{"total":"19.98"}'),

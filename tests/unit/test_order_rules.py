@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from domain.codec import MissingUpcaster, UnknownSchemaVersion
 from domain.orders import events as events_module
 from domain.orders.commands import (
     AddItem,
@@ -25,7 +26,9 @@ from domain.orders.commands import (
     RemoveItem,
 )
 from domain.orders.errors import (
+    CurrencyMismatch,
     EmptyOrder,
+    InvalidCurrency,
     InvalidField,
     InvalidQuantity,
     InvalidUnitPrice,
@@ -57,6 +60,7 @@ from domain.orders.events import (
     event_from_data,
     event_to_data,
     event_type_name,
+    item_added_v1_to_v2,
 )
 from domain.orders.order import MAX_LINES_PER_ORDER, Order, OrderLine, OrderStatus, decide, rebuild
 
@@ -109,8 +113,10 @@ def cancel(reason: str = REASON) -> CancelOrder:
 created = OrderCreated(customer_id=CUSTOMER)
 
 
-def added(sku: str = "SKU-A", quantity: int = 1, unit_price: str = "9.99") -> ItemAdded:
-    return ItemAdded(sku=sku, quantity=quantity, unit_price=D(unit_price))
+def added(
+    sku: str = "SKU-A", quantity: int = 1, unit_price: str = "9.99", currency: str = "EUR"
+) -> ItemAdded:
+    return ItemAdded(sku=sku, quantity=quantity, unit_price=D(unit_price), currency=currency)
 
 
 def removed(sku: str = "SKU-A") -> ItemRemoved:
@@ -697,6 +703,7 @@ def test_decimals_are_stored_as_exact_strings() -> None:
         "sku": "SKU-A",
         "quantity": 2,
         "unit_price": "0.10",
+        "currency": "EUR",
     }
     assert event_to_data(confirmed("20.28")) == {"total": "20.28"}
     back = event_from_data("OrderConfirmed", 1, {"total": "20.28"})
@@ -725,22 +732,22 @@ def test_an_unknown_event_type_is_refused() -> None:
 
 
 def test_an_older_schema_version_is_upcast_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Pretend ItemAdded v1 stored "price" in cents and v2 (today) stores "unit_price".
-    def v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    # Pretend a v3 of ItemAdded stores the price in cents: v2 → v3 chains after v1 → v2.
+    def v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
         data = dict(data)
-        cents = data.pop("price_cents")
-        data["unit_price"] = str(Decimal(cents).scaleb(-2))
+        data["unit_price"] = str(Decimal(data.pop("unit_price")).scaleb(2).quantize(1))
         return data
 
-    monkeypatch.setitem(events_module.CURRENT_SCHEMA_VERSION, "ItemAdded", 2)
-    monkeypatch.setitem(events_module.UPCASTERS, ("ItemAdded", 1), v1_to_v2)
-
-    old = event_from_data("ItemAdded", 1, {"sku": "SKU-A", "quantity": 2, "price_cents": 999})
-    assert old == added("SKU-A", 2, "9.99")
-    assert repr(old) == repr(added("SKU-A", 2, "9.99"))
+    monkeypatch.setitem(events_module.CURRENT_SCHEMA_VERSION, "ItemAdded", 3)
+    monkeypatch.setitem(events_module.UPCASTERS, ("ItemAdded", 2), v2_to_v3)
+    upcasting = events_module.codec("USD")
+    old = upcasting.from_data("ItemAdded", 1, {"sku": "SKU-A", "quantity": 2, "unit_price": "9.99"})
+    assert old == ItemAdded(sku="SKU-A", quantity=2, unit_price=D("999"), currency="USD")
     # data already at the current version is read as is
-    current = event_from_data("ItemAdded", 2, {"sku": "SKU-A", "quantity": 2, "unit_price": "9.99"})
-    assert current == added("SKU-A", 2, "9.99")
+    current = upcasting.from_data(
+        "ItemAdded", 3, {"sku": "SKU-A", "quantity": 2, "unit_price": "999", "currency": "JPY"}
+    )
+    assert current == ItemAdded(sku="SKU-A", quantity=2, unit_price=D("999"), currency="JPY")
 
 
 def test_upcasters_chain_across_several_versions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -878,3 +885,56 @@ def test_a_huge_price_makes_a_short_reason() -> None:
     refused = given().when(AddItem(order_id=long_id, sku="S", quantity=1, unit_price=D("1"))).error
     assert refused is not None
     assert len(refused.message) <= 500
+
+
+# --------------------------------------------------------------------------- currency
+
+
+def test_an_item_without_a_currency_takes_the_shops_default_then_the_orders() -> None:
+    assert decide(rebuild(ORDER, PENDING), add(), default_currency="CHF") == [
+        added("SKU-A", 1, "9.99", currency="CHF")
+    ]
+    state = rebuild(ORDER, (created, added("SKU-A", 1, "9.99", currency="GBP")))
+    assert state.currency == "GBP"
+    assert decide(state, add("SKU-B"), default_currency="CHF") == [
+        added("SKU-B", 1, "9.99", currency="GBP")
+    ]
+
+
+def test_an_order_holds_one_currency_until_its_last_line_is_removed() -> None:
+    state = rebuild(ORDER, (created, added("SKU-A", 1, "9.99", currency="GBP")))
+    other = dataclasses.replace(add("SKU-B"), currency="USD")
+    with pytest.raises(CurrencyMismatch, match="is in GBP") as caught:
+        decide(state, other)
+    assert caught.value.rule == "currency_mismatch"
+    emptied = state.apply(removed("SKU-A"))
+    assert emptied.currency is None
+    assert decide(emptied, other) == [added("SKU-B", 1, "9.99", currency="USD")]
+
+
+@pytest.mark.parametrize("currency", ["eur", "EURO", "€", "E1R", "ÉUR"])
+def test_a_currency_is_an_iso_4217_code(currency: str) -> None:
+    with pytest.raises(InvalidCurrency) as caught:
+        decide(rebuild(ORDER, PENDING), dataclasses.replace(add(), currency=currency))
+    assert caught.value.rule == "invalid_currency"
+
+
+def test_item_added_v1_means_the_shops_default_currency_once_upcast() -> None:
+    v1 = {"sku": "SKU-A", "quantity": 2, "unit_price": "9.99"}
+    assert item_added_v1_to_v2(v1, default_currency="SEK") == {**v1, "currency": "SEK"}
+    assert v1 == {"sku": "SKU-A", "quantity": 2, "unit_price": "9.99"}  # input untouched
+    upcasting = events_module.codec("SEK")
+    assert upcasting.from_data("ItemAdded", 1, v1) == added("SKU-A", 2, "9.99", currency="SEK")
+    assert upcasting.upcast("ItemAdded", 1, v1) == {**v1, "currency": "SEK"}
+    assert CURRENT_SCHEMA_VERSION["ItemAdded"] == 2
+
+
+def test_the_bare_codec_refuses_v1_rather_than_guess_a_currency() -> None:
+    with pytest.raises(MissingUpcaster, match="ItemAdded"):
+        event_from_data("ItemAdded", 1, {"sku": "SKU-A", "quantity": 2, "unit_price": "9.99"})
+
+
+def test_a_future_schema_version_is_never_read_as_current() -> None:
+    data = {"sku": "SKU-A", "quantity": 2, "unit_price": "9.99", "currency": "EUR"}
+    with pytest.raises(UnknownSchemaVersion, match="schema version 3"):
+        events_module.codec("EUR").from_data("ItemAdded", 3, data)
