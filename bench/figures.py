@@ -857,8 +857,8 @@ async def long_streams(ctx: BenchContext) -> Figure:
     """Inventory's load-and-decide on a 10,000-event stream against a 10-event one, with
     snapshots on (every 100): the long stream's snapshot is placed at its worst, 99 events
     before the end, so the tail folded is the longest the interval allows."""
+    from conveyor.aggregates.inventory import inventory_registry
     from conveyor.application.loading import snapshot_of
-    from tests.inventory_aggregate import inventory_registry
 
     events = ctx.sizes.long_stream_events
     on = inventory_registry().named("inventory")

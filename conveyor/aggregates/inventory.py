@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from conveyor.application.aggregates import AggregateDefinition, IntegrationContract
+from conveyor.application.aggregates import AggregateDefinition, IntegrationContract, Registry
 from domain.inventory.errors import InventoryRuleViolation
 from domain.inventory.events import CODEC
 from domain.inventory.inventory import Inventory, decide
+from domain.inventory.snapshots import SNAPSHOT_EVERY, SNAPSHOTS
 from messaging.contracts import inventory as contract
 
 
@@ -44,4 +46,14 @@ INVENTORY = AggregateDefinition(
         schema_versions=dict.fromkeys(contract.ROUTING_KEYS, contract.CONTRACT_VERSION),
     ),
     state_view=inventory_view,
+    # A busy SKU's stream grows by thousands of events: load the latest snapshot and the
+    # tail after it (domain/inventory/snapshots.py says why every 25).
+    snapshots=SNAPSHOTS,
+    snapshot_every=SNAPSHOT_EVERY,
 )
+
+
+def inventory_registry(*, snapshot_every: int | None = SNAPSHOT_EVERY) -> Registry:
+    """A registry of Inventory alone, snapshots every `snapshot_every` events (None: off):
+    for the snapshot tests and the long-streams benchmark."""
+    return Registry(replace(INVENTORY, snapshot_every=snapshot_every))

@@ -87,7 +87,8 @@ class CommandEnvelope:
     causation_id: str
     seen_before: bool = False
     """This delivery may have been handled already (a broker redelivery, a retry copy, a
-    re-driven dead letter). Informational: the handler checks every delivery the same way."""
+    re-driven dead letter): the handler then reads the aggregate's whole stream, not only
+    the tail after its snapshot."""
     aggregate: str | None = None
     """The aggregate's registered name (set by parsing); None: found by the command's type."""
     aggregate_id: str | None = None
@@ -172,7 +173,10 @@ class CommandHandler:
         async with self._locks.hold(definition.stream(aggregate_id)):
             async for attempt in retrying:
                 with attempt:
-                    return await self._handle_once(definition, aggregate_id, envelope)
+                    # A reload after a conflict may be racing another copy of this command:
+                    # like a redelivery, it reads the whole stream, not the snapshot's tail.
+                    suspect = envelope.seen_before or attempt.retry_state.attempt_number > 1
+                    return await self._handle_once(definition, aggregate_id, envelope, suspect)
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     async def _handle_once(
@@ -180,6 +184,7 @@ class CommandHandler:
         definition: AggregateDefinition,
         aggregate_id: str,
         envelope: CommandEnvelope,
+        seen_before: bool,
     ) -> CommandOutcome:
         stream_id = definition.stream(aggregate_id)
         loaded = await self.loader.load(definition, aggregate_id, whole=seen_before)

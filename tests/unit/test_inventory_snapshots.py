@@ -98,10 +98,10 @@ async def test_a_load_from_any_stored_snapshot_equals_the_full_fold(
 ) -> None:
     """The same through the command path's loader and a store: rejection markers anywhere
     in the stream, the snapshot (with its envelope) at any stream version."""
+    from conveyor.aggregates.inventory import INVENTORY
     from conveyor.application.loading import AggregateLoader, snapshot_of
     from conveyor.eventstore.memory import InMemoryEventStore
     from conveyor.eventstore.port import NO_STREAM, NewEvent
-    from tests.inventory_aggregate import INVENTORY
 
     events = history_of(sent)
     stored: list[NewEvent] = []
