@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -43,46 +42,13 @@ from domain.inventory.inventory import (
     decide,
     rebuild,
 )
+from tests.unit.domain_scenarios import Rules
 
 SKU = "SKU-A"
 ORDER = "order-1"
 
 
-@dataclass(frozen=True)
-class Outcome:
-    command: Command
-    events: list[DomainEvent] | None
-    error: InventoryRuleViolation | None
-
-    def then(self, *expected: DomainEvent) -> None:
-        assert self.error is None, f"{self.command!r} was rejected: {self.error}"
-        assert self.events == list(expected)
-
-    def then_rejected(self, error_class: type[InventoryRuleViolation], *parts: str) -> Any:
-        assert self.error is not None, f"{self.command!r} was accepted with {self.events!r}"
-        assert type(self.error) is error_class, f"got {type(self.error).__name__}: {self.error}"
-        for part in parts:
-            assert part in self.error.message, f"{part!r} not in {self.error.message!r}"
-        assert self.error.rule == error_class.rule
-        return self.error
-
-
-@dataclass(frozen=True)
-class Scenario:
-    history: tuple[DomainEvent, ...]
-
-    def when(self, command: Command) -> Outcome:
-        state = rebuild(SKU, self.history)
-        try:
-            produced = decide(state, command)
-        except InventoryRuleViolation as error:
-            return Outcome(command, None, error)
-        assert state == rebuild(SKU, self.history)  # deciding never changes the state
-        return Outcome(command, produced, None)
-
-
-def given(*history: DomainEvent) -> Scenario:
-    return Scenario(tuple(history))
+given = Rules(rebuild, decide, InventoryRuleViolation, SKU).given
 
 
 def reserve(order_id: str = ORDER, quantity: Any = 3) -> ReserveStock:

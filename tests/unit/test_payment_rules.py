@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -37,46 +36,13 @@ from domain.payments.events import (
     PaymentRequested,
 )
 from domain.payments.payment import PaymentStatus, decide, rebuild
+from tests.unit.domain_scenarios import Rules
 
 ORDER = "order-1"
 D = Decimal
 
 
-@dataclass(frozen=True)
-class Outcome:
-    command: Command
-    events: list[DomainEvent] | None
-    error: PaymentRuleViolation | None
-
-    def then(self, *expected: DomainEvent) -> None:
-        assert self.error is None, f"{self.command!r} was rejected: {self.error}"
-        assert self.events == list(expected)
-
-    def then_rejected(self, error_class: type[PaymentRuleViolation], *parts: str) -> Any:
-        assert self.error is not None, f"{self.command!r} was accepted with {self.events!r}"
-        assert type(self.error) is error_class, f"got {type(self.error).__name__}: {self.error}"
-        for part in parts:
-            assert part in self.error.message, f"{part!r} not in {self.error.message!r}"
-        assert self.error.rule == error_class.rule
-        return self.error
-
-
-@dataclass(frozen=True)
-class Scenario:
-    history: tuple[DomainEvent, ...]
-
-    def when(self, command: Command) -> Outcome:
-        state = rebuild(ORDER, self.history)
-        try:
-            produced = decide(state, command)
-        except PaymentRuleViolation as error:
-            return Outcome(command, None, error)
-        assert state == rebuild(ORDER, self.history)
-        return Outcome(command, produced, None)
-
-
-def given(*history: DomainEvent) -> Scenario:
-    return Scenario(tuple(history))
+given = Rules(rebuild, decide, PaymentRuleViolation, ORDER).given
 
 
 def request(amount: Any = "19.98", currency: str = "EUR") -> RequestPayment:
