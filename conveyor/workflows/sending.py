@@ -83,11 +83,11 @@ class WorkflowSender:
         )
         self.sent += 1
 
-    async def schedule(self, timeout: ScheduleTimeout, correlation_id: str) -> None:
+    async def schedule(self, scheduled: ScheduleTimeout, correlation_id: str) -> None:
         await self._publish(
-            timeout_body(timeout, datetime.now(UTC)),
+            timeout_body(scheduled, datetime.now(UTC)),
             queue=self._timeouts_queue,
-            message_id=timeout.message_id,
+            message_id=scheduled.message_id,
             correlation_id=correlation_id,
             message_type=TIMED_OUT,
         )
