@@ -39,11 +39,12 @@ from messaging.contracts.orders import (
     OrderCancelledEvent,
     OrderConfirmedEvent,
     OrderCreatedEvent,
+    OrderFulfilledEvent,
 )
 from messaging.contracts.orders import OrderEvent as IntegrationEvent
 
 Body = dict[str, Any]
-Status = Literal["pending", "confirmed", "cancelled"]
+Status = Literal["pending", "confirmed", "cancelled", "fulfilled"]
 
 CENTS = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -176,6 +177,13 @@ def _advance(order: _Order | None, event: IntegrationEvent, subject: str) -> _Or
         return replace(order, status="confirmed", total=Decimal(event.data.total))
     if isinstance(event, OrderCancelledEvent):
         return replace(order, status="cancelled", cancel_reason=event.data.reason)
+    if isinstance(event, OrderFulfilledEvent):
+        if order.status != "confirmed":
+            raise ContractViolation(
+                f"{subject} is {order.status}: OrderFulfilled v{event.version} needs a "
+                "confirmed order"
+            )
+        return replace(order, status="fulfilled")
     assert_never(event)
 
 
@@ -590,6 +598,10 @@ class LogFold:
                     return False
                 state.status = "cancelled"
                 state.cancel_reason = reason
+            elif kind == "OrderFulfilled":
+                if state.status != "confirmed":
+                    return False
+                state.status = "fulfilled"
             else:
                 return False
         except ArithmeticError:  # the projections raise it themselves, from this event

@@ -21,12 +21,6 @@ class StockLimitExceeded(InventoryRuleViolation):
     rule = "stock_limit_exceeded"
 
 
-class InsufficientStock(InventoryRuleViolation):
-    """The refusal the fulfilment workflow reads as "reservation refused"."""
-
-    rule = "insufficient_stock"
-
-
 class ReservationAlreadyExists(InventoryRuleViolation):
     rule = "reservation_already_exists"
 

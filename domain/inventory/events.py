@@ -19,6 +19,17 @@ class StockReserved:
 
 
 @dataclass(frozen=True, slots=True)
+class ReservationRefused:
+    """A reservation asked for more than was available: a fact the workflow reacts to (the
+    event store is the outbox; a rejection would be a transient outcome it never sees)."""
+
+    order_id: str
+    sku: str
+    requested: int
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReservationReleased:
     order_id: str
     quantity: int
@@ -30,16 +41,19 @@ class ReservationCommitted:
     quantity: int
 
 
-DomainEvent = StockReceived | StockReserved | ReservationReleased | ReservationCommitted
+DomainEvent = (
+    StockReceived | StockReserved | ReservationRefused | ReservationReleased | ReservationCommitted
+)
 
 CODEC: EventCodec[DomainEvent] = EventCodec(
-    (StockReceived, StockReserved, ReservationReleased, ReservationCommitted)
+    (StockReceived, StockReserved, ReservationRefused, ReservationReleased, ReservationCommitted)
 )
 
 __all__ = [
     "CODEC",
     "DomainEvent",
     "ReservationCommitted",
+    "ReservationRefused",
     "ReservationReleased",
     "StockReceived",
     "StockReserved",

@@ -19,7 +19,6 @@ from domain.inventory.commands import (
     ReserveStock,
 )
 from domain.inventory.errors import (
-    InsufficientStock,
     InvalidInventoryField,
     InvalidStockQuantity,
     ReservationAlreadyExists,
@@ -29,6 +28,7 @@ from domain.inventory.errors import (
 from domain.inventory.events import (
     DomainEvent,
     ReservationCommitted,
+    ReservationRefused,
     ReservationReleased,
     StockReceived,
     StockReserved,
@@ -86,6 +86,8 @@ def _fold(
             return replace(
                 state, version=version, reserved=state.reserved + quantity, reservations=view
             )
+        case ReservationRefused():
+            return replace(state, version=version, reservations=view)
         case ReservationReleased(order_id=order_id, quantity=quantity):
             reservations.pop(order_id, None)
             return replace(
@@ -158,14 +160,13 @@ def _reserve(state: Inventory, command: ReserveStock) -> list[DomainEvent]:
             reserved=held,
         )
     if quantity > state.available:
-        raise InsufficientStock(
-            f"cannot reserve {quantity} units of sku {sku!r} for order {order_id!r}: "
-            f"only {state.available} available",
-            sku=sku,
-            order_id=order_id,
-            requested=quantity,
-            available=state.available,
-        )
+        # Not a rule violation: running out of stock is a business fact the fulfilment
+        # workflow must learn from an integration event (outcomes are transient).
+        return [
+            ReservationRefused(
+                order_id=order_id, sku=sku, requested=quantity, available=state.available
+            )
+        ]
     return [StockReserved(order_id=order_id, quantity=quantity)]
 
 

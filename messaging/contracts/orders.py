@@ -21,6 +21,7 @@ from domain.orders.commands import (
     Command,
     ConfirmOrder,
     CreateOrder,
+    FulfilOrder,
     RemoveItem,
 )
 from messaging.contracts.wire import (
@@ -91,12 +92,22 @@ class CancelOrderMessage(_OrderCommandMessage):
         return CancelOrder(order_id=self.order_id, reason=self.reason)
 
 
+class FulfilOrderMessage(_OrderCommandMessage):
+    """Sent by the fulfilment workflow once stock is committed and payment authorized."""
+
+    type: Literal["FulfilOrder"]
+
+    def to_command(self) -> Command:
+        return FulfilOrder(order_id=self.order_id)
+
+
 COMMAND_MESSAGES: dict[str, type[CommandMessage]] = {
     "CreateOrder": CreateOrderMessage,
     "AddItem": AddItemMessage,
     "RemoveItem": RemoveItemMessage,
     "ConfirmOrder": ConfirmOrderMessage,
     "CancelOrder": CancelOrderMessage,
+    "FulfilOrder": FulfilOrderMessage,
 }
 
 ROUTING_KEYS: dict[str, str] = {
@@ -105,6 +116,7 @@ ROUTING_KEYS: dict[str, str] = {
     "ItemRemoved": "orders.item-removed",
     "OrderConfirmed": "orders.confirmed",
     "OrderCancelled": "orders.cancelled",
+    "OrderFulfilled": "orders.fulfilled",
 }
 
 
@@ -128,6 +140,10 @@ class OrderConfirmedData(EventData):
 
 class OrderCancelledData(EventData):
     reason: Reason
+
+
+class OrderFulfilledData(EventData):
+    pass
 
 
 class _OrderEvent(BaseModel):
@@ -177,12 +193,18 @@ class OrderCancelledEvent(_OrderEvent):
     data: OrderCancelledData
 
 
+class OrderFulfilledEvent(_OrderEvent):
+    type: Literal["OrderFulfilled"]
+    data: OrderFulfilledData
+
+
 OrderEvent = (
     OrderCreatedEvent
     | ItemAddedEvent
     | ItemRemovedEvent
     | OrderConfirmedEvent
     | OrderCancelledEvent
+    | OrderFulfilledEvent
 )
 ORDER_EVENT: TypeAdapter[OrderEvent] = TypeAdapter(
     Annotated[OrderEvent, Field(discriminator="type")]
@@ -193,4 +215,5 @@ EVENT_MODELS: dict[str, type[_OrderEvent]] = {
     "ItemRemoved": ItemRemovedEvent,
     "OrderConfirmed": OrderConfirmedEvent,
     "OrderCancelled": OrderCancelledEvent,
+    "OrderFulfilled": OrderFulfilledEvent,
 }

@@ -22,6 +22,7 @@ SAMPLES: list[tuple[EventCodec[Any], object]] = [
     (orders.CODEC, orders.OrderFulfilled()),
     (inventory.CODEC, inventory.StockReceived(10)),
     (inventory.CODEC, inventory.StockReserved("order-1", 3)),
+    (inventory.CODEC, inventory.ReservationRefused("order-1", "SKU-A", 5, 2)),
     (inventory.CODEC, inventory.ReservationReleased("order-1", 3)),
     (inventory.CODEC, inventory.ReservationCommitted("order-1", 3)),
     (payments.CODEC, payments.PaymentRequested(Decimal("19.90"), "EUR")),

@@ -20,7 +20,6 @@ from domain.inventory.commands import (
     ReserveStock,
 )
 from domain.inventory.errors import (
-    InsufficientStock,
     InvalidInventoryField,
     InvalidStockQuantity,
     InventoryRuleViolation,
@@ -32,6 +31,7 @@ from domain.inventory.events import (
     CODEC,
     DomainEvent,
     ReservationCommitted,
+    ReservationRefused,
     ReservationReleased,
     StockReceived,
     StockReserved,
@@ -142,19 +142,24 @@ def test_a_reservation_within_available_stock_is_accepted() -> None:
     assert dict(state.reservations) == {ORDER: 3}
 
 
-def test_a_reservation_larger_than_available_is_refused_naming_sku_requested_available() -> None:
-    error = (
-        given(*RESERVED)
-        .when(reserve("order-2", 8))
-        .then_rejected(InsufficientStock, repr(SKU), "8", "only 7 available")
+def test_a_reservation_larger_than_available_is_a_refusal_recorded_as_a_fact() -> None:
+    """Not a rule violation: the workflow learns it from the published event."""
+    given(*RESERVED).when(reserve("order-2", 8)).then(
+        ReservationRefused(order_id="order-2", sku=SKU, requested=8, available=7)
     )
-    assert error.rule == "insufficient_stock"
-    assert error.details == {"sku": SKU, "order_id": "order-2", "requested": 8, "available": 7}
+    state = rebuild(SKU, (*RESERVED, ReservationRefused("order-2", SKU, 8, 7)))
+    assert (state.on_hand, state.reserved, state.available, state.version) == (10, 3, 7, 3)
+    assert dict(state.reservations) == {ORDER: 3}
 
 
 def test_nothing_can_be_reserved_before_stock_arrives() -> None:
-    error = given().when(reserve(quantity=1)).then_rejected(InsufficientStock, "only 0")
-    assert error.details["available"] == 0
+    given().when(reserve(quantity=1)).then(ReservationRefused(ORDER, SKU, 1, 0))
+
+
+def test_a_refused_order_may_reserve_once_stock_arrives() -> None:
+    given(ReservationRefused(ORDER, SKU, 3, 0), *STOCKED).when(reserve(ORDER, 3)).then(
+        StockReserved(ORDER, 3)
+    )
 
 
 def test_one_reservation_per_order_and_sku() -> None:
@@ -249,6 +254,7 @@ def test_a_busy_skus_history_folds_in_linear_time() -> None:
     [
         StockReceived(5),
         StockReserved(ORDER, 3),
+        ReservationRefused(ORDER, SKU, 4, 2),
         ReservationReleased(ORDER, 3),
         ReservationCommitted(ORDER, 3),
     ],
@@ -262,8 +268,8 @@ def test_events_round_trip_through_their_stored_form(event: DomainEvent) -> None
 
 def test_rule_codes_are_unique() -> None:
     classes = InventoryRuleViolation.__subclasses__()
-    assert len(classes) == 6
-    assert len({cls.rule for cls in classes} | {InventoryRuleViolation.rule}) == 7
+    assert len(classes) == 5
+    assert len({cls.rule for cls in classes} | {InventoryRuleViolation.rule}) == 6
 
 
 # --------------------------------------------------------------------------- property

@@ -41,6 +41,8 @@ from messaging.contracts.orders import (
     OrderConfirmedEvent,
     OrderCreatedData,
     OrderCreatedEvent,
+    OrderFulfilledData,
+    OrderFulfilledEvent,
 )
 from messaging.contracts.orders import OrderEvent as IntegrationEvent
 
@@ -103,6 +105,11 @@ class OrderEvents:
     def cancelled(self, reason: str) -> OrderCancelledEvent:
         return OrderCancelledEvent(
             type="OrderCancelled", data=OrderCancelledData(reason=reason), **self._common()
+        )
+
+    def fulfilled(self) -> OrderFulfilledEvent:
+        return OrderFulfilledEvent(
+            type="OrderFulfilled", data=OrderFulfilledData(), **self._common()
         )
 
 
@@ -263,6 +270,24 @@ def test_a_confirmed_order_can_still_be_cancelled() -> None:
     )
     active = fold(ACTIVE_ORDERS, events)["o-1"]
     assert (active["status"], active["total"], active["item_count"]) == ("cancelled", "20.28", 6)
+
+
+def test_a_confirmed_order_can_be_fulfilled_and_shows_it() -> None:
+    events = lifecycle()
+    order = OrderEvents("o-1", "c-1")
+    order.version = len(events)
+    events.append(order.fulfilled())
+    for projection in PROJECTIONS:
+        body = fold(projection, events)["o-1"]
+        assert (body["status"], body["total"], body["version"]) == ("fulfilled", "20.28", 7)
+    assert fold(ORDER_SUMMARY, events)["o-1"]["cancel_reason"] is None
+
+
+def test_only_a_confirmed_order_can_be_fulfilled() -> None:
+    order = OrderEvents("o-1", "c-1")
+    created = order.created()
+    with pytest.raises(ContractViolation, match="needs a confirmed order"):
+        fold(ORDER_SUMMARY, [created, order.fulfilled()])
 
 
 # -- active_orders ---------------------------------------------------------------------------
@@ -583,6 +608,9 @@ def random_log(rng: random.Random, *, orders: int, customers: int) -> list[Integ
         elif status[oid] == "confirmed" and rng.random() < 0.5:
             log.append(order.cancelled("returned"))
             status[oid] = "cancelled"
+        elif status[oid] == "confirmed" and rng.random() < 0.5:
+            log.append(order.fulfilled())
+            status[oid] = "fulfilled"
         else:
             budget[oid] = 0  # final: nothing more can happen to it
     return log
@@ -644,5 +672,12 @@ def test_the_random_logs_cover_every_event_type_and_shared_customers() -> None:
         for event in log:
             per_customer.setdefault(event.customer_id, set()).add(event.order_id)
         shared = shared or any(len(orders) > 1 for orders in per_customer.values())
-    assert types == {"OrderCreated", "ItemAdded", "ItemRemoved", "OrderConfirmed", "OrderCancelled"}
+    assert types == {
+        "OrderCreated",
+        "ItemAdded",
+        "ItemRemoved",
+        "OrderConfirmed",
+        "OrderCancelled",
+        "OrderFulfilled",
+    }
     assert shared

@@ -65,6 +65,8 @@ def random_log(seed: int, orders: int = 40) -> list[RecordedEvent]:
             choices = ["confirm", "cancel", "end"]
             if status[order] == "pending":
                 choices += ["add", "add", "add", "remove"]
+            if status[order] == "confirmed":
+                choices += ["fulfil"]
             choice = rng.choice(choices)
             if choice == "end":
                 del pending[order]
@@ -78,6 +80,9 @@ def random_log(seed: int, orders: int = 40) -> list[RecordedEvent]:
                 log.add(stream, version, "ItemAdded", data)
             elif choice == "remove":
                 log.add(stream, version, "ItemRemoved", {"sku": rng.choice(SKUS)})
+            elif choice == "fulfil":
+                log.add(stream, version, "OrderFulfilled", {})
+                status[order] = "fulfilled"
             elif choice == "confirm":
                 log.add(stream, version, "OrderConfirmed", {"total": rng.choice(PRICES)})
                 status[order] = "confirmed"
@@ -109,6 +114,7 @@ def fast_documents(events: list[RecordedEvent]) -> dict[str, dict[str, Any]]:
             "ItemRemoved",
             "OrderConfirmed",
             "OrderCancelled",
+            "OrderFulfilled",
         }:
             assert fast.add(event), event
     return {p.name: fast.documents(p.name) for p in PROJECTIONS}
