@@ -57,8 +57,13 @@ class ProcessManagerConsumer(QueueConsumer):
         self.states = states
         self._max_message_bytes = max_message_bytes
         self.applied = 0
+        """Inputs that moved a workflow (events appended)."""
         self.replayed = 0
+        """Inputs found applied before: their recorded commands sent again."""
+        self.unchanged = 0
+        """Inputs that added nothing (a fact already known from another event)."""
         self.ignored = 0
+        """Events of types the workflow does not react to."""
 
     async def prepare(self) -> None:
         await self.states.prepare()
@@ -118,8 +123,10 @@ class ProcessManagerConsumer(QueueConsumer):
                 raw.message_id,
                 len(reaction.commands),
             )
-        else:
+        elif reaction.appended:
             self.applied += 1
+        else:
+            self.unchanged += 1
         if reaction.commands and not reaction.replayed:
             logger.debug(
                 "workflow %s now %s: sent %s",

@@ -103,7 +103,7 @@ def parse_input(body: bytes, *, max_bytes: int) -> Input | PendingConfirmation |
                     at,
                     _order(envelope, in_data=True),
                     _sku(envelope),
-                    str(data.get("reason") or "insufficient stock"),
+                    _refusal(data),
                 )
             case "PaymentAuthorized":
                 return PaymentAuthorized(envelope.event_id, at, _order(envelope))
@@ -137,6 +137,12 @@ def _sku(envelope: _Envelope) -> str:
     if not isinstance(sku, str) or not sku:
         _invalid(f"{envelope.type} names no SKU")
     return str(sku)
+
+
+def _refusal(data: Mapping[str, Any]) -> str:
+    if "requested" in data and "available" in data:
+        return f"requested {data['requested']}, available {data['available']}"
+    return str(data.get("reason") or "insufficient stock")
 
 
 def _invalid(message: str) -> Any:

@@ -52,6 +52,8 @@ class Reaction:
     timeouts: list[ScheduleTimeout]
     replayed: bool
     """The input was applied before: these are the commands recorded for it, sent again."""
+    appended: int = 0
+    """Workflow events appended for it (0: a duplicate, or a fact that added nothing)."""
 
 
 def event_id_for(stream_id: str, cause: str, index: int) -> uuid.UUID:
@@ -132,7 +134,13 @@ class FulfilmentWorkflows:
                     continue
                 for event in decision.events:
                     state = state.apply(event)
-                return Reaction(state, decision.commands, decision.timeouts, replayed=False)
+                return Reaction(
+                    state,
+                    decision.commands,
+                    decision.timeouts,
+                    replayed=False,
+                    appended=len(decision.events),
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _new_events(self, stream_id: str, events: Sequence[WorkflowEvent]) -> list[NewEvent]:
