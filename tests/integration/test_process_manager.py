@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,18 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import httpx
 import pytest
 
 from conveyor.aggregates import AGGREGATES
 from conveyor.application.aggregates import AggregateDefinition
-from conveyor.bootstrap import command_queue
+from conveyor.bootstrap import command_queue, fulfilment_timeouts_queue
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.gateway.relay import EVENTS
 from conveyor.settings import Settings
 from conveyor.workflows.states import WorkflowStates
 from domain.fulfilment.events import CODEC
 from domain.fulfilment.workflow import WorkflowStatus, rebuild, stream_name
-from tests.processes import start_conveyor
+from tests.integration.test_status import status_until
+from tests.processes import conveyor_env, start_conveyor
 from tests.rabbit import eventually, publish, queue_depth
 from workers.host import WorkerHost
 
@@ -405,3 +409,53 @@ async def test_a_process_manager_killed_mid_way_loses_no_workflow_and_doubles_no
     for order in orders:
         assert (await shop.types(shop.payments, order))["PaymentRequested"] == 1
         assert (await shop.types(shop.orders, order))["OrderFulfilled"] == 1
+
+
+async def test_a_workflow_whose_timeout_was_lost_shows_as_stuck_in_status_and_queries(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    shop: Shop,
+) -> None:
+    settings = settings.model_copy(
+        update={"fulfilment_timeout": 3.0, "fulfilment_stuck_margin": 0.5}
+    )
+    host = await start_worker(settings, (*ALL, "http"))
+    await shop.stock("sku-s", 5)
+    await shop.confirmed_order("o-stuck", {"sku-s": 1})
+    await eventually(lambda: shop.payment_requested("o-stuck"), what="payment requested")
+    # The timeout is lost (an operator purged the queue): nothing will ever end the workflow.
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        timeouts = await channel.get_queue(fulfilment_timeouts_queue(settings).name)
+        assert await timeouts.purge()
+    # And one input that cannot be read is dead-lettered.
+    await publish(settings.amqp_url, settings.process_manager_queue, b"{", type="OrderConfirmed")
+
+    report = await status_until(
+        settings,
+        lambda r: bool(r.stuck_workflows) and r.workflows is not None and r.dead_letters > 0,
+        "a stuck workflow and a dead-lettered input",
+    )
+    assert not report.healthy
+    assert [s.order_id for s in report.stuck_workflows] == ["o-stuck"]
+    assert any("workflow(s) stuck" in reason and "o-stuck" in reason for reason in report.reasons)
+    assert any("dead-lettered in" in reason for reason in report.reasons)
+    assert report.as_json()["workflows"]["stuck"][0]["status"] == "awaiting_payment"
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{host.http_port}") as http:
+        listed = (await http.get("/workflows", params={"stuck": "true"})).json()
+        one = await http.get("/workflows/o-stuck")
+    assert [w["order_id"] for w in listed["workflows"]] == ["o-stuck"]
+    assert one.json()["waiting_for"] == "payment authorization"
+
+    cli = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "conveyor", "workflows", "stuck", "--json"],
+        env=conveyor_env(settings, CONVEYOR_FULFILMENT_STUCK_MARGIN="0.5"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert cli.returncode == 1, cli.stderr
+    assert json.loads(cli.stdout)["count"] == 1
