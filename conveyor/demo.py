@@ -402,7 +402,7 @@ def payment_answer(order_id: str) -> str:
 
 
 def stock_to_seed(orders: int) -> dict[str, int]:
-    return {sku: max(orders // 4, 2) if sku == SCARCE_SKU else orders * 3 for sku in DEMO_SKUS}
+    return {sku: max(orders // 2, 2) if sku == SCARCE_SKU else orders * 3 for sku in DEMO_SKUS}
 
 
 def _cancel_kind(reason: str | None) -> str:
@@ -550,9 +550,9 @@ async def run_workflows(
 
 
 def print_workflow_report(report: WorkflowReport, console: Console) -> None:
-    table = Table(title=f"fulfilment workflows: {report.confirmed} confirmed orders")
-    table.add_column("")
-    table.add_column("")
+    table = Table(
+        title=f"fulfilment workflows: {report.confirmed} confirmed orders", show_header=False
+    )
     table.add_row(
         "payment provider",
         ", ".join(f"{k}: {v}" for k, v in sorted(report.payments.items())) or "-",
