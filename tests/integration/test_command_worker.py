@@ -65,12 +65,13 @@ class RefusedAppends:
     alone (the adapter reports it as a ConcurrencyError) while the store stays up — unlike
     a locked file, which pauses consuming (tests/integration/test_store_outage.py)."""
 
-    def __init__(self, path: str, *order_ids: str) -> None:
+    def __init__(self, path: str, *order_ids: str, streams: tuple[str, ...] = ()) -> None:
         self._path = path
-        streams = ", ".join(f"'{ORDERS.stream(order_id)}'" for order_id in order_ids)
+        names = (*(ORDERS.stream(order_id) for order_id in order_ids), *streams)
+        streams_sql = ", ".join(f"'{name}'" for name in names)
         self._execute(
             "CREATE TRIGGER refused_appends BEFORE INSERT ON events "
-            f"WHEN NEW.stream_id IN ({streams}) BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            f"WHEN NEW.stream_id IN ({streams_sql}) BEGIN SELECT RAISE(ABORT, 'refused'); END"
         )
 
     def _execute(self, sql: str) -> None:
