@@ -468,7 +468,9 @@ async def test_a_workflow_whose_timeout_was_lost_shows_as_stuck_in_status_and_qu
         timeout=30,
     )
     assert cli.returncode == 1, cli.stderr
-    assert json.loads(cli.stdout)["count"] == 1
+    listed_by_cli = json.loads(cli.stdout)
+    assert listed_by_cli["count"] == 1
+    assert listed_by_cli["dead_lettered_inputs"] == 1
 
 
 async def test_a_crash_after_the_append_before_sending_is_repaired_by_the_redelivery(
