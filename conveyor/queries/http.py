@@ -29,6 +29,8 @@ from conveyor.settings import Settings
 
 MAX_VERSION = 2**53
 """Above any real order's version, and inside every store's integer range."""
+MAX_STOCK = 10**12
+"""Beyond any SKU's stock (the Inventory contract's bound)."""
 MAX_AGE_SECONDS = 100 * 365 * 24 * 3600.0
 """Inside what a timedelta holds (and what "older than" can sensibly mean)."""
 
@@ -89,6 +91,21 @@ def create_app(queries: OrderQueries) -> FastAPI:
             limit=limit,
         )
         return {"orders": orders, "count": len(orders)}
+
+    @app.get("/stock/{sku}")
+    async def get_stock(sku: str) -> dict[str, Any]:
+        level = await queries.stock(sku)
+        if level is None:
+            raise HTTPException(404, f"sku {sku!r} not found")
+        return level
+
+    @app.get("/stock")
+    async def list_stock(
+        below: Annotated[int | None, Query(ge=-MAX_STOCK, le=MAX_STOCK)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        levels = await queries.stock_levels(below=below, limit=limit)
+        return {"stock": levels, "count": len(levels)}
 
     return app
 
