@@ -34,6 +34,10 @@ class OrderQueries:
         self._collections = collections
         self._event_store = event_store
 
+    async def document(self, projection: str, doc_id: str) -> dict[str, Any] | None:
+        """A read model's document by id (read-your-writes checks its `version`)."""
+        return await self._get(projection, doc_id)
+
     async def _get(self, projection: str, doc_id: str) -> dict[str, Any] | None:
         active = await self._collections.active(projection)
         document = await self._read_store.get(active.collection, doc_id)

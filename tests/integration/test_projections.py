@@ -20,7 +20,7 @@ from conveyor.aggregates import AGGREGATES
 from conveyor.bootstrap import open_read_store
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.readmodels.collections import ProjectionCollections
-from conveyor.readmodels.projections import ORDER_PROJECTIONS
+from conveyor.readmodels.projections import ORDER_PROJECTIONS, PROJECTIONS
 from conveyor.readmodels.rebuild import project_in_memory, rebuild
 from conveyor.settings import Settings
 from messaging import failures
@@ -54,7 +54,7 @@ async def read_models(settings: Settings) -> dict[str, dict[str, dict[str, Any]]
     try:
         collections = ProjectionCollections(store, cache_seconds=0)
         result = {}
-        for projection in ORDER_PROJECTIONS:
+        for projection in PROJECTIONS:
             active = await collections.active(projection.name)
             documents = await store.find(active.collection, limit=1_000_000)
             result[projection.name] = {d.id: _stable(d.body) for d in documents}
@@ -68,7 +68,7 @@ async def expected_read_models(settings: Settings) -> dict[str, dict[str, dict[s
     try:
         return {
             p.name: {k: _stable(v) for k, v in (await project_in_memory(p.name, store)).items()}
-            for p in ORDER_PROJECTIONS
+            for p in PROJECTIONS
         }
     finally:
         await store.close()
