@@ -37,10 +37,6 @@ from messaging.topology import WorkQueue
 
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
 MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
-PROJECTION_BINDING = "orders.#"
-"""What Order's projection queues bind (`projection_binding`)."""
-
-
 def projection_binding(projection: Projection) -> str:
     """What a projection queue binds on `conveyor.events`: `<prefix>#` of the aggregate whose
     definition lists the projection among its read models (Order's: `orders.#`)."""

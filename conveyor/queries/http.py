@@ -6,6 +6,9 @@
     GET /customers/{customer_id}/orders         the customer's order history 404 if unknown
     GET /orders?status=pending&customer_id=…&older_than_seconds=…&limit=…
                                                 orders by status, oldest first
+    GET /stock/{sku}                            one SKU's stock level        404 if unknown
+    GET /stock?below=N&limit=…                  stock levels, fewest available first
+                                                (with below: fewer than N available)
 Errors are JSON: {"detail": …}; bad parameters are 422.
 """
 
