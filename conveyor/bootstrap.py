@@ -37,6 +37,8 @@ from messaging.topology import WorkQueue
 
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
 MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
+
+
 def projection_binding(projection: Projection) -> str:
     """What a projection queue binds on `conveyor.events`: `<prefix>#` of the aggregate whose
     definition lists the projection among its read models (Order's: `orders.#`)."""
