@@ -50,6 +50,7 @@ INVENTORY = AggregateDefinition(
     # tail after it (domain/inventory/snapshots.py says why every 25).
     snapshots=SNAPSHOTS,
     snapshot_every=SNAPSHOT_EVERY,
+    read_models=("stock_levels",),
 )
 
 

@@ -136,7 +136,8 @@ async def test_a_rebuild_of_the_old_log_writes_every_read_model_as_before(
             active = await collections.active(projection.name)
             documents = await read_store.find(active.collection, limit=1_000_000)
             actual = json.loads(json.dumps({d.id: d.body for d in documents}, default=str))
-            assert actual == READ_MODELS[projection.name], projection.name
+            # A read model newer than the log (stock_levels) has nothing to show for it.
+            assert actual == READ_MODELS.get(projection.name, {}), projection.name
     finally:
         await read_store.close()
 
@@ -148,8 +149,7 @@ async def test_old_orders_take_new_commands_in_their_currency(store: EventStore)
         if (await aggregate_history(store, ORDERS, order_id)).state.status is OrderStatus.PENDING
         and (await aggregate_history(store, ORDERS, order_id)).state.lines
     ]
-    if not pending:
-        pytest.skip("the fixture has no pending order with items")
+    assert pending, "the fixture has a pending order with items"
     order_id = pending[0]
     handler = CommandHandler(store, configured_aggregates(Settings()))
     in_dollars = AddItem(order_id, "NEW-SKU", 1, Decimal("1.00"), "USD")
