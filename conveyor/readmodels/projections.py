@@ -717,7 +717,15 @@ class LogFold:
         shape, facts = self._described(projection_name)
         return {doc_id: shape.render_json(state) for doc_id, state in facts.items()}
 
+    @staticmethod
+    def renders(projection_name: str) -> bool:
+        """Does the fold keep the facts of this projection's documents?"""
+        projection = PROJECTIONS_BY_NAME.get(projection_name)
+        return projection is STOCK_LEVELS or isinstance(projection, OrderDocumentProjection)
+
     def _described(self, projection_name: str) -> tuple[DocumentShape, Mapping[str, Any]]:
+        if not self.renders(projection_name):
+            raise KeyError(projection_name)
         projection = PROJECTIONS_BY_NAME[projection_name]
         if projection is STOCK_LEVELS:
             return STOCK_LEVELS.shape, self.stock
