@@ -41,7 +41,7 @@ from conveyor.demo import OrderScript, caught_up, percentile, run_demo
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.port import ReadModelStore
-from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.projections import ORDER_PROJECTIONS
 from conveyor.readmodels.rebuild import rebuild_all as rebuild_projections
 from conveyor.readmodels.sqlite import SqliteReadModelStore
 from conveyor.settings import Settings
@@ -412,8 +412,8 @@ async def conveyor_latencies(
     try:
         channel = await connection.channel(publisher_confirms=True)
         collections = ProjectionCollections(read_store, cache_seconds=0)
-        names = [(await collections.active(p.name)).collection for p in PROJECTIONS]
-        summary, histories, actives = names  # PROJECTIONS order
+        names = [(await collections.active(p.name)).collection for p in ORDER_PROJECTIONS]
+        summary, histories, actives = names  # ORDER_PROJECTIONS order
         done = asyncio.Event()
         publishing: set[asyncio.Task[Any]] = set()
 
@@ -627,7 +627,7 @@ async def gateway_speed(ctx: BenchContext) -> Figure:
             position = page[-1].position
         await broker.connect()
         await declare_topology(settings, broker, commands=False, events=True)
-        queues = [projection_queue(settings, p).name for p in PROJECTIONS]
+        queues = [projection_queue(settings, p).name for p in ORDER_PROJECTIONS]
         window = settings.gateway_batch_size
         for attempt in range(ctx.repeat):
             read_store: ReadModelStore = await SqliteReadModelStore(

@@ -1,8 +1,8 @@
-"""The three projections, as pure functions of (document, integration event).
+"""The projections, as pure functions of (document, integration event).
 
-Every document is one order's (no document grows with a customer's history) and records
-the order's `version` it has applied, and `apply` decides from that alone, so the guard and
-the update travel in the same single-document compare-and-set (GUIDE §2):
+Every document is one order's (no document grows with a customer's history) or one SKU's,
+and records the aggregate's `version` it has applied, and `apply` decides from that alone,
+so the guard and the update travel in the same single-document compare-and-set (GUIDE §2):
 
     event.version <= applied          → Duplicate (acknowledge, change nothing)
     event.version == applied + 1      → Updated(new document)
@@ -10,6 +10,9 @@ the update travel in the same single-document compare-and-set (GUIDE §2):
 
 Nothing applied yet counts as version 0, so only an order's first event (OrderCreated,
 version 1) can create a document.
+
+Each document's fields are described once, in conveyor/readmodels/documents.py: the
+projections here and the rebuild's fold below render through those descriptions.
 
 Documents are JSON-ready: amounts are decimal strings with two places, always computed with
 Decimal; times are the events' `occurred_at` in a fixed-width UTC ISO 8601 form, so they
@@ -20,19 +23,25 @@ ends in the same documents as a fold of the log.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from json.encoder import encode_basestring as _quote
 from typing import Any, Literal, Protocol, assert_never
 from uuid import UUID
 
 from conveyor.application.aggregates import AGGREGATE_VERSION, aggregate_version
 from conveyor.eventstore.port import RecordedEvent
 from conveyor.eventstore.serialization import format_time
+from conveyor.readmodels.documents import (
+    ACTIVE_ORDERS_DOCUMENT,
+    CUSTOMER_HISTORY_DOCUMENT,
+    ORDER_SUMMARY_DOCUMENT,
+    STOCK_LEVELS_DOCUMENT,
+    Body,
+    DocumentShape,
+)
 from messaging.contracts.inventory import STREAM_PREFIX as INVENTORY_STREAM_PREFIX
 from messaging.contracts.orders import ORDER_STREAM_PREFIX as STREAM_PREFIX
 from messaging.contracts.orders import (
@@ -45,7 +54,6 @@ from messaging.contracts.orders import (
 )
 from messaging.contracts.orders import OrderEvent as IntegrationEvent
 
-Body = dict[str, Any]
 Status = Literal["pending", "confirmed", "cancelled", "fulfilled"]
 
 CENTS = Decimal("0.01")
@@ -208,96 +216,52 @@ def _lines_from(stored: Iterable[Body]) -> tuple[_Line, ...]:
     )
 
 
-def _lines_json(lines: Iterable[_Line]) -> list[Body]:
-    return [
-        {"sku": line.sku, "quantity": line.quantity, "unit_price": money(line.unit_price)}
-        for line in lines
-    ]
+@dataclass(frozen=True, slots=True)
+class _OrderFacts:
+    """What an order document shows after one event (conveyor/readmodels/documents.py)."""
+
+    order_id: str
+    customer_id: str
+    status: str
+    total_text: str
+    item_count: int
+    version: int
+    created_at: str
+    updated_at: str
+    cancel_reason: str | None
+    last_event_id: str
+    lines: tuple[_Line, ...]
+
+    def line_items(self) -> Iterator[tuple[str, int, str, str]]:
+        for line in self.lines:
+            price = Decimal(line.unit_price).quantize(CENTS)
+            yield line.sku, line.quantity, str(price), str((price * line.quantity).quantize(CENTS))
 
 
-def _advance_order_document(
-    body: Body | None, event: IntegrationEvent, *, lines_field: str
-) -> _Order | Duplicate | Gap:
-    """For the documents keyed by order: guard on the document's version, then the order
-    after `event`. `lines_field` names where the document keeps the lines it needs to
-    recompute totals."""
-    subject = f"order {event.order_id}"
-    verdict = _guard(body["version"] if body is not None else 0, event, subject)
-    if verdict is not None:
-        return verdict
-    known = (
-        None
-        if body is None
-        else _Order(
-            body["status"],
-            _lines_from(body[lines_field]),
-            Decimal(body["total"]),
-            body["item_count"],
-            body.get("cancel_reason"),
-        )
-    )
-    return _advance(known, event, subject)
+class OrderDocumentProjection:
+    """One document per order, rendered through its description (`shape`): the documents
+    differ only in the fields they show and in the indexes their queries need."""
 
-
-# -- order_summary ---------------------------------------------------------------------------
-
-
-class OrderSummaryProjection:
-    """One document per order: customer, status, items, total, version, times."""
-
-    name = "order_summary"
-    indexes: tuple[tuple[str, ...], ...] = (("customer_id",),)
-
-    def document_id(self, event: IntegrationEvent) -> str:
-        return event.order_id
-
-    def apply(self, body: Body | None, event: IntegrationEvent) -> Applied:
-        order = _advance_order_document(body, event, lines_field="items")
-        if not isinstance(order, _Order):
-            return order
-        at = format_time(event.occurred_at)
-        return Updated(
-            {
-                "order_id": event.order_id,
-                "customer_id": event.customer_id if body is None else body["customer_id"],
-                "status": order.status,
-                "items": [
-                    {**line, "subtotal": money(Decimal(line["unit_price"]) * line["quantity"])}
-                    for line in _lines_json(order.lines)
-                ],
-                "total": money(order.total),
-                "item_count": order.item_count,
-                "version": event.version,
-                "created_at": at if body is None else body["created_at"],
-                "updated_at": at,
-                "cancel_reason": order.cancel_reason,
-                "last_event_id": str(event.event_id),
-            }
-        )
-
-
-# -- customer_history ------------------------------------------------------------------------
-
-
-class CustomerHistoryProjection:
-    """A customer's orders: one document per order, with status, total, version and times,
-    indexed by customer. No document grows with a customer's history — one document per
-    customer, rewritten whole on every event, reached MongoDB's 16 MB limit (issue 15) —
-    so the customer's answer (counts, lifetime confirmed total, the orders) is gathered at
-    query time (conveyor/queries/service.py)."""
-
-    name = "customer_history"
-    indexes: tuple[tuple[str, ...], ...] = (
-        ("customer_id", "created_at"),
-        ("customer_id", "status"),
-        ("customer_id", "updated_at"),
-    )
+    def __init__(
+        self,
+        name: str,
+        shape: DocumentShape,
+        indexes: tuple[tuple[str, ...], ...],
+        subject: Callable[[IntegrationEvent], str] = lambda event: f"order {event.order_id}",
+    ) -> None:
+        self.name = name
+        self.shape = shape
+        self.indexes = indexes
+        self._subject = subject
+        lines_field = shape.lines_field
+        assert lines_field is not None, f"{name}: an order document keeps its lines"
+        self._lines_field = lines_field
 
     def document_id(self, event: IntegrationEvent) -> str:
         return event.order_id
 
     def apply(self, body: Body | None, event: IntegrationEvent) -> Applied:
-        subject = f"customer {event.customer_id}'s order {event.order_id}"
+        subject = self._subject(event)
         verdict = _guard(body["version"] if body is not None else 0, event, subject)
         if verdict is not None:
             return verdict
@@ -306,120 +270,82 @@ class CustomerHistoryProjection:
             if body is None
             else _Order(
                 body["status"],
-                _lines_from(body["lines"]),
+                # A final order's document may have dropped its lines (pending_only).
+                _lines_from(body[self._lines_field]),
                 Decimal(body["total"]),
-                0,  # not stored here: nothing reads it
-                None,
+                body.get("item_count", 0),  # documents without it: nothing reads it
+                body.get("cancel_reason"),
             )
         )
         order = _advance(known, event, subject)
         at = format_time(event.occurred_at)
-        return Updated(
-            {
-                "customer_id": event.customer_id if body is None else body["customer_id"],
-                "order_id": event.order_id,
-                "status": order.status,
-                "total": money(order.total),
-                "version": event.version,
-                "created_at": at if body is None else body["created_at"],
-                "updated_at": at,
-                # Only a pending order's total can still change (ItemRemoved needs the
-                # prices); a final order's lines would only take room.
-                "lines": _lines_json(order.lines) if order.status == "pending" else [],
-            }
+        facts = _OrderFacts(
+            order_id=event.order_id,
+            customer_id=event.customer_id if body is None else body["customer_id"],
+            status=order.status,
+            total_text=money(order.total),
+            item_count=order.item_count,
+            version=event.version,
+            created_at=at if body is None else body["created_at"],
+            updated_at=at,
+            cancel_reason=order.cancel_reason,
+            last_event_id=str(event.event_id),
+            lines=order.lines,
         )
-
-
-# -- active_orders ---------------------------------------------------------------------------
-
-
-class ActiveOrdersProjection:
-    """One document per order, kept after confirm/cancel with its final status (a
-    tombstone: deleting it would let a late duplicate of OrderCreated create it again);
-    queries ask for status "pending".
-
-    Besides the listed fields it keeps `lines` while the order is pending, because an
-    ItemRemoved names only the SKU and the new total needs the remaining lines' prices.
-    """
-
-    name = "active_orders"
-    # The listing queries (conveyor/queries/service.py): by status, or by status and customer,
-    # oldest first, optionally only those created before a time. Each index gives both the
-    # filter and the order, so no query sorts its whole match in memory.
-    indexes: tuple[tuple[str, ...], ...] = (
-        ("status", "customer_id", "created_at"),
-        ("status", "created_at"),
-    )
-
-    def document_id(self, event: IntegrationEvent) -> str:
-        return event.order_id
-
-    def apply(self, body: Body | None, event: IntegrationEvent) -> Applied:
-        order = _advance_order_document(body, event, lines_field="lines")
-        if not isinstance(order, _Order):
-            return order
-        at = format_time(event.occurred_at)
-        return Updated(
-            {
-                "order_id": event.order_id,
-                "customer_id": event.customer_id if body is None else body["customer_id"],
-                "status": order.status,
-                "total": money(order.total),
-                "item_count": order.item_count,
-                "version": event.version,
-                "created_at": at if body is None else body["created_at"],
-                "updated_at": at,
-                "lines": _lines_json(order.lines) if order.status == "pending" else [],
-            }
-        )
+        return Updated(self.shape.render(facts))
 
 
 # -- stock_levels ----------------------------------------------------------------------------
 
 
-def _stock_document(sku: str) -> Body:
-    return {
-        "sku": sku,
-        "on_hand": 0,
-        "reserved": 0,
-        "available": 0,
-        "open_reservations": 0,
-        "received_total": 0,
-        "committed_total": 0,
-        "refused_total": 0,
-        "version": 0,
-        "updated_at": None,
-        "last_event_id": None,
-    }
+@dataclass(slots=True)
+class _StockLevel:
+    """One SKU's stock level: the facts STOCK_LEVELS_DOCUMENT shows, by the same names."""
+
+    sku: str
+    on_hand: int = 0
+    reserved: int = 0
+    available: int = 0
+    open_reservations: int = 0
+    received_total: int = 0
+    committed_total: int = 0
+    refused_total: int = 0
+    version: int = 0
+    updated_at: str | None = None
+    last_event_id: str | None = None
+
+    @classmethod
+    def of(cls, body: Body) -> _StockLevel:
+        return cls(**{field.name: body[field.name] for field in STOCK_LEVELS_DOCUMENT.fields})
 
 
-def advance_stock(document: Body, event_type: str, data: Any) -> str | None:
-    """`document` (a stock level, updated in place) after one Inventory event's data; the
-    reason when the event cannot follow (a count would go negative), else None. Shared by
-    the live projection and the rebuild's fold."""
+def advance_stock(level: _StockLevel, event_type: str, data: Any) -> str | None:
+    """`level` (updated in place) after one Inventory event's data; the reason when the
+    event cannot follow (a count would go negative), else None. Shared by the live
+    projection and the rebuild's fold."""
     quantity = data.get("quantity", 0)
     match event_type:
         case "StockReceived":
-            document["on_hand"] += quantity
-            document["received_total"] += quantity
+            level.on_hand += quantity
+            level.received_total += quantity
         case "StockReserved":
-            document["reserved"] += quantity
-            document["open_reservations"] += 1
+            level.reserved += quantity
+            level.open_reservations += 1
         case "ReservationRefused":
-            document["refused_total"] += 1
+            level.refused_total += 1
         case "ReservationReleased":
-            document["reserved"] -= quantity
-            document["open_reservations"] -= 1
+            level.reserved -= quantity
+            level.open_reservations -= 1
         case "ReservationCommitted":
-            document["on_hand"] -= quantity
-            document["reserved"] -= quantity
-            document["committed_total"] += quantity
-            document["open_reservations"] -= 1
+            level.on_hand -= quantity
+            level.reserved -= quantity
+            level.committed_total += quantity
+            level.open_reservations -= 1
         case _:
             return f"{event_type} is not an Inventory event"
-    document["available"] = document["on_hand"] - document["reserved"]
-    if min(document["reserved"], document["available"], document["open_reservations"]) < 0:
-        return f"{event_type} would leave sku {document['sku']} with negative stock"
+    level.available = level.on_hand - level.reserved
+    if min(level.reserved, level.available, level.open_reservations) < 0:
+        return f"{event_type} would leave sku {level.sku} with negative stock"
     return None
 
 
@@ -429,6 +355,7 @@ class StockLevelsProjection:
     is refused as a contract violation (the Inventory aggregate cannot produce it)."""
 
     name = "stock_levels"
+    shape = STOCK_LEVELS_DOCUMENT
     # `GET /stock?below=N`: the SKUs with less than N available, fewest first.
     indexes: tuple[tuple[str, ...], ...] = (("available",),)
 
@@ -440,19 +367,50 @@ class StockLevelsProjection:
         verdict = _guard(body["version"] if body is not None else 0, event, f"sku {sku}")
         if verdict is not None:
             return verdict
-        document = dict(body) if body is not None else _stock_document(sku)
-        problem = advance_stock(document, event.type, event.data.model_dump())
+        level = _StockLevel.of(body) if body is not None else _StockLevel(sku)
+        problem = advance_stock(level, event.type, event.data.model_dump())
         if problem is not None:
             raise ContractViolation(problem)
-        document["version"] = event.version
-        document["updated_at"] = format_time(event.occurred_at)
-        document["last_event_id"] = str(event.event_id)
-        return Updated(document)
+        level.version = event.version
+        level.updated_at = format_time(event.occurred_at)
+        level.last_event_id = str(event.event_id)
+        return Updated(self.shape.render(level))
 
 
-ORDER_SUMMARY = OrderSummaryProjection()
-CUSTOMER_HISTORY = CustomerHistoryProjection()
-ACTIVE_ORDERS = ActiveOrdersProjection()
+def _customer_and_order(event: IntegrationEvent) -> str:
+    return f"customer {event.customer_id}'s order {event.order_id}"
+
+
+ORDER_SUMMARY = OrderDocumentProjection(
+    "order_summary", ORDER_SUMMARY_DOCUMENT, indexes=(("customer_id",),)
+)
+CUSTOMER_HISTORY = OrderDocumentProjection(
+    "customer_history",
+    CUSTOMER_HISTORY_DOCUMENT,
+    # No document grows with a customer's history — one document per customer, rewritten
+    # whole on every event, reached MongoDB's 16 MB limit (issue 15) — so the customer's
+    # answer (counts, lifetime confirmed total, the orders) is gathered at query time
+    # (conveyor/queries/service.py).
+    indexes=(
+        ("customer_id", "created_at"),
+        ("customer_id", "status"),
+        ("customer_id", "updated_at"),
+    ),
+    subject=_customer_and_order,
+)
+ACTIVE_ORDERS = OrderDocumentProjection(
+    "active_orders",
+    ACTIVE_ORDERS_DOCUMENT,
+    # The listing queries (conveyor/queries/service.py): by status, or by status and
+    # customer, oldest first, optionally only those created before a time. Each index gives
+    # both the filter and the order, so no query sorts its whole match in memory. Kept
+    # after confirm/cancel with the final status: deleting it would let a late duplicate of
+    # OrderCreated create it again; queries ask for status "pending".
+    indexes=(
+        ("status", "customer_id", "created_at"),
+        ("status", "created_at"),
+    ),
+)
 STOCK_LEVELS = StockLevelsProjection()
 ORDER_PROJECTIONS: tuple[Projection, ...] = (ORDER_SUMMARY, CUSTOMER_HISTORY, ACTIVE_ORDERS)
 PROJECTIONS: tuple[Projection, ...] = (*ORDER_PROJECTIONS, STOCK_LEVELS)
@@ -503,9 +461,10 @@ def fold(
 # -- the rebuild's fast fold -----------------------------------------------------------------
 #
 # A rebuild reads the global log in commit order, where every order's events arrive once,
-# in version order. For such a log all three projections track the same order lifecycle,
-# so `LogFold` folds each stored event once into one mutable per-order state and renders
-# every final document at the end — no integration events (no pydantic validation), no
+# in version order. For such a log the order projections track the same order lifecycle,
+# so `LogFold` folds each stored event once into one mutable per-order state (and one per
+# SKU for stock levels) and renders every final document at the end, through the same
+# descriptions as the projections — no integration events (no pydantic validation), no
 # per-event documents, no per-event copies of a customer's order list. It reproduces the
 # projections above exactly (tests/unit/test_projections.py compares it with `fold` on
 # random logs) but only for what it recognises: `add` returns False, changing nothing, for
@@ -549,6 +508,23 @@ class _OrderState:
         self.cancel_reason: str | None = None
         self.times: tuple[str, str] | None = None
 
+    # The facts the order documents show (conveyor/readmodels/documents.py).
+    @property
+    def created_at(self) -> str:
+        return _times(self)[0]
+
+    @property
+    def updated_at(self) -> str:
+        return _times(self)[1]
+
+    @property
+    def last_event_id(self) -> str:
+        return str(self.event_id)
+
+    def line_items(self) -> Iterator[tuple[str, int, str, str]]:
+        for sku, (quantity, _, price, subtotal) in self.lines.items():
+            yield sku, quantity, price, subtotal
+
 
 def _fast_time(moment: datetime) -> str:
     """format_time, without strftime for the usual aware-UTC moment."""
@@ -578,8 +554,8 @@ class LogFold:
 
     def __init__(self) -> None:
         self.orders: dict[str, _OrderState] = {}
-        self.stock: dict[str, Body] = {}
-        """sku -> its stock_levels document."""
+        self.stock: dict[str, _StockLevel] = {}
+        """sku -> its stock level."""
 
     def add_stock(self, event: RecordedEvent) -> bool:
         """Fold one stored Inventory event into its SKU's stock level (as STOCK_LEVELS would);
@@ -602,15 +578,15 @@ class LogFold:
         version = aggregate_version(event)
         sku = event.stream_id[len(INVENTORY_STREAM_PREFIX) :]
         known = self.stock.get(sku)
-        if version != (known["version"] if known is not None else 0) + 1:
+        if version != (known.version if known is not None else 0) + 1:
             return False
-        document = dict(known) if known is not None else _stock_document(sku)
-        if advance_stock(document, event.type, data) is not None:
+        level = replace(known) if known is not None else _StockLevel(sku)
+        if advance_stock(level, event.type, data) is not None:
             return False
-        document["version"] = version
-        document["updated_at"] = _fast_time(event.occurred_at)
-        document["last_event_id"] = str(event.event_id)
-        self.stock[sku] = document
+        level.version = version
+        level.updated_at = _fast_time(event.occurred_at)
+        level.last_event_id = str(event.event_id)
+        self.stock[sku] = level
         return True
 
     def add(self, event: RecordedEvent) -> bool:
@@ -733,15 +709,28 @@ class LogFold:
 
     def documents(self, projection_name: str) -> dict[str, Body]:
         """The projection's documents after every event folded so far, by id."""
-        if projection_name == ORDER_SUMMARY.name:
-            return {s.order_id: _summary_document(s) for s in self.orders.values()}
-        if projection_name == ACTIVE_ORDERS.name:
-            return {s.order_id: _active_document(s) for s in self.orders.values()}
-        if projection_name == CUSTOMER_HISTORY.name:
-            return {s.order_id: _history_document(s) for s in self.orders.values()}
-        if projection_name == STOCK_LEVELS.name:
-            return {sku: dict(document) for sku, document in self.stock.items()}
-        raise KeyError(projection_name)
+        shape, facts = self._described(projection_name)
+        return {doc_id: shape.render(state) for doc_id, state in facts.items()}
+
+    def documents_json(self, projection_name: str) -> dict[str, str]:
+        """`documents(projection_name)`, each as the JSON text the stores would write."""
+        shape, facts = self._described(projection_name)
+        return {doc_id: shape.render_json(state) for doc_id, state in facts.items()}
+
+    @staticmethod
+    def renders(projection_name: str) -> bool:
+        """Does the fold keep the facts of this projection's documents?"""
+        projection = PROJECTIONS_BY_NAME.get(projection_name)
+        return projection is STOCK_LEVELS or isinstance(projection, OrderDocumentProjection)
+
+    def _described(self, projection_name: str) -> tuple[DocumentShape, Mapping[str, Any]]:
+        if not self.renders(projection_name):
+            raise KeyError(projection_name)
+        projection = PROJECTIONS_BY_NAME[projection_name]
+        if projection is STOCK_LEVELS:
+            return STOCK_LEVELS.shape, self.stock
+        assert isinstance(projection, OrderDocumentProjection)
+        return projection.shape, self.orders
 
 
 _UNITS = 10**12  # the contract's bound on an Inventory event's quantities
@@ -769,125 +758,6 @@ def _plain_inventory_data(event_type: str, data: dict[str, Any]) -> bool:
     return _count(data.get("quantity"))
 
 
-def _fast_lines(state: _OrderState) -> list[Body]:
-    return [
-        {"sku": sku, "quantity": line[0], "unit_price": line[2]}
-        for sku, line in state.lines.items()
-    ]
-
-
-def _summary_document(s: _OrderState) -> Body:
-    created_at, updated_at = _times(s)
-    return {
-        "order_id": s.order_id,
-        "customer_id": s.customer_id,
-        "status": s.status,
-        "items": [
-            {"sku": sku, "quantity": line[0], "unit_price": line[2], "subtotal": line[3]}
-            for sku, line in s.lines.items()
-        ],
-        "total": s.total_text,
-        "item_count": s.item_count,
-        "version": s.version,
-        "created_at": created_at,
-        "updated_at": updated_at,
-        "cancel_reason": s.cancel_reason,
-        "last_event_id": str(s.event_id),
-    }
-
-
-def _active_document(s: _OrderState) -> Body:
-    created_at, updated_at = _times(s)
-    return {
-        "order_id": s.order_id,
-        "customer_id": s.customer_id,
-        "status": s.status,
-        "total": s.total_text,
-        "item_count": s.item_count,
-        "version": s.version,
-        "created_at": created_at,
-        "updated_at": updated_at,
-        "lines": _fast_lines(s) if s.status == "pending" else [],
-    }
-
-
-def _history_document(s: _OrderState) -> Body:
-    created_at, updated_at = _times(s)
-    return {
-        "customer_id": s.customer_id,
-        "order_id": s.order_id,
-        "status": s.status,
-        "total": s.total_text,
-        "version": s.version,
-        "created_at": created_at,
-        "updated_at": updated_at,
-        "lines": _fast_lines(s) if s.status == "pending" else [],
-    }
-
-
-# The same documents as JSON text, exactly as the read-model stores encode them
-# (json.dumps with separators=(",", ":"), ensure_ascii=False): a rebuild writes thousands,
-# and building the text directly costs less than building dicts and encoding them.
-# Numbers, times, ids and statuses are plain ASCII by construction; free text is quoted
-# by json's own encoder.
-
-
-def _lines_text(state: _OrderState, subtotals: bool) -> str:
-    if subtotals:
-        return ",".join(
-            f'{{"sku":{_quote(sku)},"quantity":{line[0]!r},"unit_price":"{line[2]}",'
-            f'"subtotal":"{line[3]}"}}'
-            for sku, line in state.lines.items()
-        )
-    return ",".join(
-        f'{{"sku":{_quote(sku)},"quantity":{line[0]!r},"unit_price":"{line[2]}"}}'
-        for sku, line in state.lines.items()
-    )
-
-
-def _summary_text(s: _OrderState) -> str:
-    created_at, updated_at = _times(s)
-    reason = "null" if s.cancel_reason is None else _quote(s.cancel_reason)
-    return (
-        f'{{"order_id":{_quote(s.order_id)},"customer_id":{_quote(s.customer_id)},'
-        f'"status":"{s.status}","items":[{_lines_text(s, True)}],"total":"{s.total_text}",'
-        f'"item_count":{s.item_count!r},"version":{s.version!r},"created_at":"{created_at}",'
-        f'"updated_at":"{updated_at}","cancel_reason":{reason},"last_event_id":"{s.event_id}"}}'
-    )
-
-
-def _active_text(s: _OrderState) -> str:
-    created_at, updated_at = _times(s)
-    lines = _lines_text(s, False) if s.status == "pending" else ""
-    return (
-        f'{{"order_id":{_quote(s.order_id)},"customer_id":{_quote(s.customer_id)},'
-        f'"status":"{s.status}","total":"{s.total_text}","item_count":{s.item_count!r},'
-        f'"version":{s.version!r},"created_at":"{created_at}","updated_at":"{updated_at}",'
-        f'"lines":[{lines}]}}'
-    )
-
-
-def _history_text(s: _OrderState) -> str:
-    created_at, updated_at = _times(s)
-    lines = _lines_text(s, False) if s.status == "pending" else ""
-    return (
-        f'{{"customer_id":{_quote(s.customer_id)},"order_id":{_quote(s.order_id)},'
-        f'"status":"{s.status}","total":"{s.total_text}","version":{s.version!r},'
-        f'"created_at":"{created_at}","updated_at":"{updated_at}","lines":[{lines}]}}'
-    )
-
-
 def documents_json(fold: LogFold, projection_name: str) -> dict[str, str]:
     """`fold.documents(projection_name)`, each as the JSON text the stores would write."""
-    if projection_name == ORDER_SUMMARY.name:
-        return {s.order_id: _summary_text(s) for s in fold.orders.values()}
-    if projection_name == ACTIVE_ORDERS.name:
-        return {s.order_id: _active_text(s) for s in fold.orders.values()}
-    if projection_name == CUSTOMER_HISTORY.name:
-        return {s.order_id: _history_text(s) for s in fold.orders.values()}
-    if projection_name == STOCK_LEVELS.name:
-        return {
-            sku: json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-            for sku, document in fold.stock.items()
-        }
-    raise KeyError(projection_name)
+    return fold.documents_json(projection_name)

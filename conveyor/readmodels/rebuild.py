@@ -465,7 +465,8 @@ async def _rebuild_held(
     written: list[set[str]] = [set() for _ in projections]
     position, folded = 0, 0
     head = await event_store.head_position()
-    fast: LogFold | None = LogFold()
+    # The fast fold renders the documents it knows; any other projection rebuilds itself.
+    fast: LogFold | None = LogFold() if all(LogFold.renders(p.name) for p in projections) else None
     documents: list[dict[str, dict[str, Any]]] = [{} for _ in projections]
     # Read ahead: the store fetches the next page while this one is folded.
     ahead = asyncio.ensure_future(event_store.read_all(after=position, limit=page_size))

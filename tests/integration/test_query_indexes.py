@@ -10,7 +10,7 @@ from pymongo import AsyncMongoClient
 
 from conveyor.embedded.sqlite_library import sqlite3
 from conveyor.readmodels.mongodb import MongoReadModelStore
-from conveyor.readmodels.projections import ActiveOrdersProjection
+from conveyor.readmodels.projections import ACTIVE_ORDERS
 from conveyor.readmodels.sqlite import SqliteReadModelStore
 
 ACTIVE = "active_orders_v1"
@@ -41,7 +41,7 @@ async def test_a_customers_orders_by_status_come_from_an_index_in_created_order(
     path = tmp_path / "read.db"
     store = await SqliteReadModelStore(path).open()
     try:
-        await store.ensure_collection(ACTIVE, ActiveOrdersProjection.indexes)
+        await store.ensure_collection(ACTIVE, ACTIVE_ORDERS.indexes)
         await store.put_many(
             ACTIVE,
             {
@@ -90,7 +90,7 @@ async def test_mongodb_serves_a_customers_orders_by_status_from_the_index(
 ) -> None:
     store = await MongoReadModelStore(mongodb_url).open()
     try:
-        await store.ensure_collection(ACTIVE, ActiveOrdersProjection.indexes)
+        await store.ensure_collection(ACTIVE, ACTIVE_ORDERS.indexes)
         await store.put_many(
             ACTIVE,
             {

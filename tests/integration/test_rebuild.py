@@ -15,7 +15,7 @@ from conveyor.eventstore.port import NewEvent, RecordedEvent
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.readmodels import rebuild as rebuild_module
 from conveyor.readmodels.collections import ProjectionCollections
-from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.projections import PROJECTIONS, LogFold
 from conveyor.readmodels.rebuild import (
     RebuildError,
     project_in_memory,
@@ -174,3 +174,19 @@ async def test_unknown_projections_are_refused(stores: Any) -> None:
     collections = ProjectionCollections(read_store, cache_seconds=0)
     with pytest.raises(RebuildError, match="unknown projection 'nonsense'"):
         await rebuild_many(["order_summary", "nonsense"], event_store, read_store, collections)
+
+
+async def test_projections_the_fast_fold_does_not_render_rebuild_themselves(
+    stores: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new projection without a place in the fast fold still rebuilds: event by event."""
+    event_store, read_store, stored = stores
+    monkeypatch.setattr(LogFold, "renders", staticmethod(lambda name: name != "stock_levels"))
+    collections = ProjectionCollections(read_store, cache_seconds=0)
+    reports = await rebuild_many(
+        [p.name for p in PROJECTIONS], event_store, read_store, collections, page_size=50
+    )
+    assert all(r.events == stored for r in reports)
+    actual, expected = await read_models(event_store, read_store)
+    assert actual == expected
+    assert expected["stock_levels"]  # the log has inventory streams

@@ -82,3 +82,39 @@ async def test_stock_levels_over_http_and_the_cli_and_rebuilt(
     after = (await read_models(settings))["stock_levels"]
     assert after == before  # the same documents, folded from the event store
     await read_models_settle(settings)
+
+
+@pytest.mark.parametrize("settings", READ_STORES, indirect=True)
+async def test_the_order_summary_shows_fulfilment_and_the_cancellation_reason(
+    settings: Settings, start_worker: StartWorker
+) -> None:
+    host = await start_worker(settings, ("commands", "gateway", "projections", "http"))
+    for order_id in ("o-f", "o-c"):
+        for body in (
+            {"type": "CreateOrder", "order_id": order_id, "customer_id": "ann"},
+            {"type": "AddItem", "order_id": order_id, "sku": "S", "quantity": 1, "unit_price": "2"},
+            {"type": "ConfirmOrder", "order_id": order_id},
+        ):
+            await _send(settings, body)
+    await _send(settings, {"type": "FulfilOrder", "order_id": "o-f"})  # as the workflow does
+    await _send(settings, {"type": "CancelOrder", "order_id": "o-c", "reason": "no stock"})
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{host.http_port}") as http:
+        fulfilled = (await http.get("/orders/o-f")).json()
+        assert (fulfilled["status"], fulfilled["version"], fulfilled["cancel_reason"]) == (
+            "fulfilled",
+            4,
+            None,
+        )
+        cancelled = (await http.get("/orders/o-c")).json()
+        assert (cancelled["status"], cancelled["cancel_reason"]) == ("cancelled", "no stock")
+        customer = (await http.get("/customers/ann/orders")).json()
+        assert (customer["fulfilled_count"], customer["cancelled_count"]) == (1, 1)
+        assert customer["lifetime_confirmed_total"] == "2.00"  # the fulfilled order's
+    text = await aconveyor(settings, "query", "order", "o-c")
+    assert "cancelled: no stock" in text.stdout
+
+
+async def _send(settings: Settings, body: dict[str, object]) -> None:
+    result = await aconveyor(settings, "send", json.dumps(body), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["read_model_caught_up"] is True

@@ -751,3 +751,15 @@ def test_stock_levels_converge_whatever_the_delivery_order(seed: int) -> None:
     rng = random.Random(seed)
     expected = fold(STOCK_LEVELS, STOCK_HISTORY)
     assert deliver(STOCK_LEVELS, scrambled_deliveries(rng, STOCK_HISTORY)) == expected
+
+
+# -- documents described once ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+def test_every_document_has_exactly_the_fields_of_its_description(projection: Any) -> None:
+    """The live projection renders through the same description as the rebuild's fold."""
+    events: list[Any] = STOCK_HISTORY if projection is STOCK_LEVELS else lifecycle()
+    for n in range(1, len(events) + 1):
+        document = fold(projection, events[:n])[projection.document_id(events[0])]
+        assert list(document) == [field.name for field in projection.shape.fields]
