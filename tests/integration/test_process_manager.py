@@ -573,7 +573,8 @@ async def test_a_confirmation_dead_lettered_after_its_append_still_has_its_timeo
     )
     assert (await shop.workflow("o-unroutable")).started  # appended before the sends
     timeouts = fulfilment_timeouts_queue(settings).name
-    assert await queue_depth(settings.amqp_url, timeouts) == 1, "no timeout will ever end it"
+    # one per attempt, all with one message id: the first to expire ends the workflow
+    assert await queue_depth(settings.amqp_url, timeouts) >= 1, "no timeout will ever end it"
     assert await pm.states.get("o-unroutable") is not None, "invisible to the stuck query"
 
 
