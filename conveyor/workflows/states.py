@@ -4,7 +4,7 @@ written by the process manager after each input: how `conveyor status` and
 
 The document records the workflow version it shows, and a write is conditional on the
 revision read, so an older state never overwrites a newer one. It is written after the
-append, before the commands are sent; a crash before it is repaired by the redelivery.
+commands were sent; a crash before it is repaired by the redelivery, which writes it again.
 The event store stays the truth: `conveyor workflows show` folds the stream itself.
 """
 
