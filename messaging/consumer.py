@@ -102,7 +102,10 @@ class QueueConsumer:
         self.subscriber = self.broker.subscriber(
             self.queue.work(),
             exchange=exchange,
-            channel=Channel(prefetch_count=prefetch),
+            # Returns raised here too: FastStream caches an exchange object on the channel
+            # of the first subscriber bound to it, and every later broker.publish to that
+            # exchange (the process manager's commands) goes out on this channel.
+            channel=Channel(prefetch_count=prefetch, on_return_raises=True),
             ack_policy=AckPolicy.MANUAL,
             decoder=the_message_itself,
             no_reply=True,

@@ -9,7 +9,7 @@ commands out, then the ack.
                               the input is found applied and its commands are sent again
 
 Order of work, for crash safety: append the workflow events (they record the commands) →
-send the commands and timeouts, each confirmed → record the state for queries → ack. A
+send the timeouts and commands, each confirmed → record the state for queries → ack. A
 SIGKILL anywhere in between leaves the delivery unacked; its redelivery finds the input
 applied and re-sends what it recorded, with the same command ids.
 """
@@ -102,10 +102,12 @@ class ProcessManagerConsumer(QueueConsumer):
     async def _send(self, raw: AbstractIncomingMessage, reaction: Reaction) -> None:
         order_id = reaction.state.order_id
         try:
-            for command in reaction.commands:
-                await self.sender.send(command, correlation_id=order_id)
+            # The timeout first: an input that never gets its commands out (dead-lettered
+            # after its append) still leaves a workflow that times out.
             for timeout in reaction.timeouts:
                 await self.sender.schedule(timeout, correlation_id=order_id)
+            for command in reaction.commands:
+                await self.sender.send(command, correlation_id=order_id)
             await self.states.record(reaction.state)
         except Exception as failure:
             # Transport trouble (a blocked connection, a closed channel) propagates: the

@@ -507,3 +507,99 @@ async def test_a_crash_after_the_append_before_sending_is_repaired_by_the_redeli
     reservations = [e for e in stored if e.type == "StockReserved"]
     assert len(reservations) == 1
     assert reservations[0].metadata.get("command_id") == first.commands[0].command_id
+
+
+# -- review2: interleavings that lose or stall a workflow ----------------------------------
+
+
+async def _unbind_command_queue(settings: Settings, definition: AggregateDefinition) -> None:
+    """The aggregate's command queue loses its binding to `conveyor.commands` (an operator's
+    slip, a queue re-created by hand): a mandatory publish of its commands comes back."""
+    name = command_queue(settings, definition).name
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(name)
+        await queue.unbind("conveyor.commands", routing_key=name)
+
+
+async def test_a_command_returned_unroutable_is_not_taken_for_sent(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    shop: Shop,
+) -> None:
+    """The sender publishes mandatory, on the default channel opened with on_return_raises:
+    a return should fail the send and send the input down the retry ladder. But FastStream's
+    declarer caches exchange objects by exchange only, not by channel: the command workers'
+    subscribers (bound to `conveyor.commands`) cache it on THEIR channel, opened with
+    on_return_raises=False, and every later `broker.publish(exchange=conveyor.commands)`
+    goes out there. The return resolves the confirmation as a success: ReserveStock is
+    lost, the confirmation acked, the workflow waits for a reservation nobody will make."""
+    settings = settings.model_copy(update={"fulfilment_timeout": 60.0})
+    host = await start_worker(settings, ALL)  # as `conveyor run` and docker-compose.yml do
+    pm = host.process_manager
+    assert pm is not None
+    await _unbind_command_queue(settings, shop.inventory)
+    await shop.confirmed_order("o-returned", {"sku-r": 1})
+    await eventually(lambda: shop.workflow("o-returned"), what="workflow started")
+
+    async def dead_lettered() -> int:
+        return await queue_depth(settings.amqp_url, f"{settings.process_manager_queue}.dlq")
+
+    await eventually(dead_lettered, within=15, what="the confirmation through the ladder to DLQ")
+    assert pm.applied == 0, "the input was acked as if ReserveStock had been delivered"
+
+
+async def test_a_confirmation_dead_lettered_after_its_append_still_has_its_timeout_and_shows(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    shop: Shop,
+) -> None:
+    """The workflow events are appended, then a command cannot be sent on any attempt: the
+    input takes the ladder to the DLQ. The workflow exists in the store, but its timeout is
+    scheduled only after the commands: nothing will ever end it. (Its read-model document,
+    written last, is missing too; the dead letter is what `conveyor status` shows.)
+    (Fails first on the returned command taken for sent, see the test above.)"""
+    settings = settings.model_copy(update={"fulfilment_timeout": 60.0})
+    host = await start_worker(settings, ALL)
+    pm = host.process_manager
+    assert pm is not None
+    await _unbind_command_queue(settings, shop.inventory)
+    await shop.confirmed_order("o-unroutable", {"sku-u": 1})
+    await eventually(
+        lambda: queue_depth(settings.amqp_url, f"{settings.process_manager_queue}.dlq"),
+        within=15,
+        what="the confirmation dead-lettered",
+    )
+    assert (await shop.workflow("o-unroutable")).started  # appended before the sends
+    timeouts = fulfilment_timeouts_queue(settings).name
+    # one per attempt, all with one message id: the first to expire ends the workflow
+    assert await queue_depth(settings.amqp_url, timeouts) >= 1, "no timeout will ever end it"
+
+
+async def test_an_order_cancelled_by_its_customer_mid_workflow_is_never_committed(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    shop: Shop,
+) -> None:
+    """CancelOrder is accepted on a confirmed order (domain/orders/order.py), but the workflow
+    does not react to OrderCancelled: it goes on, the provider authorizes the payment it
+    requested, and the workflow commits the stock of a cancelled order (its FulfilOrder is
+    then rejected), never releasing it nor refunding the payment."""
+    await start_worker(settings, ALL)
+    await shop.stock("sku-cc", 5)
+    await shop.confirmed_order("o-cc", {"sku-cc": 1})
+    await eventually(lambda: shop.payment_requested("o-cc"), what="payment requested")
+    await shop.send({"type": "CancelOrder", "order_id": "o-cc", "reason": "customer changed mind"})
+    await shop.until_status("o-cc", "cancelled")
+    await shop.authorize("o-cc", "2.50")
+
+    async def settled() -> bool:
+        effects = await shop.types(shop.inventory, "sku-cc")
+        return effects["ReservationReleased"] + effects["ReservationCommitted"] >= 1
+
+    await eventually(settled, what="the reservation released or committed")
+    await asyncio.sleep(0.5)
+    effects = await shop.types(shop.inventory, "sku-cc")
+    assert (effects["ReservationCommitted"], effects["ReservationReleased"]) == (0, 1)
+    assert (await shop.workflow("o-cc")).status is WorkflowStatus.CANCELLED
