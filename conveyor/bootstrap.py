@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from aiormq.exceptions import ChannelPreconditionFailed
-from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 
 from conveyor.aggregates import AGGREGATES
 from conveyor.application.aggregates import AggregateDefinition
@@ -29,11 +30,16 @@ from conveyor.readmodels.projection_consumer import ProjectionConsumer
 from conveyor.readmodels.projections import PROJECTIONS, Projection
 from conveyor.settings import Settings, sqlite_location
 from conveyor.tls import amqp_security, amqp_ssl_context
+from conveyor.workflows.consumer import ProcessManagerConsumer
+from conveyor.workflows.facts import INPUT_TYPES
+from conveyor.workflows.fulfilment import FulfilmentWorkflows
+from conveyor.workflows.sending import WorkflowSender
+from conveyor.workflows.states import WorkflowStates
 from messaging.cluster import connect_any, failover_broker
 from messaging.command_consumer import COMMANDS_EXCHANGE, OUTCOMES_EXCHANGE, CommandConsumer
 from messaging.failures import FailureRouter
 from messaging.store_outage import Probe, StoreOutage
-from messaging.topology import WorkQueue
+from messaging.topology import WorkQueue, delay_queue
 
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
 MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
@@ -132,8 +138,48 @@ def projection_queue(settings: Settings, projection: Projection) -> WorkQueue:
     )
 
 
+def process_manager_queue(settings: Settings) -> WorkQueue:
+    """The process manager's input (bound to `conveyor.events` by every key of
+    `process_manager_bindings`), with its retry ladder and DLQ."""
+    return WorkQueue(
+        settings.process_manager_queue,
+        settings.retry_delays,
+        settings.delivery_limit,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+    )
+
+
+def process_manager_bindings() -> list[str]:
+    """The routing keys of the integration events the workflow reacts to, as the registered
+    aggregates' contracts name them (an aggregate not registered: none of its keys)."""
+    keys = []
+    for event_type in INPUT_TYPES:
+        definition = AGGREGATES.of_event_type(event_type)
+        if definition is not None:
+            keys.append(definition.contract.routing_keys[event_type])
+    return keys
+
+
+def fulfilment_timeouts_queue(settings: Settings) -> RabbitQueue:
+    return delay_queue(settings.process_manager_queue, "timeouts", settings.fulfilment_timeout)
+
+
+def commands_by_type(settings: Settings) -> dict[str, str]:
+    """Command type → the command queue of the aggregate that takes it."""
+    return {
+        wire_type: queue.name
+        for definition, queue in command_queues(settings)
+        for wire_type in definition.commands
+    }
+
+
 async def declare_topology(
-    settings: Settings, broker: RabbitBroker, *, commands: bool, events: bool
+    settings: Settings,
+    broker: RabbitBroker,
+    *,
+    commands: bool,
+    events: bool,
+    workflows: bool = False,
 ) -> None:
     """Declare the queues, exchanges and bindings this process relies on (idempotent).
 
@@ -161,6 +207,19 @@ async def declare_topology(
                 declared = await broker.declare_queue(queue)
                 if queue.name == work_queue.name:
                     await declared.bind(exchange, routing_key=work_queue.binding_key)
+    if events or workflows:
+        exchange = await broker.declare_exchange(EVENTS)
+        work_queue = process_manager_queue(settings)
+        with_dead_letters.append(work_queue)
+        for queue in (
+            work_queue.work(),
+            *work_queue.retries(),
+            fulfilment_timeouts_queue(settings),
+        ):
+            declared = await broker.declare_queue(queue)
+            if queue.name == work_queue.name:
+                for key in process_manager_bindings():
+                    await declared.bind(exchange, routing_key=key)
     await _declare_dead_letter_queues(settings, with_dead_letters)
     # FastStream caches declared queues by name and arguments, not by channel: without this
     # every subscriber would reuse the queue object declared here on the default channel and
@@ -318,6 +377,40 @@ def build_projection_consumers(
         consumer.register(prefetch=settings.prefetch, exchange=EVENTS)
         consumers.append(consumer)
     return consumers
+
+
+def build_process_manager(
+    settings: Settings,
+    broker: RabbitBroker,
+    store: EventStore,
+    read_store: ReadModelStore,
+    outage: StoreOutage | None = None,
+) -> ProcessManagerConsumer:
+    """The order-fulfilment process manager on its own queue (conveyor/workflows)."""
+    queue = process_manager_queue(settings)
+    consumer = ProcessManagerConsumer(
+        broker,
+        queue,
+        FulfilmentWorkflows(
+            TimedAppends(store),
+            AGGREGATES.named("order"),
+            timeout=timedelta(seconds=settings.fulfilment_timeout),
+            conflict_attempts=settings.conflict_attempts,
+        ),
+        WorkflowSender(
+            broker,
+            COMMANDS_EXCHANGE,
+            commands_by_type(settings),
+            fulfilment_timeouts_queue(settings).name,
+            publish_timeout=settings.publish_timeout,
+        ),
+        WorkflowStates(read_store),
+        failure_router(settings, broker, queue),
+        max_message_bytes=settings.max_message_bytes,
+        outage=outage,
+    )
+    consumer.register(prefetch=settings.prefetch)  # bound in declare_topology, by many keys
+    return consumer
 
 
 def build_reconciler(

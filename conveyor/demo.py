@@ -27,12 +27,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from conveyor.bootstrap import open_read_store
-from conveyor.gateway.relay import EventGateway
+from conveyor.aggregates import AGGREGATES
+from conveyor.bootstrap import command_queue, open_read_store
+from conveyor.gateway.relay import EVENTS, EventGateway
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
 from conveyor.tls import amqp_ssl_context
+from conveyor.workflows.states import WorkflowStates
 from messaging.cluster import connect_any
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE
 from workers.host import WorkerHost
@@ -64,6 +66,7 @@ class DemoReport:
     read_models: dict[str, int] = field(default_factory=dict)
     started_workers: bool = False
     timed_out: int = 0
+    workflows: WorkflowReport | None = None
 
 
 def script_orders(count: int, seed: int = 42) -> list[OrderScript]:
@@ -123,11 +126,16 @@ async def run_demo(
     console: Console | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     scripts: list[OrderScript] | None = None,
+    workflow_timeout: float = 5.0,
 ) -> DemoReport:
     console = console or Console(stderr=True)
     report = DemoReport(orders=orders)
     host: WorkerHost | None = None
-    if not await _workers_running(settings):
+    already_running = await _workers_running(settings)
+    if not already_running:
+        # A short workflow timeout, so that the payments the demo leaves unanswered end.
+        settings = settings.model_copy(update={"fulfilment_timeout": workflow_timeout})
+    if not already_running:
         host = WorkerHost(settings, ("commands", "gateway", "projections"))
         await host.start()
         report.started_workers = True
@@ -154,6 +162,7 @@ async def run_demo(
         head_before = await _event_count(host)
 
         pending = list(reversed(scripts))
+        confirmed: list[str] = []
         active: dict[str, OrderScript] = {}
         waiting_visible: dict[str, OrderScript] = {}
         finished = asyncio.Event()
@@ -186,6 +195,9 @@ async def run_demo(
                 if script is None:
                     return
                 report.outcomes[outcome["status"]] += 1
+                sent = script.commands[script.next_index]
+                if sent["type"] == "ConfirmOrder" and outcome["status"] == "accepted":
+                    confirmed.append(script.order_id)
                 if outcome["status"] == "rejected":
                     report.rejected_rules[outcome.get("rule", "?")] += 1
                 else:
@@ -247,6 +259,17 @@ async def run_demo(
         for projection in PROJECTIONS:
             collection = (await collections.active(projection.name)).collection
             report.read_models[projection.name] = await read_store.count(collection)
+        if host is not None and host.store is not None:
+            report.workflows = await run_workflows(
+                settings,
+                confirmed,
+                channel,
+                host.store,
+                read_store,
+                start_process_manager=True,
+                give_up_after=give_up_after,
+                console=console,
+            )
         return report
     finally:
         await connection.close()
@@ -329,6 +352,8 @@ def print_report(report: DemoReport, console: Console) -> None:
     if report.timed_out:
         table.add_row("[red]timed out", f"{report.timed_out} orders did not finish")
     console.print(table)
+    if report.workflows is not None:
+        print_workflow_report(report.workflows, console)
 
 
 def make_progress(console: Console) -> Progress:
@@ -339,3 +364,215 @@ def make_progress(console: Console) -> Progress:
         TimeElapsedColumn(),
         console=console,
     )
+
+
+# --- the fulfilment workflows -------------------------------------------------------------
+
+DEMO_SKUS = ("BOOK", "LAMP", "MUG", "DESK", "PEN", "SOCKS")
+SCARCE_SKU = "DESK"
+"""Seeded short, so that some workflows meet a refused reservation."""
+
+
+@dataclass
+class WorkflowReport:
+    confirmed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    """fulfilled, and cancelled by reason (its kind: stock, payment declined, timed out)."""
+    payments: Counter[str] = field(default_factory=Counter)
+    """What the demo's payment provider did: authorized, declined, left unanswered."""
+    stock_before: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    stock_after: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    """SKU → (on hand, reserved, available)."""
+    seconds: float = 0.0
+    """From the process manager's start until the last workflow the provider answered
+    (or whose stock was refused) ended: the unanswered ones wait for their timeout."""
+    answered_finished: int = 0
+    timeout_seconds: float = 0.0
+    unfinished: int = 0
+    events_stored: int = 0
+    """Every event this phase stored: stock, reservations, payments, order fulfilments and
+    cancellations, and the workflows' own (never published)."""
+
+
+def payment_answer(order_id: str) -> str:
+    """The demo provider's answer, stable per order: most authorized, some declined, a few
+    never answered (they time out)."""
+    roll = random.Random(order_id).random()
+    return "authorize" if roll < 0.8 else "decline" if roll < 0.92 else "none"
+
+
+def stock_to_seed(orders: int) -> dict[str, int]:
+    return {sku: max(orders // 2, 2) if sku == SCARCE_SKU else orders * 3 for sku in DEMO_SKUS}
+
+
+def _cancel_kind(reason: str | None) -> str:
+    reason = reason or ""
+    for prefix in ("stock unavailable", "payment declined", "timed out"):
+        if reason.startswith(prefix):
+            return f"cancelled: {prefix}"
+    return f"cancelled: {reason}"
+
+
+async def _stock(store: Any, skus: tuple[str, ...]) -> dict[str, tuple[int, int, int]]:
+    inventory = AGGREGATES.named("inventory")
+    levels = {}
+    for sku in skus:
+        state = inventory.fold(sku, await store.read_stream(inventory.stream(sku)))
+        levels[sku] = (state.on_hand, state.reserved, state.available)
+    return levels
+
+
+async def run_workflows(
+    settings: Settings,
+    confirmed: list[str],
+    channel: aio_pika.abc.AbstractChannel,
+    store: Any,
+    read_store: Any,
+    *,
+    start_process_manager: bool,
+    give_up_after: float,
+    console: Console,
+) -> WorkflowReport:
+    """Play the payment provider for the workflows the confirmed orders started, and wait
+    until each has ended. With `start_process_manager` the stock is seeded and the process
+    manager started here, after the orders phase (the confirmations waited in its queue)."""
+    report = WorkflowReport(confirmed=len(confirmed), timeout_seconds=settings.fulfilment_timeout)
+    payments_queue = command_queue(settings, AGGREGATES.named("payment")).name
+    inventory_queue = command_queue(settings, AGGREGATES.named("inventory")).name
+
+    async def send(queue: str, command: Command) -> None:
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                json.dumps(command).encode(),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=command["command_id"],
+            ),
+            routing_key=queue,
+        )
+
+    head_before = await store.head_position()
+    report.stock_before = await _stock(store, DEMO_SKUS)
+    seed = stock_to_seed(report.confirmed)
+    if start_process_manager:
+        for sku, quantity in seed.items():
+            await send(
+                inventory_queue,
+                {
+                    "type": "ReceiveStock",
+                    "command_id": str(uuid.uuid4()),
+                    "sku": sku,
+                    "quantity": quantity,
+                },
+            )
+        wanted = {sku: before[0] + seed[sku] for sku, before in report.stock_before.items()}
+        for _ in range(1000):
+            levels = await _stock(store, DEMO_SKUS)
+            if all(levels[sku][0] >= wanted[sku] for sku in DEMO_SKUS):
+                break
+            await asyncio.sleep(0.01)
+        report.stock_before = await _stock(store, DEMO_SKUS)
+
+    events = await channel.declare_exchange(EVENTS.name, aio_pika.ExchangeType.TOPIC, durable=True)
+    requests = await channel.declare_queue(exclusive=True)
+    await requests.bind(
+        events, routing_key=AGGREGATES.named("payment").contract.routing_keys["PaymentRequested"]
+    )
+    mine = set(confirmed)
+
+    async def on_request(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            event = json.loads(message.body)
+            order_id = event.get("aggregate_id")
+            if order_id not in mine:
+                return
+            answer = payment_answer(order_id)
+            report.payments[answer] += 1
+            if answer == "authorize":
+                await send(
+                    payments_queue,
+                    {
+                        "type": "AuthorizePayment",
+                        "command_id": f"demo-authorize-{order_id}",
+                        "order_id": order_id,
+                        "amount": event["data"]["amount"],
+                        "provider_reference": f"demo-psp-{order_id}",
+                    },
+                )
+            elif answer == "decline":
+                await send(
+                    payments_queue,
+                    {
+                        "type": "DeclinePayment",
+                        "command_id": f"demo-decline-{order_id}",
+                        "order_id": order_id,
+                        "reason": "insufficient funds",
+                    },
+                )
+
+    await requests.consume(on_request)
+    pm: WorkerHost | None = None
+    started = time.monotonic()
+    if start_process_manager:
+        # Its own health port: the workers' host holds the configured one.
+        pm = WorkerHost(settings.model_copy(update={"ops_port": 0}), ("process-manager",))
+        await pm.start()
+    states = WorkflowStates(read_store)
+    ended_at: dict[str, float] = {}
+    timed_out: set[str] = set()
+    try:
+        deadline = started + give_up_after
+        while len(ended_at) < len(confirmed) and time.monotonic() < deadline:
+            waiting = [order for order in confirmed if order not in ended_at][:1000]
+            for order_id in waiting:
+                summary = await states.get(order_id)
+                if summary is not None and summary.status in ("fulfilled", "cancelled"):
+                    ended_at[order_id] = time.monotonic()
+                    kind = (
+                        "fulfilled"
+                        if summary.status == "fulfilled"
+                        else _cancel_kind(summary.cancel_reason)
+                    )
+                    report.outcomes[kind] += 1
+                    if kind == "cancelled: timed out":
+                        timed_out.add(order_id)
+            await asyncio.sleep(0.02)
+        answered = [t for order, t in ended_at.items() if order not in timed_out]
+        report.answered_finished = len(answered)
+        report.seconds = (max(answered) - started) if answered else 0.0
+        report.unfinished = len(confirmed) - len(ended_at)
+        report.stock_after = await _stock(store, DEMO_SKUS)
+        report.events_stored = await store.head_position() - head_before
+        return report
+    finally:
+        if pm is not None:
+            await pm.stop()
+
+
+def print_workflow_report(report: WorkflowReport, console: Console) -> None:
+    table = Table(
+        title=f"fulfilment workflows: {report.confirmed} confirmed orders", show_header=False
+    )
+    table.add_row(
+        "payment provider",
+        ", ".join(f"{k}: {v}" for k, v in sorted(report.payments.items())) or "-",
+    )
+    for outcome, count in sorted(report.outcomes.items()):
+        table.add_row(outcome, str(count))
+    rate = report.answered_finished / report.seconds if report.seconds else 0
+    table.add_row(
+        "workflow throughput",
+        f"{rate:,.1f} workflows/s ({report.answered_finished} answered workflows ended in "
+        f"{report.seconds:.1f}s; the unanswered wait {report.timeout_seconds:g}s for their "
+        "timeout)",
+    )
+    if report.unfinished:
+        table.add_row("[red]unfinished", f"{report.unfinished} workflows did not end")
+    console.print(table)
+    stock = Table(title="stock (on hand / reserved / available)")
+    for column in ("sku", "before", "after"):
+        stock.add_column(column)
+    for sku, before in report.stock_before.items():
+        after = report.stock_after.get(sku, (0, 0, 0))
+        stock.add_row(sku, " / ".join(map(str, before)), " / ".join(map(str, after)))
+    console.print(stock)

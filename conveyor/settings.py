@@ -178,6 +178,17 @@ class Settings(BaseSettings):
     conflict_attempts: int = Field(default=10, ge=1)
     """In-process retries of a command on an optimistic-concurrency conflict."""
 
+    # --- the order-fulfilment process manager (conveyor/workflows) ---
+    process_manager_queue: str = "fulfilment.events"
+    """The process manager's input: integration events it reacts to, and its timeouts."""
+    fulfilment_timeout: float = Field(default=900.0, gt=0)
+    """Seconds a fulfilment workflow waits for stock and payment before it releases what was
+    reserved and cancels the order. Durable: a delayed message through RabbitMQ (a TTL
+    queue per value, `<process_manager_queue>.timeouts.<N>ms`)."""
+    fulfilment_stuck_margin: float = Field(default=60.0, ge=0)
+    """A workflow still waiting this long past its deadline is stuck (`conveyor status`,
+    `conveyor workflows stuck`): its timeout never came back."""
+
     # --- operations (issue 4) ---
     management_url: str | None = None
     """RabbitMQ management HTTP API for `conveyor dlq` and `conveyor status`, e.g.

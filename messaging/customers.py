@@ -19,8 +19,11 @@ from typing import Any
 from conveyor.application.aggregates import AggregateDefinition, Registry, is_marker
 from conveyor.application.rejections import is_rejection_stream
 from conveyor.eventstore.port import EventStore, RecordedEvent
+from domain.fulfilment.workflow import STREAM_PREFIX as FULFILMENT_STREAM_PREFIX
 from messaging.integration_events import NotAnIntegrationEvent, to_integration_event
 
+INTERNAL_STREAM_PREFIXES: tuple[str, ...] = (FULFILMENT_STREAM_PREFIX,)
+"""Streams of conveyor's own process managers: state, never published."""
 logger = logging.getLogger("conveyor.gateway")
 
 # A stream's first domain event is looked for in this many events first (the handler appends
@@ -79,10 +82,13 @@ class IntegrationMapper:
         The global log may hold other applications' streams (KurrentDB is shared) and event
         types without a contract: those are skipped, never allowed to halt the relay.
         conveyor's own rejection records (markers in aggregate streams, and the
-        `rejections-…` streams of earlier versions) are bookkeeping with no public form:
-        passed over silently, as they are expected.
+        `rejections-…` streams of earlier versions) and its process managers' state
+        (`fulfilment-…`) are bookkeeping with no public form: passed over silently, as
+        they are expected.
         """
         if is_marker(event) or is_rejection_stream(event.stream_id):
+            return None
+        if event.stream_id.startswith(INTERNAL_STREAM_PREFIXES):
             return None
         definition = self._aggregates.publisher_of(event)
         if definition is None:

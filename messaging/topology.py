@@ -95,3 +95,18 @@ reach every queue, the projection queues included."""
 COMMAND_OUTCOMES_EXCHANGE = "conveyor.command-outcomes"
 """Topic exchange where every command outcome is published (routing key
 `orders.command.<status>`), so rejections are observable without reply_to."""
+
+
+def delay_queue(work_queue: str, purpose: str, delay: float) -> RabbitQueue:
+    """A quorum queue whose messages expire after `delay` seconds into `work_queue`:
+    a durable delayed delivery (`<work_queue>.<purpose>.<N>ms`; one queue per delay, since
+    per-message TTLs block behind each other and a queue's TTL cannot be changed)."""
+    milliseconds = max(round(delay * 1000), 1)
+    return _quorum(
+        f"{work_queue}.{purpose}.{milliseconds}ms",
+        x_message_ttl=milliseconds,
+        x_dead_letter_exchange="",
+        x_dead_letter_routing_key=work_queue,
+        x_dead_letter_strategy="at-least-once",
+        x_overflow="reject-publish",
+    )

@@ -18,6 +18,8 @@ def conveyor_env(settings: Settings, **extra: str) -> dict[str, str]:
         "CONVEYOR_READ_STORE": settings.read_store,
         "CONVEYOR_COMMAND_QUEUE": settings.command_queue,
         "CONVEYOR_PROJECTION_QUEUE_PREFIX": settings.projection_queue_prefix,
+        "CONVEYOR_PROCESS_MANAGER_QUEUE": settings.process_manager_queue,
+        "CONVEYOR_FULFILMENT_TIMEOUT": str(settings.fulfilment_timeout),
         "CONVEYOR_HTTP_PORT": "0",
         "CONVEYOR_OPS_PORT": "0",
         **extra,

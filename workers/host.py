@@ -49,13 +49,14 @@ from conveyor.readmodels.healing import ProjectionReconciler
 from conveyor.readmodels.port import ReadModelStore
 from conveyor.readmodels.progress import ProgressWriter
 from conveyor.settings import Settings
+from conveyor.workflows.consumer import ProcessManagerConsumer
 from messaging.consumer import QueueConsumer
 from messaging.store_outage import StoreOutage
-from workers import command_worker, gateway, projector
+from workers import command_worker, gateway, process_manager, projector
 
 logger = logging.getLogger("conveyor.worker")
 
-COMPONENTS = (command_worker.NAME, gateway.NAME, projector.NAME, "http")
+COMPONENTS = (command_worker.NAME, gateway.NAME, projector.NAME, process_manager.NAME, "http")
 STOP_MARGIN = 5.0
 """Seconds stop() may take beyond shutdown_timeout: closing the connection and the stores."""
 
@@ -106,6 +107,7 @@ class WorkerHost:
         self.consumers: list[QueueConsumer] = []
         self.outages: list[StoreOutage] = []
         self.gateway: EventGateway | None = None
+        self.process_manager: ProcessManagerConsumer | None = None
         self.progress: ProgressWriter | None = None
         self.http_port: int | None = None
         self.ops_port: int | None = None
@@ -165,19 +167,33 @@ class WorkerHost:
         self.ops_port = self._ops.port
         logger.info("metrics and health on http://%s:%d/", settings.ops_host, self.ops_port)
         # Projections read the event store to heal what the broker never delivered.
-        needs_events = any(map(self.hosts, ("commands", "gateway", "http", "projections")))
+        needs_events = any(
+            map(self.hosts, ("commands", "gateway", "http", "projections", process_manager.NAME))
+        )
         if needs_events:
             # In one process the gateway is woken by each append instead of polling.
             self.store = NotifyingEventStore(await open_event_store(settings))
-        if self.hosts("gateway") or self.hosts("projections") or self.hosts("http"):
+        if any(map(self.hosts, ("gateway", "projections", "http", process_manager.NAME))):
             self.read_store = await open_read_store(settings)
             self.collections = ProjectionCollections(self.read_store)
         self.broker = build_broker(settings)
+        event_store_outage: StoreOutage | None = None
         if self.hosts(command_worker.NAME):
             assert self.store is not None
             commands = command_worker.build(settings, self.broker, self.store)
+            event_store_outage = commands.outage
             self.outages.append(commands.outage)
             self.consumers.extend(commands.consumers)
+        if self.hosts(process_manager.NAME):
+            assert self.store is not None
+            assert self.read_store is not None
+            workflows = process_manager.build(
+                settings, self.broker, self.store, self.read_store, event_store_outage
+            )
+            if workflows.outage is not event_store_outage:
+                self.outages.append(workflows.outage)
+            self.process_manager = workflows.consumer
+            self.consumers.append(workflows.consumer)
         if self.hosts(projector.NAME):
             assert self.store is not None
             assert self.read_store is not None
@@ -197,8 +213,10 @@ class WorkerHost:
         await declare_topology(
             settings,
             self.broker,
-            commands=self.hosts("commands"),
+            # The process manager sends commands: their queues must exist (mandatory).
+            commands=self.hosts("commands") or self.hosts(process_manager.NAME),
             events=self.hosts("gateway") or self.hosts("projections"),
+            workflows=self.hosts(process_manager.NAME),
         )
         for consumer in self.consumers:
             await consumer.prepare()

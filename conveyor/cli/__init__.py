@@ -2,7 +2,8 @@
 here, in the order `conveyor --help` lists them.
 
 run, demo (run.py) · send (send.py) · history, query … (queries.py) · status (status.py) ·
-projections rebuild (projections.py) · dlq … (dlq.py) · asyncapi (asyncapi.py).
+projections rebuild (projections.py) · dlq … (dlq.py) · workflows … (workflows.py) ·
+asyncapi (asyncapi.py).
 What they share (the app, one-line failures and exit codes) is in app.py; opening and
 closing the stores in stores.py.
 """
@@ -19,6 +20,7 @@ from conveyor.cli.queries import history, query_app
 from conveyor.cli.run import demo, run
 from conveyor.cli.send import send
 from conveyor.cli.status import status
+from conveyor.cli.workflows import workflows_app
 from conveyor.settings import Settings
 
 app.command()(run)
@@ -30,6 +32,7 @@ app.command()(asyncapi)
 app.add_typer(query_app, name="query")
 app.add_typer(projections_app, name="projections")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(workflows_app, name="workflows")
 
 
 def _redacted(message: str) -> str:

@@ -33,9 +33,10 @@ def run(
     only: Annotated[
         str,
         typer.Option(
-            help="Comma-separated components to host: commands, gateway, projections, http."
+            help="Comma-separated components to host: commands, gateway, projections, "
+            "process-manager, http."
         ),
-    ] = "commands,gateway,projections,http",
+    ] = "commands,gateway,projections,process-manager,http",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start the workers and run until SIGINT/SIGTERM."""

@@ -25,7 +25,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Group
@@ -37,6 +37,7 @@ from conveyor.bootstrap import (
     command_queues,
     describe_event_store,
     describe_read_store,
+    process_manager_queue,
     projection_queue,
 )
 from conveyor.eventstore.port import EventStore, EventStoreUnavailable, RecordedEvent
@@ -53,6 +54,7 @@ from conveyor.readmodels.port import ReadModelStore, ReadStoreUnavailable
 from conveyor.readmodels.progress import read_progress
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
+from conveyor.workflows.states import WorkflowStates, WorkflowSummary
 from messaging.topology import WorkQueue
 
 EXIT_HEALTHY = 0
@@ -292,6 +294,10 @@ class StatusReport:
     projections: tuple[ProjectionStatus, ...]
     more_commands: tuple[QueueGroup, ...] = field(default=())
     """Every other registered aggregate's command queue."""
+    workflows: QueueGroup | None = None
+    """The process manager's input queue (conveyor/workflows)."""
+    stuck_workflows: tuple[WorkflowSummary, ...] = field(default=())
+    """Workflows still waiting past their deadline plus the margin (at most 100 listed)."""
     reasons: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
     """Worth an operator's attention, not unhealthy (they do not change the exit code)."""
@@ -310,6 +316,7 @@ class StatusReport:
             self.commands,
             *self.more_commands,
             *(projection.queues for projection in self.projections),
+            *((self.workflows,) if self.workflows is not None else ()),
         )
 
     @property
@@ -344,6 +351,11 @@ class StatusReport:
             "dead_letters": self.dead_letters,
             "gateway": self.gateway.as_json(),
             "projections": {p.name: p.as_json() for p in self.projections},
+            "workflows": {
+                "queues": self.workflows.as_json() if self.workflows is not None else None,
+                "dead_letters": self.workflows.dead_letters.messages if self.workflows else 0,
+                "stuck": [summary.as_json() for summary in self.stuck_workflows],
+            },
         }
 
 
@@ -428,6 +440,8 @@ def build_report(
     nodes: Sequence[Mapping[str, Any]] = (),
     blocked_connections: Sequence[str] = (),
     unavailable: Sequence[str] = (),
+    workflows_queue: WorkQueue | None = None,
+    stuck_workflows: Sequence[WorkflowSummary] = (),
 ) -> StatusReport:
     """The report from raw inputs: management API answers by queue name, the gateway's
     checkpoint document, the projections' recorded (position, updated_at), and the tail of
@@ -451,6 +465,12 @@ def build_report(
                 recorded[1] if recorded else None,
             )
         )
+    workflows = (
+        queue_group("workflows", workflows_queue, raw_queues)
+        if workflows_queue is not None
+        else None
+    )
+    workflow_problems, workflow_warnings = workflow_reasons(workflows, stuck_workflows)
     return StatusReport(
         checked_at=now,
         sources=sources,
@@ -460,13 +480,46 @@ def build_report(
         gateway=gateway,
         projections=tuple(projections),
         more_commands=others,
+        workflows=workflows,
+        stuck_workflows=tuple(stuck_workflows),
         reasons=(
             *unavailable,
             *health_reasons(commands, gateway, projections, limits, others),
+            *workflow_problems,
             *_blocked_reasons(blocked_connections),
         ),
-        warnings=tuple(broker_warnings(nodes)),
+        warnings=(*broker_warnings(nodes), *workflow_warnings),
     )
+
+
+def workflow_reasons(
+    group: QueueGroup | None, stuck: Sequence[WorkflowSummary]
+) -> tuple[list[str], list[str]]:
+    """(reasons, warnings) about the process manager: dead-lettered inputs and stuck
+    workflows are unhealthy; its queue missing or unconsumed only a warning (a deployment
+    may run no process manager at all)."""
+    reasons: list[str] = []
+    warnings: list[str] = []
+    if group is not None:
+        if not group.work.exists:
+            warnings.append(f"queue {group.work.name} does not exist (no process manager yet)")
+        elif group.work.consumers == 0:
+            warnings.append(f"no consumer on {group.work.name} (no process manager running)")
+        count = group.dead_letters.messages
+        if count:
+            reasons.append(
+                f"{count} workflow input{'' if count == 1 else 's'} dead-lettered in "
+                f"{group.dead_letters.name}"
+            )
+    if stuck:
+        shown = ", ".join(
+            f"{s.order_id} ({s.status}, deadline {s.deadline})" for s in stuck[:3]
+        ) + (", …" if len(stuck) > 3 else "")
+        reasons.append(
+            f"{len(stuck)}{'+' if len(stuck) >= 100 else ''} workflow(s) stuck past their "
+            f"deadline: {shown}"
+        )
+    return reasons, warnings
 
 
 def _blocked_reasons(blocked: Sequence[str]) -> list[str]:
@@ -512,9 +565,10 @@ async def collect_status(
 ) -> StatusReport:
     command, *more_commands = [queue for _, queue in command_queues(settings)]
     projection_queues = {p.name: projection_queue(settings, p) for p in PROJECTIONS}
+    workflows_queue = process_manager_queue(settings)
     names = [
         name
-        for queue in (command, *more_commands, *projection_queues.values())
+        for queue in (command, *more_commands, *projection_queues.values(), workflows_queue)
         for name in queue_names(queue)
     ]
     answers = await asyncio.gather(*(api.queue(name) for name in names))
@@ -533,11 +587,16 @@ async def collect_status(
     unavailable: list[str] = []
     checkpoint: Mapping[str, Any] | None = None
     progress: dict[str, tuple[int, float]] = {}
+    stuck: list[WorkflowSummary] = []
     try:
         checkpoint_document = await read_store.get(CHECKPOINTS, GATEWAY_CHECKPOINT)
         checkpoint = checkpoint_document.body if checkpoint_document else None
         recorded = await read_progress(read_store, list(projection_queues))
         progress = {name: (p.position, p.updated_at) for name, p in recorded.items()}
+        stuck = await WorkflowStates(read_store).stuck(
+            datetime.fromtimestamp(clock(), UTC),
+            timedelta(seconds=settings.fulfilment_stuck_margin),
+        )
     except ReadStoreUnavailable as exc:
         unavailable.append(
             f"read store unavailable, projection consumers paused until it answers: {exc}"
@@ -571,6 +630,8 @@ async def collect_status(
         nodes=nodes,
         blocked_connections=blocked,
         unavailable=unavailable,
+        workflows_queue=workflows_queue,
+        stuck_workflows=stuck,
     )
 
 
@@ -614,9 +675,19 @@ def render(report: StatusReport, *, with_verdict: bool = True) -> Group:
             Text(str(dlq), style="red" if dlq else ""),
         )
     warnings = [Text(f"warning: {line}", style="yellow") for line in report.warnings]
+    parts: list[Text | Table] = [header, queues, lag]
+    if report.stuck_workflows:
+        stuck = Table(title="stuck workflows (past their deadline plus the margin)")
+        for column in ("order", "status", "waiting for", "deadline"):
+            stuck.add_column(column)
+        for summary in report.stuck_workflows:
+            stuck.add_row(
+                summary.order_id, summary.status, summary.waiting_for or "", summary.deadline
+            )
+        parts.append(stuck)
     if not with_verdict:
-        return Group(header, queues, lag, *warnings)
-    return Group(header, queues, lag, *warnings, verdict(report))
+        return Group(*parts, *warnings)
+    return Group(*parts, *warnings, verdict(report))
 
 
 def verdict(report: StatusReport) -> Text:

@@ -6,13 +6,15 @@
     GET /customers/{customer_id}/orders         the customer's order history 404 if unknown
     GET /orders?status=pending&customer_id=…&older_than_seconds=…&limit=…
                                                 orders by status, oldest first
+    GET /workflows?stuck=true&limit=…           fulfilment workflows past their deadline
+    GET /workflows/{order_id}                   one workflow's state  404 if unknown
 Errors are JSON: {"detail": …}; bad parameters are 422.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import uvicorn
@@ -26,6 +28,7 @@ from conveyor.queries.service import OrderQueries, OrderStatus, history_as_json
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.port import ReadModelStore
 from conveyor.settings import Settings
+from conveyor.workflows.states import WorkflowStates
 
 MAX_VERSION = 2**53
 """Above any real order's version, and inside every store's integer range."""
@@ -33,7 +36,7 @@ MAX_AGE_SECONDS = 100 * 365 * 24 * 3600.0
 """Inside what a timedelta holds (and what "older than" can sensibly mean)."""
 
 
-def create_app(queries: OrderQueries) -> FastAPI:
+def create_app(queries: OrderQueries, workflows: WorkflowQueries | None = None) -> FastAPI:
     app = FastAPI(
         title="conveyor queries",
         description="Order read models and temporal queries on the event store.",
@@ -90,7 +93,34 @@ def create_app(queries: OrderQueries) -> FastAPI:
         )
         return {"orders": orders, "count": len(orders)}
 
+    if workflows is not None:
+        _workflow_routes(app, workflows)
     return app
+
+
+class WorkflowQueries:
+    def __init__(self, states: WorkflowStates, stuck_margin: timedelta) -> None:
+        self.states = states
+        self.stuck_margin = stuck_margin
+
+
+def _workflow_routes(app: FastAPI, workflows: WorkflowQueries) -> None:
+    @app.get("/workflows")
+    async def list_workflows(
+        stuck: Annotated[bool, Query(description="Only workflows past their deadline")] = False,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        if not stuck:
+            raise HTTPException(422, "only ?stuck=true is served: the list of stuck workflows")
+        found = await workflows.states.stuck(datetime.now(UTC), workflows.stuck_margin, limit=limit)
+        return {"workflows": [s.as_json() for s in found], "count": len(found)}
+
+    @app.get("/workflows/{order_id}")
+    async def get_workflow(order_id: str) -> dict[str, Any]:
+        found = await workflows.states.get(order_id)
+        if found is None:
+            raise HTTPException(404, f"no workflow for order {order_id!r}")
+        return found.as_json()
 
 
 async def serve(
@@ -100,7 +130,12 @@ async def serve(
     collections: ProjectionCollections,
 ) -> tuple[uvicorn.Server, int, asyncio.Task[None]]:
     """Start serving; returns the server, the bound port and the serving task."""
-    app = create_app(OrderQueries(read_store, collections, event_store))
+    app = create_app(
+        OrderQueries(read_store, collections, event_store),
+        WorkflowQueries(
+            WorkflowStates(read_store), timedelta(seconds=settings.fulfilment_stuck_margin)
+        ),
+    )
     return await serve_embedded(
         app,
         settings.http_host,

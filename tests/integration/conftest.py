@@ -21,6 +21,7 @@ def settings(amqp_url: str, tmp_path: Path) -> Settings:
         read_store=str(tmp_path / "readmodels.db"),
         command_queue=f"orders.commands.{run}",
         projection_queue_prefix=f"projections.{run}",
+        process_manager_queue=f"fulfilment.events.{run}",
         http_port=0,
         ops_port=0,
         gateway_lease_seconds=2,

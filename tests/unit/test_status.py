@@ -111,6 +111,7 @@ def test_a_caught_up_system_with_consumers_is_healthy() -> None:
         "dead_letters",
         "gateway",
         "projections",
+        "workflows",
     ]
     assert document["gateway"]["lease_active"] is True
     assert document["projections"]["order_summary"]["position"] == 5
