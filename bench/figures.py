@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import statistics
@@ -27,6 +28,7 @@ from bench import reference_eventsourcing
 from bench.reference_broker import Requester, pipelined_publish
 from bench.workload import (
     COMMANDS_PER_ORDER,
+    ITEMS,
     command_bodies,
     customer_of,
     domain_commands,
@@ -46,6 +48,7 @@ from conveyor.readmodels.sqlite import SqliteReadModelStore
 from conveyor.settings import Settings
 from messaging.customers import IntegrationMapper
 from messaging.integration_events import EVENTS_EXCHANGE, encode
+from messaging.topology import COMMAND_OUTCOMES_EXCHANGE
 
 IN_FLIGHT = 200
 LATENCY_RATE = 200.0
@@ -62,14 +65,15 @@ class Sizes:
     latency_seconds: float
     log_orders: int  # the event log the rebuild and gateway figures read
     memory_commands: int
+    workflow_orders: int = 500
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(1500, 6000, 2000, 15.0, 5000, 100_000)
+        return cls(1500, 6000, 2000, 15.0, 5000, 100_000, 500)
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(50, 400, 100, 2.0, 200, 2000)
+        return cls(50, 400, 100, 2.0, 200, 2000, 20)
 
 
 @dataclass
@@ -295,6 +299,157 @@ async def pipeline_throughput(ctx: BenchContext) -> Figure:
         "every order's last accepted version visible in all three read models "
         "(order_summary, active_orders, customer_history), polled every 5 ms"
     )
+    return figure
+
+
+# -- fulfilment workflows end to end -------------------------------------------------------
+
+
+async def seed_stock(amqp_url: str, stock: dict[str, int], *, within: float = 60.0) -> None:
+    """ReceiveStock for each SKU on the inventory command queue; returns once each is
+    accepted (its outcome seen)."""
+    inventory = AGGREGATES.named("inventory")
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        outcomes_exchange = await channel.declare_exchange(
+            COMMAND_OUTCOMES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        outcomes = await channel.declare_queue(exclusive=True)
+        await outcomes.bind(
+            outcomes_exchange, routing_key=f"{inventory.contract.routing_key_prefix}command.#"
+        )
+        ids = set()
+        for sku, quantity in stock.items():
+            command_id = str(uuid.uuid4())
+            ids.add(command_id)
+            body = {
+                "type": "ReceiveStock",
+                "command_id": command_id,
+                "sku": sku,
+                "quantity": quantity,
+            }
+            await channel.default_exchange.publish(
+                aio_pika.Message(json.dumps(body).encode(), content_type="application/json"),
+                routing_key=inventory.command_queue,
+            )
+        async with asyncio.timeout(within), outcomes.iterator() as messages:
+            async for message in messages:
+                await message.ack()
+                outcome = json.loads(message.body)
+                if outcome["status"] != "accepted" and outcome["command_id"] in ids:
+                    raise RuntimeError(f"stock not received: {outcome}")
+                ids.discard(outcome["command_id"])
+                if not ids:
+                    return
+
+
+class Fulfilments:
+    """Counts `orders.fulfilled` integration events (its own queue on conveyor.events) and
+    notes when the last of the orders waited for arrived."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self.amqp_url = amqp_url
+        self.fulfilled: dict[str, float] = {}
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+
+    async def __aenter__(self) -> Fulfilments:
+        orders = AGGREGATES.named("order")
+        self._connection = await aio_pika.connect(self.amqp_url)
+        channel = await self._connection.channel()
+        events = await channel.declare_exchange(
+            EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(events, routing_key=orders.contract.routing_keys["OrderFulfilled"])
+        await queue.consume(self._on_event, no_ack=True)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _on_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        order_id = str(json.loads(message.body).get("order_id"))
+        self.fulfilled.setdefault(order_id, time.monotonic())
+
+    async def all_of(self, orders: Sequence[str], *, within: float) -> float:
+        """Waits until every order is fulfilled; the moment the last one was."""
+        wanted = set(orders)
+        deadline = time.monotonic() + within
+        while not wanted <= self.fulfilled.keys():
+            if time.monotonic() > deadline:
+                missing = len(wanted - self.fulfilled.keys())
+                raise RuntimeError(f"workflows: {missing} orders were not fulfilled")
+            await asyncio.sleep(0.01)
+        return max(self.fulfilled[o] for o in wanted)
+
+
+async def workflow_throughput(ctx: BenchContext) -> Figure:
+    from chaos.provider import PaymentProvider, always_authorize
+
+    figure = Figure(
+        key="workflows",
+        title="fulfilment workflows end to end",
+        unit="workflows/s",
+        reference="aio-pika round trip (consume from quorum queue, confirmed reply, ack), "
+        f"separate process, {IN_FLIGHT} in flight",
+        target="≥ 0.05 x reference",
+        target_kind="ratio_at_least",
+        threshold=0.05,
+    )
+    orders = ctx.sizes.workflow_orders
+    warm_up = 20 if orders >= 100 else 0
+    round_trips = ctx.sizes.broker_round_trips
+    figure.details.update(
+        orders=orders,
+        in_flight=IN_FLIGHT,
+        commands_per_workflow=COMMANDS_PER_ORDER + 2 * len(ITEMS) + 3,
+        end_condition="orders created, 2 items added and confirmed (each order's commands in "
+        "sequence, 200 orders at a time) until the `orders.fulfilled` of the last one "
+        "arrives: stock reserved per line, payment requested, authorized by a payment "
+        "provider in the harness, reservations committed, order fulfilled",
+    )
+    queue = f"bench.reference.{uuid.uuid4().hex[:6]}"
+    async with ReferenceResponder(ctx.amqp_url, queue), Requester(ctx.amqp_url, queue) as req:
+        await req.closed_loop(min(round_trips, 500), IN_FLIGHT)  # warm-up
+        for attempt in range(ctx.repeat):
+            settings = ctx.settings("workflows")
+            async with (
+                ConveyorProcess(settings, ctx.workdir / f"workflows-{attempt}.log"),
+                PaymentProvider(
+                    settings.amqp_url, always_authorize, queue=f"{settings.command_queue}.psp"
+                ),
+                Fulfilments(settings.amqp_url) as fulfilments,
+            ):
+                per_order = {sku: quantity for sku, quantity, _ in ITEMS}
+                await seed_stock(
+                    settings.amqp_url,
+                    {sku: q * (orders + warm_up) for sku, q in per_order.items()},
+                )
+                if warm_up:
+                    scripts = bench_scripts(warm_up)
+                    await run_demo(settings, warm_up, in_flight=IN_FLIGHT, scripts=scripts)
+                    await fulfilments.all_of([s.order_id for s in scripts], within=60)
+                scripts = bench_scripts(orders)
+                started = time.monotonic()
+                await run_demo(
+                    settings,
+                    orders,
+                    in_flight=IN_FLIGHT,
+                    scripts=scripts,
+                    give_up_after=max(60.0, orders / 5),
+                )
+                last = await fulfilments.all_of(
+                    [s.order_id for s in scripts], within=max(60.0, orders / 5)
+                )
+            figure.values.append(orders / (last - started))
+            trips = await req.closed_loop(round_trips, IN_FLIGHT)
+            figure.references.append(round_trips / trips.seconds)
+            ctx.log(
+                f"  workflows {figure.values[-1]:,.1f}/s, "
+                f"broker {figure.references[-1]:,.0f} round trips/s"
+            )
     return figure
 
 
@@ -816,4 +971,5 @@ FIGURES: dict[str, Callable[[BenchContext], Awaitable[Figure]]] = {
     "rebuild": rebuild_speed,
     "gateway": gateway_speed,
     "memory": memory,
+    "workflows": workflow_throughput,
 }

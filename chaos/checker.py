@@ -198,12 +198,14 @@ async def events_by_command(env: Environment) -> Counter[str]:
 
 
 def work_queue_names(env: Environment) -> list[str]:
-    """The work and retry queues (not the DLQs) of commands, projections and the process
-    manager."""
+    """The work and retry queues (not the DLQs) of commands, projections and, when the
+    scenario runs one, the process manager."""
     settings = env.settings()
     queues = [q for _, q in command_queues(settings)]
     queues += [projection_queue(settings, p) for p in PROJECTIONS]
-    queues.append(process_manager_queue(settings))
+    if any("process-manager" in w.only.split(",") for w in env.processes):
+        # Without one, its queue (declared by the gateway's process) only fills up.
+        queues.append(process_manager_queue(settings))
     return [q.name for wq in queues for q in wq.all_queues() if q.name != wq.dead_letter_queue]
 
 

@@ -50,7 +50,7 @@ WORKFLOW_MARGIN = 120.0
 """Seconds past the timeout a workflow may take to end after the load (kills, backlog)."""
 FULFILMENT_SKUS = ("BOOK", "LAMP", "MUG", "DESK", "PEN")
 SHORT_SKU = "DESK"
-"""Seeded at a third of what the orders ask for: some reservations are refused."""
+"""Seeded at half of what the orders ask for: some reservations are refused."""
 
 
 def _command(type_: str, **fields: Any) -> Command:
@@ -72,6 +72,17 @@ async def stored_events(env: Environment) -> list[RecordedEvent]:
 
 async def fulfilment_of(env: Environment) -> FulfilmentVerdict:
     return check_fulfilment(await stored_events(env))
+
+
+class Phases:
+    """Seconds from the scenario's start at which each phase ended (where the time went)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        self._started = time.monotonic()
+        self._phases: dict[str, float] = verdict.figures.setdefault("phases_ended_at_s", {})
+
+    def done(self, phase: str) -> None:
+        self._phases[phase] = round(time.monotonic() - self._started, 1)
 
 
 def _add_fulfilment(verdict: Verdict, fulfilment: FulfilmentVerdict) -> None:
@@ -126,7 +137,7 @@ def stock_for(demand: Counter[str]) -> list[Command]:
         _command(
             "ReceiveStock",
             sku=sku,
-            quantity=max(1, demand[sku] // 3) if sku == SHORT_SKU else demand[sku] * 2,
+            quantity=max(1, demand[sku] // 2) if sku == SHORT_SKU else demand[sku] * 2,
         )
         for sku in FULFILMENT_SKUS
     ]
@@ -151,12 +162,14 @@ async def scenario_17(sizes: Sizes) -> Verdict:
     verdict = Verdict(17, f"SIGKILL the process manager during {count} fulfilment workflows")
     started = time.monotonic()
     orders = fulfilment_orders(count, prefix="s17")
+    phases = Phases(verdict)
     env_overrides = {"CONVEYOR_FULFILMENT_TIMEOUT": str(WORKFLOW_TIMEOUT)}
     async with Environment("s17", env=env_overrides) as env:
         try:
             await start_workers(
                 env, "commands", "commands", "gateway", "projections", "process-manager"
             )
+            phases.done("workers started")
             async with (
                 OutcomeCollector(env.amqp_url) as outcomes,
                 PaymentProvider(env.amqp_url, mostly_authorize()) as provider,
@@ -165,9 +178,12 @@ async def scenario_17(sizes: Sizes) -> Verdict:
                 # lands among workflows in every stage.
                 LoadGenerator(env.amqp_url, COMMAND_QUEUE, rate=max(20.0, count / 30)) as load,
             ):
-                await apply_setup(env, stock, outcomes, stock_for(orders.demand))
-                await apply_setup(env, load, outcomes, orders.creates)
+                await asyncio.gather(
+                    apply_setup(env, stock, outcomes, stock_for(orders.demand)),
+                    apply_setup(env, load, outcomes, orders.creates),
+                )
                 await apply_setup(env, load, outcomes, orders.items)
+                phases.done("stock seeded, orders created")
                 baseline = outcomes.received
                 # Outcomes the workflows produce at least: each confirmation, one reservation
                 # per line, and one fulfilment or cancellation per order.
@@ -184,6 +200,7 @@ async def scenario_17(sizes: Sizes) -> Verdict:
                         keep=1,
                     ),
                 )
+                phases.done("confirmations sent")
                 verdict.faults = (
                     f"{len(moments)} SIGKILL of the process manager at {', '.join(moments)} "
                     f"workflow outcomes; fulfilment timeout {WORKFLOW_TIMEOUT:g}s"
@@ -195,7 +212,9 @@ async def scenario_17(sizes: Sizes) -> Verdict:
                 record = LoadRecord()
                 for part in (stock.record, load.record, provider.record):
                     record.merge(part)
+                phases.done("workflows ended")
                 await check(verdict, env, record, outcomes, settle_within=180.0)
+                phases.done("checked")
                 # again after settling: the derived commands are all applied now
                 fulfilment = await fulfilment_of(env)
                 _add_fulfilment(verdict, fulfilment)
@@ -271,9 +290,11 @@ async def scenario_18(sizes: Sizes) -> Verdict:
     verdict = Verdict(18, f"3 competing inventory workers, {orders} orders on 4 SKUs")
     started = time.monotonic()
     work = inventory_load(orders)
+    phases = Phases(verdict)
     async with Environment("s18") as env:
         try:
             await start_workers(env, "commands", "commands", "commands", "gateway", "projections")
+            phases.done("workers started")
             async with (
                 OutcomeCollector(env.amqp_url) as outcomes,
                 LoadGenerator(env.amqp_url, INVENTORY_QUEUE) as load,
@@ -284,6 +305,7 @@ async def scenario_18(sizes: Sizes) -> Verdict:
                 async def two_phases() -> None:
                     first = await load.publish([Outgoing.command(c) for c in work.reserve])
                     await settle(env, outcomes, first.confirmed, within=120)
+                    phases.done("reservations applied")
                     await load.publish([Outgoing.command(c) for c in work.settle])
 
                 _, moments = await asyncio.gather(
@@ -302,7 +324,9 @@ async def scenario_18(sizes: Sizes) -> Verdict:
                     f"{len(moments)} SIGKILL of a command worker (3 competing) at "
                     f"{', '.join(moments)} commands"
                 )
+                phases.done("load sent")
                 await check(verdict, env, load.record, outcomes)
+                phases.done("checked")
                 events = await stored_events(env)
                 fulfilment = check_fulfilment(events)
                 _add_fulfilment(verdict, fulfilment)

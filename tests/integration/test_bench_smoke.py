@@ -17,7 +17,7 @@ from tests.rabbit import AMQP_URL, MANAGEMENT_URL
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
-FIGURES = ("pipeline", "command_core", "latency", "rebuild", "gateway", "memory")
+FIGURES = ("pipeline", "command_core", "latency", "rebuild", "gateway", "memory", "workflows")
 
 
 @pytest.mark.timeout(60)
