@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from conveyor.bootstrap import process_manager_queue
 from conveyor.cli.app import console, fail, print_json, run_async
 from conveyor.cli.stores import event_store, read_store
+from conveyor.operations.management import ManagementApi, ManagementApiError
 from conveyor.settings import Settings
 from conveyor.workflows.states import WorkflowStates, WorkflowSummary
 from domain.fulfilment.events import CODEC
@@ -37,25 +40,43 @@ def stuck(
     as_json: JsonOption = False,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
 ) -> None:
-    """Workflows waiting past their deadline plus CONVEYOR_FULFILMENT_STUCK_MARGIN: their
-    timeout never came back (exit code 1 when there are any)."""
+    """Workflows waiting past their deadline plus CONVEYOR_FULFILMENT_STUCK_MARGIN (their
+    timeout never came back), and how many workflow inputs are dead-lettered (exit code 1
+    when there are any of either)."""
 
-    async def main(settings: Settings) -> list[WorkflowSummary]:
+    async def main(settings: Settings) -> tuple[list[WorkflowSummary], int | None, str]:
         async with read_store(settings, read_only=True) as store:
-            return await WorkflowStates(store).stuck(
+            found = await WorkflowStates(store).stuck(
                 datetime.now(UTC),
                 timedelta(seconds=settings.fulfilment_stuck_margin),
                 limit=limit,
             )
+        dlq = process_manager_queue(settings).dead_letter_queue
+        try:
+            async with ManagementApi.from_settings(settings) as api:
+                stats = await api.queue(dlq)
+        except ManagementApiError as exc:
+            print(f"conveyor: could not read {dlq}: {exc}", file=sys.stderr)
+            return found, None, dlq
+        return found, int((stats or {}).get("messages", 0) or 0), dlq
 
-    found = run_async(main)
+    found, dead_lettered, dlq = run_async(main)
     if as_json:
-        print_json({"workflows": [s.as_json() for s in found], "count": len(found)})
-    elif found:
-        console.print(_table("stuck workflows", found))
+        print_json(
+            {
+                "workflows": [s.as_json() for s in found],
+                "count": len(found),
+                "dead_lettered_inputs": dead_lettered,
+                "dead_letter_queue": dlq,
+            }
+        )
     else:
-        console.print("no stuck workflows")
-    if found:
+        console.print(_table("stuck workflows", found) if found else "no stuck workflows")
+        if dead_lettered:
+            console.print(
+                f"{dead_lettered} workflow input(s) dead-lettered in {dlq}: conveyor dlq show {dlq}"
+            )
+    if found or dead_lettered:
         raise typer.Exit(1)
 
 

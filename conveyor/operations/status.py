@@ -470,7 +470,7 @@ def build_report(
         if workflows_queue is not None
         else None
     )
-    workflow_problems, workflow_warnings = workflow_reasons(workflows, stuck_workflows)
+    workflow_problems = workflow_reasons(workflows, stuck_workflows)
     return StatusReport(
         checked_at=now,
         sources=sources,
@@ -488,29 +488,22 @@ def build_report(
             *workflow_problems,
             *_blocked_reasons(blocked_connections),
         ),
-        warnings=(*broker_warnings(nodes), *workflow_warnings),
+        warnings=tuple(broker_warnings(nodes)),
     )
 
 
-def workflow_reasons(
-    group: QueueGroup | None, stuck: Sequence[WorkflowSummary]
-) -> tuple[list[str], list[str]]:
-    """(reasons, warnings) about the process manager: dead-lettered inputs and stuck
-    workflows are unhealthy; its queue missing or unconsumed only a warning (a deployment
-    may run no process manager at all)."""
+def workflow_reasons(group: QueueGroup | None, stuck: Sequence[WorkflowSummary]) -> list[str]:
+    """Why the workflows make the system unhealthy: dead-lettered inputs, stuck workflows.
+    The process manager's queue without a consumer is shown in the queue table but is not
+    a reason (nor a warning): a deployment may run the commands without the workflow."""
     reasons: list[str] = []
-    warnings: list[str] = []
-    if group is not None:
-        if not group.work.exists:
-            warnings.append(f"queue {group.work.name} does not exist (no process manager yet)")
-        elif group.work.consumers == 0:
-            warnings.append(f"no consumer on {group.work.name} (no process manager running)")
-        count = group.dead_letters.messages
-        if count:
-            reasons.append(
-                f"{count} workflow input{'' if count == 1 else 's'} dead-lettered in "
-                f"{group.dead_letters.name}"
-            )
+    count = group.dead_letters.messages if group is not None else 0
+    if count:
+        assert group is not None
+        reasons.append(
+            f"{count} workflow input{'' if count == 1 else 's'} dead-lettered in "
+            f"{group.dead_letters.name}"
+        )
     if stuck:
         shown = ", ".join(
             f"{s.order_id} ({s.status}, deadline {s.deadline})" for s in stuck[:3]
@@ -519,7 +512,7 @@ def workflow_reasons(
             f"{len(stuck)}{'+' if len(stuck) >= 100 else ''} workflow(s) stuck past their "
             f"deadline: {shown}"
         )
-    return reasons, warnings
+    return reasons
 
 
 def _blocked_reasons(blocked: Sequence[str]) -> list[str]:

@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from conveyor.bootstrap import command_queue, fulfilment_timeouts_queue
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.gateway.relay import EVENTS
 from conveyor.settings import Settings
+from conveyor.workflows.fulfilment import FulfilmentWorkflows
 from conveyor.workflows.states import WorkflowStates
 from domain.fulfilment.events import CODEC
 from domain.fulfilment.workflow import WorkflowStatus, rebuild, stream_name
@@ -379,6 +381,8 @@ async def test_a_process_manager_killed_mid_way_loses_no_workflow_and_doubles_no
         await eventually(some_in_flight, what="workflows in flight")
         pm.send_signal(signal.SIGKILL)
         pm.wait()
+        ended = [(await shop.workflow(order)).is_terminal for order in orders]
+        assert not all(ended), "killed too late: every workflow had ended"
         pm = start_pm()
 
         async def all_fulfilled() -> bool:
@@ -394,10 +398,16 @@ async def test_a_process_manager_killed_mid_way_loses_no_workflow_and_doubles_no
             pm.send_signal(signal.SIGTERM)
             pm.wait(timeout=20)
 
-    reserved: Counter[str] = Counter()
-    for order in orders:
-        for sku, quantity in lines[order].items():
-            reserved[sku] += quantity
+    # FulfilOrder goes out with the commits, to another queue: it may land first.
+    async def all_committed() -> bool:
+        for sku in skus:
+            stored = await shop.store.read_stream(shop.inventory.stream(sku))
+            if sum(e.type == "ReservationCommitted" for e in stored) < 20:
+                return False
+        return True
+
+    await eventually(all_committed, what="every reservation committed")
+    await asyncio.sleep(0.5)  # anything doubled would land now
     for sku in skus:
         stored = await shop.store.read_stream(shop.inventory.stream(sku))
         per_order = Counter((e.type, e.data.get("order_id")) for e in stored)
@@ -458,4 +468,42 @@ async def test_a_workflow_whose_timeout_was_lost_shows_as_stuck_in_status_and_qu
         timeout=30,
     )
     assert cli.returncode == 1, cli.stderr
-    assert json.loads(cli.stdout)["count"] == 1
+    listed_by_cli = json.loads(cli.stdout)
+    assert listed_by_cli["count"] == 1
+    assert listed_by_cli["dead_lettered_inputs"] == 1
+
+
+async def test_a_crash_after_the_append_before_sending_is_repaired_by_the_redelivery(
+    settings: Settings,
+    start_worker: Callable[..., Awaitable[WorkerHost]],
+    shop: Shop,
+) -> None:
+    """The window a SIGKILL rarely hits, made certain: the workflow events are appended
+    (they record the commands), nothing was sent, the input is still queued."""
+    await start_worker(settings, ("commands", "gateway"))  # the input waits in its queue
+    await shop.stock("sku-c", 5)
+    await shop.confirmed_order("o-crash", {"sku-c": 2})
+
+    async def confirmation() -> Any:
+        stored = await shop.store.read_stream(shop.orders.stream("o-crash"))
+        return next((e for e in stored if e.type == "OrderConfirmed"), None)
+
+    confirmed = await eventually(confirmation, what="order confirmed")
+    await eventually(
+        lambda: queue_depth(settings.amqp_url, settings.process_manager_queue),
+        what="orders.confirmed queued for the process manager",
+    )
+    crashed = FulfilmentWorkflows(shop.store, shop.orders, timeout=timedelta(seconds=30))
+    fact = await crashed.order_confirmed(str(confirmed.event_id), confirmed.occurred_at, "o-crash")
+    first = await crashed.handle(fact)
+    assert [c.command_type for c in first.commands] == ["ReserveStock"]
+    assert (await shop.types(shop.inventory, "sku-c"))["StockReserved"] == 0
+
+    host = await start_worker(settings, ("process-manager",))
+    assert host.process_manager is not None
+    await eventually(lambda: shop.payment_requested("o-crash"), what="payment requested")
+    assert host.process_manager.replayed == 1  # the queued confirmation: applied before
+    stored = await shop.store.read_stream(shop.inventory.stream("sku-c"))
+    reservations = [e for e in stored if e.type == "StockReserved"]
+    assert len(reservations) == 1
+    assert reservations[0].metadata.get("command_id") == first.commands[0].command_id

@@ -210,12 +210,20 @@ async def test_the_definitions_load_and_each_user_can_do_only_its_job(
     broker = build_broker(settings)
     async with broker:
         await broker.connect()
-        await declare_topology(settings, broker, commands=True, events=False)
+        await declare_topology(settings, broker, commands=True, events=False, workflows=True)
         await broker.declare_exchange(EVENTS)
     worker = await aio_pika.connect(loaded.amqp_url("conveyor-worker"))
     async with worker:
         channel = await worker.channel()
         await _refused(channel.declare_queue("someone-elses-queue", durable=True))
+    worker = await aio_pika.connect(loaded.amqp_url("conveyor-worker"))
+    async with worker:  # the process manager sends commands as producers do
+        channel = await worker.channel(publisher_confirms=True)
+        commands_exchange = await channel.get_exchange("conveyor.commands", ensure=False)
+        await commands_exchange.publish(
+            aio_pika.Message(b'{"type": "ReserveStock"}', message_id="pm-1"),
+            routing_key="inventory.commands",
+        )
 
     # The publisher publishes commands through the command exchange, and that is all.
     publisher = await aio_pika.connect(loaded.amqp_url("conveyor-publisher"))

@@ -38,7 +38,7 @@ def test_the_scale_file_runs_each_worker_kind_in_processes_of_its_own() -> None:
     services = _merged()["services"]
     assert services["conveyor"]["profiles"] == ["all-in-one"], "the all-in-one worker is off"
     replicas = {}
-    for name in ("commands", "gateway", "projections", "query"):
+    for name in ("commands", "gateway", "projections", "process-manager", "query"):
         service = services[name]
         command = service["command"]
         assert command[:2] == ["run", "--only"]
@@ -46,7 +46,13 @@ def test_the_scale_file_runs_each_worker_kind_in_processes_of_its_own() -> None:
         replicas[command[2]] = service["deploy"]["replicas"]
         assert service["image"] == "conveyor:local"
         assert set(service["depends_on"]) == {"rabbitmq", "kurrentdb", "mongodb"}
-    assert replicas == {"commands": 3, "gateway": 2, "projections": 2, "http": 2}
+    assert replicas == {
+        "commands": 3,
+        "gateway": 2,
+        "projections": 2,
+        "process-manager": 2,  # competing on one queue: optimistic concurrency per workflow
+        "http": 2,
+    }
 
 
 def test_every_conveyor_variable_is_a_setting_and_secrets_come_from_files() -> None:
