@@ -157,6 +157,13 @@ class StoredCommands:
         """Commands with an effect or a rejection record."""
         return set(self.events) | set(self.rejections)
 
+    def derived_effects(self) -> tuple[set[str], list[str], list[str]]:
+        """The process manager's commands: (applied, never applied, applied twice)."""
+        applied = {cid for cid in self.derived if self.events[cid] or self.rejections[cid]}
+        lost = sorted(set(self.derived) - applied)
+        twice = sorted(cid for cid in self.derived if self.events[cid] > EVENTS_PER_COMMAND)
+        return applied, lost, twice
+
 
 async def stored_commands(env: Environment) -> StoredCommands:
     """Every stored event by command_id, sorted into effects and rejection records."""
@@ -332,15 +339,14 @@ async def check(
     )
     verdict.duplicated, verdict.duplicated_ids = len(duplicated), duplicated
     verdict.derived = len(derived)
-    derived_applied = {cid for cid in derived if counts.get(cid) or records.get(cid)}
+    derived_applied, derived_lost, derived_twice = stored.derived_effects()
     verdict.derived_applied = len(derived_applied)
-    verdict.derived_lost = len(derived) - len(derived_applied)
-    if verdict.derived_lost:
+    verdict.derived_lost = len(derived_lost)
+    if derived_lost:
         verdict.problems.append(
-            f"{verdict.derived_lost} commands the process manager recorded were never "
-            f"applied, e.g. {sorted(set(derived) - derived_applied)[:3]}"
+            f"{len(derived_lost)} commands the process manager recorded were never "
+            f"applied, e.g. {derived_lost[:3]}"
         )
-    derived_twice = sorted(cid for cid in derived if counts.get(cid, 0) > EVENTS_PER_COMMAND)
     verdict.derived_duplicated, verdict.derived_duplicated_ids = len(derived_twice), derived_twice
     if derived:
         verdict.notes.append(
