@@ -13,7 +13,7 @@ from tests.rabbit import Management
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
-SIZES = Sizes(commands=500, fuzz=100, concurrent=50, kills=2, workflows=30)
+SIZES = Sizes(commands=500, fuzz=100, concurrent=50, kills=2, workflows=30, workflow_timeout=5.0)
 
 
 @pytest.mark.parametrize(
