@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from conveyor.aggregates import AGGREGATES
 from conveyor.application.aggregates import AggregateDefinition
-from conveyor.bootstrap import PROJECTION_BINDING, command_queue, projection_queue
+from conveyor.bootstrap import command_queue, projection_queue
 from conveyor.gateway.relay import EVENTS
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.settings import Settings
@@ -134,7 +134,7 @@ def specification(settings: Settings | None = None) -> AsyncAPI:
             title=queue.name,
             description=(
                 f"Feeds the {projection.name} read model; bound to {EVENTS.name} with "
-                f"{PROJECTION_BINDING}. Retries via {queue.name}.retry.<N>ms, then "
+                f"{queue.binding_key}. Retries via {queue.name}.retry.<N>ms, then "
                 f"{queue.dead_letter_queue}."
             ),
         )(project)

@@ -43,9 +43,18 @@ from messaging.topology import WorkQueue, delay_queue
 
 KURRENTDB_SCHEMES = ("kurrentdb://", "kurrentdb+discover://", "esdb://", "esdb+discover://")
 MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
-PROJECTION_BINDING = "orders.#"
-"""What the projection queues bind: the read models (conveyor/readmodels/projections.py) are
-Order's (its definition lists them)."""
+
+
+def projection_binding(projection: Projection) -> str:
+    """What a projection queue binds on `conveyor.events`: `<prefix>#` of the aggregate whose
+    definition lists the projection among its read models (Order's: `orders.#`)."""
+    feeders = [d for d in AGGREGATES if projection.name in d.read_models]
+    if len(feeders) != 1:
+        raise ValueError(
+            f"projection {projection.name!r} is fed by {len(feeders)} aggregates; one is supported"
+        )
+    return f"{feeders[0].contract.routing_key_prefix}#"
+
 
 logger = logging.getLogger("conveyor.topology")
 
@@ -133,7 +142,7 @@ def projection_queue(settings: Settings, projection: Projection) -> WorkQueue:
         f"{settings.projection_queue_prefix}.{projection.name}",
         settings.retry_delays,
         settings.delivery_limit,
-        binding_key=PROJECTION_BINDING,
+        binding_key=projection_binding(projection),
         dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
 

@@ -126,15 +126,12 @@ async def run_demo(
     console: Console | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     scripts: list[OrderScript] | None = None,
-    workflow_timeout: float = 5.0,
+    workflow_timeout: float | None = None,
 ) -> DemoReport:
     console = console or Console(stderr=True)
     report = DemoReport(orders=orders)
     host: WorkerHost | None = None
     already_running = await _workers_running(settings)
-    if not already_running:
-        # A short workflow timeout, so that the payments the demo leaves unanswered end.
-        settings = settings.model_copy(update={"fulfilment_timeout": workflow_timeout})
     if not already_running:
         host = WorkerHost(settings, ("commands", "gateway", "projections"))
         await host.start()
@@ -260,8 +257,11 @@ async def run_demo(
             collection = (await collections.active(projection.name)).collection
             report.read_models[projection.name] = await read_store.count(collection)
         if host is not None and host.store is not None:
+            # A short workflow timeout, so that the payments the demo leaves unanswered
+            # end — but long enough for the whole backlog to be worked through first.
+            timeout = workflow_timeout or max(5.0, len(confirmed) / 20)
             report.workflows = await run_workflows(
-                settings,
+                settings.model_copy(update={"fulfilment_timeout": timeout}),
                 confirmed,
                 channel,
                 host.store,
@@ -541,7 +541,13 @@ async def run_workflows(
         report.answered_finished = len(answered)
         report.seconds = (max(answered) - started) if answered else 0.0
         report.unfinished = len(confirmed) - len(ended_at)
-        report.stock_after = await _stock(store, DEMO_SKUS)
+        # A workflow has ended once its commits and releases are sent: wait for the
+        # inventory to have applied them.
+        for _ in range(3000):
+            report.stock_after = await _stock(store, DEMO_SKUS)
+            if not any(reserved for _, reserved, _ in report.stock_after.values()):
+                break
+            await asyncio.sleep(0.01)
         report.events_stored = await store.head_position() - head_before
         return report
     finally:

@@ -44,4 +44,5 @@ INVENTORY = AggregateDefinition(
         schema_versions=dict.fromkeys(contract.ROUTING_KEYS, contract.CONTRACT_VERSION),
     ),
     state_view=inventory_view,
+    read_models=("stock_levels",),
 )

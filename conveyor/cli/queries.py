@@ -100,7 +100,9 @@ def print_history(result: AggregateHistory, definition: AggregateDefinition) -> 
                 console.print(f"  {name}: {json.dumps(item, default=str)}", markup=False)
 
 
-query_app = typer.Typer(help="Read models: orders, customers, active orders.", no_args_is_help=True)
+query_app = typer.Typer(
+    help="Read models: orders, customers, active orders, stock levels.", no_args_is_help=True
+)
 
 
 def _run_query(
@@ -128,6 +130,8 @@ def query_order(
         f"order {order['order_id']} of {order['customer_id']}: {order['status']}, "
         f"total {order['total']}, version {order['version']}, updated {order['updated_at']}"
     )
+    if order.get("cancel_reason") is not None:
+        console.print(f"cancelled: {order['cancel_reason']}", markup=False)
     table = Table("sku", "quantity", "unit price", "subtotal")
     for item in order["items"]:
         table.add_row(item["sku"], str(item["quantity"]), item["unit_price"], item["subtotal"])
@@ -188,3 +192,36 @@ def query_active(
         )
     console.print(table)
     console.print(f"{len(orders)} pending order(s)")
+
+
+@query_app.command("stock")
+def query_stock(
+    sku: Annotated[str | None, typer.Argument(help="One SKU; without it, a list.")] = None,
+    below: Annotated[
+        int | None, typer.Option(help="Only SKUs with fewer than N units available.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Stock levels: one SKU's, or the SKUs with the fewest available first."""
+    if sku is not None:
+        level = _run_query(lambda q: q.stock(sku))
+        if level is None:
+            fail(f"sku {sku!r} not found in the stock levels read model")
+        levels = [level]
+    else:
+        levels = _run_query(lambda q: q.stock_levels(below=below, limit=limit))
+    if as_json:
+        print_json(level if sku is not None else levels)
+        return
+    table = Table("sku", "on hand", "reserved", "available", "open reservations", "updated")
+    for item in levels:
+        table.add_row(
+            item["sku"],
+            str(item["on_hand"]),
+            str(item["reserved"]),
+            str(item["available"]),
+            str(item["open_reservations"]),
+            item["updated_at"] or "",
+        )
+    console.print(table)

@@ -79,9 +79,15 @@ def send(
                     3,
                 )
             outcome: dict[str, Any] = json.loads(reply.body)
-        if read_model and outcome.get("status") in ("accepted", "duplicate"):
-            outcome["read_model_caught_up"] = await _wait_for_order_summary(
-                settings, outcome["order_id"], outcome["version"], deadline
+        # Read-your-writes on the aggregate's first read model (Order's order summary,
+        # Inventory's stock levels); an aggregate without read models has nothing to wait for.
+        if read_model and owner.read_models and outcome.get("status") in ("accepted", "duplicate"):
+            outcome["read_model_caught_up"] = await _wait_for_read_model(
+                settings,
+                owner.read_models[0],
+                outcome[owner.id_field],
+                outcome["version"],
+                deadline,
             )
         return outcome
 
@@ -93,7 +99,8 @@ def send(
     print(json.dumps(outcome))
     if outcome.get("read_model_caught_up") is False:
         print(
-            f"conveyor: the order summary did not reach version {outcome['version']} within "
+            f"conveyor: the {owner.read_models[0].replace('_', ' ')} did not reach version "
+            f"{outcome['version']} within "
             f"{timeout:g}s (are the projection workers running?)",
             file=sys.stderr,
         )
@@ -101,16 +108,16 @@ def send(
         raise typer.Exit(4)
 
 
-async def _wait_for_order_summary(
-    settings: Settings, order_id: str, version: int, deadline: float
+async def _wait_for_read_model(
+    settings: Settings, projection: str, doc_id: str, version: int, deadline: float
 ) -> bool:
-    """Read-your-writes: poll the order summary until it shows `version` or time runs out."""
+    """Read-your-writes: poll the read model until it shows `version` or time runs out."""
     while True:
         try:
             async with read_store(settings, read_only=True, announce=False) as store:
                 queries = OrderQueries(store, ProjectionCollections(store, cache_seconds=0))
                 while True:
-                    summary = await queries.order(order_id)
+                    summary = await queries.document(projection, doc_id)
                     if summary is not None and summary["version"] >= version:
                         return True
                     if time.monotonic() >= deadline:

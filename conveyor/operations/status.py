@@ -7,8 +7,9 @@ StatusReport with its reasons for being unhealthy out.
 
 Lag of a consumer of the global log at position P:
   events behind  = events after P that it has to handle (the gateway: every event; a
-                   projection: order events with an integration contract, the only ones
-                   it is sent), counted by reading the log after P; the scan stops
+                   projection: the events of the aggregates that list it among their
+                   read models, the only ones it is sent), counted by reading the log
+                   after P; the scan stops
                    after max(status_max_lag_events + 1, 10 000) events, and a count
                    that reaches it is a lower bound;
   seconds behind = now - occurred_at of the first such event (0 when caught up): the age
@@ -179,14 +180,18 @@ class LogEntry:
     position: int
     occurred_at: float
     integration: bool
-    """Sent to the projections (an event with an integration contract: the registry says)."""
+    """Published (an event with an integration contract: the registry says)."""
+    read_models: tuple[str, ...] = ()
+    """The projections it is sent to: those of the aggregate that publishes it."""
 
     @classmethod
     def of(cls, event: RecordedEvent) -> LogEntry:
+        publisher = AGGREGATES.publisher_of(event)
         return cls(
             event.position,
             event.occurred_at.timestamp(),
-            AGGREGATES.publisher_of(event) is not None,
+            publisher is not None,
+            publisher.read_models if publisher is not None else (),
         )
 
 
@@ -220,14 +225,22 @@ class Lag:
 
 
 def lag_at(
-    position: int | None, tail: LogTail, now: float, *, integration_only: bool = False
+    position: int | None,
+    tail: LogTail,
+    now: float,
+    *,
+    integration_only: bool = False,
+    projection: str | None = None,
 ) -> Lag:
-    """How far a consumer at `position` is behind, from the scanned tail of the log."""
+    """How far a consumer at `position` is behind, from the scanned tail of the log (a
+    projection: counting only the events its aggregates send it)."""
     after = position or 0
     behind = [
         entry
         for entry in tail.entries
-        if entry.position > after and (entry.integration or not integration_only)
+        if entry.position > after
+        and (entry.integration or not integration_only)
+        and (projection is None or projection in entry.read_models)
     ]
     seconds = max(0.0, now - behind[0].occurred_at) if behind else 0.0
     return Lag(position, len(behind), not tail.complete, round(seconds, 3))
@@ -460,7 +473,13 @@ def build_report(
         projections.append(
             ProjectionStatus(
                 name,
-                lag_at(recorded[0] if recorded else None, tail, now, integration_only=True),
+                lag_at(
+                    recorded[0] if recorded else None,
+                    tail,
+                    now,
+                    integration_only=True,
+                    projection=name,
+                ),
                 queue_group(name, queue, raw_queues),
                 recorded[1] if recorded else None,
             )

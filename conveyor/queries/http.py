@@ -6,8 +6,11 @@
     GET /customers/{customer_id}/orders         the customer's order history 404 if unknown
     GET /orders?status=pending&customer_id=…&older_than_seconds=…&limit=…
                                                 orders by status, oldest first
+    GET /stock/{sku}                            one SKU's stock level        404 if unknown
+    GET /stock?below=N&limit=…                  stock levels, fewest available first
+                                                (with below: fewer than N available)
     GET /workflows?stuck=true&limit=…           fulfilment workflows past their deadline
-    GET /workflows/{order_id}                   one workflow's state  404 if unknown
+    GET /workflows/{order_id}                   one workflow's state         404 if unknown
 Errors are JSON: {"detail": …}; bad parameters are 422.
 """
 
@@ -32,6 +35,8 @@ from conveyor.workflows.states import WorkflowStates
 
 MAX_VERSION = 2**53
 """Above any real order's version, and inside every store's integer range."""
+MAX_STOCK = 10**12
+"""Beyond any SKU's stock (the Inventory contract's bound)."""
 MAX_AGE_SECONDS = 100 * 365 * 24 * 3600.0
 """Inside what a timedelta holds (and what "older than" can sensibly mean)."""
 
@@ -92,6 +97,21 @@ def create_app(queries: OrderQueries, workflows: WorkflowQueries | None = None) 
             limit=limit,
         )
         return {"orders": orders, "count": len(orders)}
+
+    @app.get("/stock/{sku}")
+    async def get_stock(sku: str) -> dict[str, Any]:
+        level = await queries.stock(sku)
+        if level is None:
+            raise HTTPException(404, f"sku {sku!r} not found")
+        return level
+
+    @app.get("/stock")
+    async def list_stock(
+        below: Annotated[int | None, Query(ge=-MAX_STOCK, le=MAX_STOCK)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        levels = await queries.stock_levels(below=below, limit=limit)
+        return {"stock": levels, "count": len(levels)}
 
     if workflows is not None:
         _workflow_routes(app, workflows)

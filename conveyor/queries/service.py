@@ -16,8 +16,8 @@ from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.port import Document, ReadModelStore
 from conveyor.readmodels.projections import money
 
-OrderStatus = Literal["pending", "confirmed", "cancelled"]
-STATUSES: tuple[OrderStatus, ...] = ("pending", "confirmed", "cancelled")
+OrderStatus = Literal["pending", "confirmed", "cancelled", "fulfilled"]
+STATUSES: tuple[OrderStatus, ...] = ("pending", "confirmed", "cancelled", "fulfilled")
 CUSTOMER_ORDERS_LISTED = 1000
 """A customer's answer lists at most this many of their orders, the most recent."""
 PAGE = 1000
@@ -33,6 +33,10 @@ class OrderQueries:
         self._read_store = read_store
         self._collections = collections
         self._event_store = event_store
+
+    async def document(self, projection: str, doc_id: str) -> dict[str, Any] | None:
+        """A read model's document by id (read-your-writes checks its `version`)."""
+        return await self._get(projection, doc_id)
 
     async def _get(self, projection: str, doc_id: str) -> dict[str, Any] | None:
         active = await self._collections.active(projection)
@@ -67,10 +71,12 @@ class OrderQueries:
         latest = await self._read_store.find(
             collection, where=where, order_by="updated_at", descending=True, limit=1
         )
+        # A fulfilled order was confirmed first: its total counts as confirmed too.
         confirmed_total = sum(
             [
                 Decimal(document.body["total"])
-                async for document in self._every(collection, {**where, "status": "confirmed"})
+                for status in ("confirmed", "fulfilled")
+                async for document in self._every(collection, {**where, "status": status})
             ],
             Decimal(0),
         )
@@ -84,6 +90,7 @@ class OrderQueries:
             "pending_count": counts["pending"],
             "confirmed_count": counts["confirmed"],
             "cancelled_count": counts["cancelled"],
+            "fulfilled_count": counts["fulfilled"],
             "lifetime_confirmed_total": money(confirmed_total),
             "updated_at": latest[0].body["updated_at"] if latest else None,
         }
@@ -136,6 +143,24 @@ class OrderQueries:
             before = ("created_at", format_time(cutoff))
         documents = await self._read_store.find(
             active.collection, where=where, before=before, order_by="created_at", limit=limit
+        )
+        return [document.body for document in documents]
+
+    async def stock(self, sku: str) -> dict[str, Any] | None:
+        """One SKU's stock level: on hand, reserved, available (stock_levels)."""
+        return await self._get("stock_levels", sku)
+
+    async def stock_levels(
+        self, *, below: int | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Stock levels, fewest available first; with `below`, only the SKUs with fewer
+        than `below` units available (what to restock)."""
+        active = await self._collections.active("stock_levels")
+        documents = await self._read_store.find(
+            active.collection,
+            before=("available", below) if below is not None else None,
+            order_by="available",
+            limit=limit,
         )
         return [document.body for document in documents]
 

@@ -24,7 +24,7 @@ from faststream.rabbit import RabbitBroker
 from conveyor.application.aggregates import Registry
 from conveyor.observability.logs import bind_message
 from conveyor.observability.metrics import MESSAGES_HANDLED, PROJECTION_LAG, LabelCache
-from conveyor.readmodels.applier import ProjectionApplier, ProjectionGap
+from conveyor.readmodels.applier import ProjectionApplier, ProjectionGap, feeds
 from conveyor.readmodels.healing import GapFiller
 from conveyor.readmodels.progress import ProgressTracker, position_of
 from conveyor.readmodels.projections import ContractViolation
@@ -98,6 +98,13 @@ class ProjectionConsumer(QueueConsumer):
                 "invalid event %s dead-lettered to %s", raw.message_id, route.destination
             )
             return
+        if not feeds(self.applier.projection.name, event):
+            # Another aggregate's event (the queue binds only its feeders' routing keys, so
+            # only a hand-made binding brings one here): nothing to apply.
+            logger.debug(
+                "%s: %s is not one of its events", self.applier.projection.name, event.type
+            )
+            return
         bind_message(event.correlation_id, event.causation_id)
         try:
             try:
@@ -132,7 +139,7 @@ class ProjectionConsumer(QueueConsumer):
                 event.event_id,
                 event.type,
                 event.version,
-                event.order_id,
+                event.aggregate_id,
                 route.attempts,
                 route.destination,
                 failure,
@@ -153,7 +160,7 @@ class ProjectionConsumer(QueueConsumer):
             event.event_id,
             event.type,
             event.version,
-            event.order_id,
+            event.aggregate_id,
         )
         # A duplicate is applied too: the read model already holds it.
         self.progress.observe(position_of(raw.headers))

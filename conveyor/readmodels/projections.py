@@ -20,6 +20,7 @@ ends in the same documents as a fold of the log.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -29,9 +30,10 @@ from json.encoder import encode_basestring as _quote
 from typing import Any, Literal, Protocol, assert_never
 from uuid import UUID
 
-from conveyor.application.aggregates import AGGREGATE_VERSION
+from conveyor.application.aggregates import AGGREGATE_VERSION, aggregate_version
 from conveyor.eventstore.port import RecordedEvent
 from conveyor.eventstore.serialization import format_time
+from messaging.contracts.inventory import STREAM_PREFIX as INVENTORY_STREAM_PREFIX
 from messaging.contracts.orders import ORDER_STREAM_PREFIX as STREAM_PREFIX
 from messaging.contracts.orders import (
     ItemAddedEvent,
@@ -94,9 +96,10 @@ class Projection(Protocol):
     name: str
     indexes: tuple[tuple[str, ...], ...]
 
-    def document_id(self, event: IntegrationEvent) -> str: ...
+    # Any: each projection reads the integration events of the aggregates that feed it.
+    def document_id(self, event: Any) -> str: ...
 
-    def apply(self, body: Body | None, event: IntegrationEvent) -> Applied: ...
+    def apply(self, body: Body | None, event: Any) -> Applied: ...
 
 
 # -- the version guard -----------------------------------------------------------------------
@@ -371,10 +374,88 @@ class ActiveOrdersProjection:
         )
 
 
+# -- stock_levels ----------------------------------------------------------------------------
+
+
+def _stock_document(sku: str) -> Body:
+    return {
+        "sku": sku,
+        "on_hand": 0,
+        "reserved": 0,
+        "available": 0,
+        "open_reservations": 0,
+        "received_total": 0,
+        "committed_total": 0,
+        "refused_total": 0,
+        "version": 0,
+        "updated_at": None,
+        "last_event_id": None,
+    }
+
+
+def advance_stock(document: Body, event_type: str, data: Any) -> str | None:
+    """`document` (a stock level, updated in place) after one Inventory event's data; the
+    reason when the event cannot follow (a count would go negative), else None. Shared by
+    the live projection and the rebuild's fold."""
+    quantity = data.get("quantity", 0)
+    match event_type:
+        case "StockReceived":
+            document["on_hand"] += quantity
+            document["received_total"] += quantity
+        case "StockReserved":
+            document["reserved"] += quantity
+            document["open_reservations"] += 1
+        case "ReservationRefused":
+            document["refused_total"] += 1
+        case "ReservationReleased":
+            document["reserved"] -= quantity
+            document["open_reservations"] -= 1
+        case "ReservationCommitted":
+            document["on_hand"] -= quantity
+            document["reserved"] -= quantity
+            document["committed_total"] += quantity
+            document["open_reservations"] -= 1
+        case _:
+            return f"{event_type} is not an Inventory event"
+    document["available"] = document["on_hand"] - document["reserved"]
+    if min(document["reserved"], document["available"], document["open_reservations"]) < 0:
+        return f"{event_type} would leave sku {document['sku']} with negative stock"
+    return None
+
+
+class StockLevelsProjection:
+    """One document per SKU: on hand, reserved, available (and the totals behind them), fed
+    by `inventory.*`. Stock never goes negative here either: an event that would make it so
+    is refused as a contract violation (the Inventory aggregate cannot produce it)."""
+
+    name = "stock_levels"
+    # `GET /stock?below=N`: the SKUs with less than N available, fewest first.
+    indexes: tuple[tuple[str, ...], ...] = (("available",),)
+
+    def document_id(self, event: Any) -> str:
+        return str(event.aggregate_id)
+
+    def apply(self, body: Body | None, event: Any) -> Applied:
+        sku = self.document_id(event)
+        verdict = _guard(body["version"] if body is not None else 0, event, f"sku {sku}")
+        if verdict is not None:
+            return verdict
+        document = dict(body) if body is not None else _stock_document(sku)
+        problem = advance_stock(document, event.type, event.data.model_dump())
+        if problem is not None:
+            raise ContractViolation(problem)
+        document["version"] = event.version
+        document["updated_at"] = format_time(event.occurred_at)
+        document["last_event_id"] = str(event.event_id)
+        return Updated(document)
+
+
 ORDER_SUMMARY = OrderSummaryProjection()
 CUSTOMER_HISTORY = CustomerHistoryProjection()
 ACTIVE_ORDERS = ActiveOrdersProjection()
-PROJECTIONS: tuple[Projection, ...] = (ORDER_SUMMARY, CUSTOMER_HISTORY, ACTIVE_ORDERS)
+STOCK_LEVELS = StockLevelsProjection()
+ORDER_PROJECTIONS: tuple[Projection, ...] = (ORDER_SUMMARY, CUSTOMER_HISTORY, ACTIVE_ORDERS)
+PROJECTIONS: tuple[Projection, ...] = (*ORDER_PROJECTIONS, STOCK_LEVELS)
 PROJECTIONS_BY_NAME: dict[str, Projection] = {p.name: p for p in PROJECTIONS}
 
 
@@ -497,6 +578,40 @@ class LogFold:
 
     def __init__(self) -> None:
         self.orders: dict[str, _OrderState] = {}
+        self.stock: dict[str, Body] = {}
+        """sku -> its stock_levels document."""
+
+    def add_stock(self, event: RecordedEvent) -> bool:
+        """Fold one stored Inventory event into its SKU's stock level (as STOCK_LEVELS would);
+        False (and nothing changed) when the projection must handle it itself."""
+        data = event.data
+        metadata = event.metadata
+        if (
+            type(data) is not dict
+            or type(metadata) is not dict
+            or type(event.event_id) is not UUID
+            or type(event.occurred_at) is not datetime
+            or type(metadata.get(AGGREGATE_VERSION, 0)) is not int
+        ):
+            return False
+        for key in ("correlation_id", "causation_id"):
+            if metadata.get(key) is not None and type(metadata[key]) is not str:
+                return False
+        if not _plain_inventory_data(event.type, data):
+            return False
+        version = aggregate_version(event)
+        sku = event.stream_id[len(INVENTORY_STREAM_PREFIX) :]
+        known = self.stock.get(sku)
+        if version != (known["version"] if known is not None else 0) + 1:
+            return False
+        document = dict(known) if known is not None else _stock_document(sku)
+        if advance_stock(document, event.type, data) is not None:
+            return False
+        document["version"] = version
+        document["updated_at"] = _fast_time(event.occurred_at)
+        document["last_event_id"] = str(event.event_id)
+        self.stock[sku] = document
+        return True
 
     def add(self, event: RecordedEvent) -> bool:
         """Fold one stored event of an order stream with an integration contract; False
@@ -624,7 +739,34 @@ class LogFold:
             return {s.order_id: _active_document(s) for s in self.orders.values()}
         if projection_name == CUSTOMER_HISTORY.name:
             return {s.order_id: _history_document(s) for s in self.orders.values()}
+        if projection_name == STOCK_LEVELS.name:
+            return {sku: dict(document) for sku, document in self.stock.items()}
         raise KeyError(projection_name)
+
+
+_UNITS = 10**12  # the contract's bound on an Inventory event's quantities
+
+
+def _count(value: Any, low: int = 0) -> bool:
+    return type(value) is int and low <= value <= _UNITS
+
+
+def _plain_inventory_data(event_type: str, data: dict[str, Any]) -> bool:
+    """Data the contract's models take as they are (else the projection decides)."""
+    order_id = data.get("order_id")
+    if event_type == "StockReceived":
+        return _count(data.get("quantity"))
+    if type(order_id) is not str or len(order_id) > 255:
+        return False
+    if event_type == "ReservationRefused":
+        sku = data.get("sku")
+        return (
+            type(sku) is str
+            and len(sku) <= 255
+            and _count(data.get("requested"))
+            and _count(data.get("available"), -_UNITS)
+        )
+    return _count(data.get("quantity"))
 
 
 def _fast_lines(state: _OrderState) -> list[Body]:
@@ -743,4 +885,9 @@ def documents_json(fold: LogFold, projection_name: str) -> dict[str, str]:
         return {s.order_id: _active_text(s) for s in fold.orders.values()}
     if projection_name == CUSTOMER_HISTORY.name:
         return {s.order_id: _history_text(s) for s in fold.orders.values()}
+    if projection_name == STOCK_LEVELS.name:
+        return {
+            sku: json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+            for sku, document in fold.stock.items()
+        }
     raise KeyError(projection_name)

@@ -51,6 +51,7 @@ from conveyor.readmodels.port import ReadModelStore, ReadStoreUnavailable, Revis
 from conveyor.readmodels.projections import (
     PROJECTIONS,
     PROJECTIONS_BY_NAME,
+    STOCK_LEVELS,
     LogFold,
     Projection,
     UnexpectedGap,
@@ -575,7 +576,12 @@ def _fast_fold(fast: LogFold, page: Sequence[RecordedEvent]) -> tuple[int, list[
         publisher = AGGREGATES.publisher_of(stored_event)
         if publisher is None:
             foreign.append(stored_event)
-        elif publisher is not ORDERS or not fast.add(stored_event):
+        elif not publisher.read_models:
+            continue  # feeds no read model (Payment)
+        elif publisher is ORDERS:
+            if not fast.add(stored_event):
+                return index, foreign
+        elif STOCK_LEVELS.name not in publisher.read_models or not fast.add_stock(stored_event):
             return index, foreign
     return len(page), foreign
 

@@ -32,7 +32,7 @@ from conveyor.observability.health import broker_connection
 from conveyor.operations.dead_letters import describe, error_type_of
 from conveyor.operations.management import ManagementApi
 from conveyor.readmodels.checkpoints import LeasedCheckpoint
-from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.projections import ORDER_PROJECTIONS
 from conveyor.settings import Settings
 from domain.orders.commands import AddItem, ConfirmOrder, CreateOrder
 from messaging import failures
@@ -174,7 +174,7 @@ async def test_events_a_deleted_projection_queue_lost_are_healed_from_the_event_
         + [CreateOrder("after-1", "customer-9")],
     )
     await read_models_settle(settings, within=30)
-    for projection in PROJECTIONS:
+    for projection in ORDER_PROJECTIONS:
         queue = f"{settings.projection_queue_prefix}.{projection.name}"
         assert await queue_depth(amqp_url, f"{queue}.dlq") == 0
 
@@ -542,6 +542,6 @@ async def test_connections_dropped_mid_load_lose_and_double_nothing(
     order_events = [e for e in events if e.stream_id.startswith("order-")]
     assert len(order_events) == COMMANDS  # each command applied once
     for queue in [settings.command_queue] + [
-        f"{settings.projection_queue_prefix}.{p.name}" for p in PROJECTIONS
+        f"{settings.projection_queue_prefix}.{p.name}" for p in ORDER_PROJECTIONS
     ]:
         assert await queue_depth(amqp_url, f"{queue}.dlq") == 0

@@ -30,7 +30,7 @@ from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.observability import tracing
 from conveyor.observability.logs import log_handler
 from conveyor.operations.management import ManagementApi
-from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.projections import ORDER_PROJECTIONS
 from conveyor.settings import Settings
 from tests.integration.test_command_worker import RefusedAppends
 from tests.rabbit import MANAGEMENT_URL, eventually, publish
@@ -157,6 +157,9 @@ async def test_ready_and_live_while_up_and_not_ready_while_the_broker_connection
         "checks": {
             "broker": "ok",
             f"consumer:{queue}": "ok",
+            # one consumer per registered aggregate's command queue
+            "consumer:inventory.commands": "ok",
+            "consumer:payments.commands": "ok",
             "event_store": "ok",
             "paused:event_store": "ok",  # consumers not paused for a store outage
         },
@@ -247,7 +250,7 @@ async def test_correlation_and_causation_flow_from_command_to_read_models(
         "correlation_id": correlation_id,
     }
     await publish(amqp_url, ops_settings.command_queue, create)
-    for projection in PROJECTIONS:
+    for projection in ORDER_PROJECTIONS:
         queue = projection_queue(ops_settings, projection).name
         await reaches(host, 1, HANDLED, queue=queue, type="OrderCreated", outcome="applied")
 
@@ -264,7 +267,7 @@ async def test_correlation_and_causation_flow_from_command_to_read_models(
     assert by_logger == {"conveyor.commands", "conveyor.projections"}, records
     # one line per read model, each from decoding the integration event's body
     applied = [r["message"] for r in ours if r["logger"] == "conveyor.projections"]
-    assert sorted(m.split(":")[0] for m in applied) == sorted(p.name for p in PROJECTIONS)
+    assert sorted(m.split(":")[0] for m in applied) == sorted(p.name for p in ORDER_PROJECTIONS)
     ids = f"[correlation_id={correlation_id} causation_id={command_id}]"
     assert sum(ids in line for line in text_lines.getvalue().splitlines()) == len(ours)
 
@@ -272,7 +275,7 @@ async def test_correlation_and_causation_flow_from_command_to_read_models(
     published = value(samples, "conveyor_gateway_events_published_total") - published_before
     assert published == 1
     assert value(samples, "conveyor_gateway_lag_seconds") == 0
-    for projection in PROJECTIONS:
+    for projection in ORDER_PROJECTIONS:
         lag = ("conveyor_projection_lag_seconds", frozenset({("projection", projection.name)}))
         assert 0 <= samples[lag] < 30
 

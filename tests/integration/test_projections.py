@@ -20,7 +20,7 @@ from conveyor.aggregates import AGGREGATES
 from conveyor.bootstrap import open_read_store
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.readmodels.collections import ProjectionCollections
-from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.projections import ORDER_PROJECTIONS, PROJECTIONS
 from conveyor.readmodels.rebuild import project_in_memory, rebuild
 from conveyor.settings import Settings
 from messaging import failures
@@ -210,7 +210,7 @@ async def test_duplicates_and_reordering_never_change_the_final_read_models(
     await start_worker(settings, ("projections",))
     await publish_events(amqp_url, deliveries)
     await read_models_settle(settings)
-    for projection in PROJECTIONS:
+    for projection in ORDER_PROJECTIONS:
         queue = f"{settings.projection_queue_prefix}.{projection.name}"
         assert await queue_depth(amqp_url, f"{queue}.dlq") == 0
 
@@ -241,7 +241,7 @@ async def test_a_poison_event_is_dead_lettered_and_the_others_flow(
         )
     await read_models_settle(settings)
 
-    for projection in PROJECTIONS:
+    for projection in ORDER_PROJECTIONS:
         dlq = f"{settings.projection_queue_prefix}.{projection.name}.dlq"
         dead = await eventually(
             lambda dlq=dlq: (

@@ -162,6 +162,7 @@ async def test_rebuilds_switch_versions_and_drop_old_ones(stores: Any) -> None:
         "order_summary_v2",
         "customer_history_v3",
         "active_orders_v2",
+        "stock_levels_v2",
     ]
     assert "customer_history_v1" not in await read_store.list_collections()
     actual, expected = await read_models(event_store, read_store)

@@ -28,7 +28,7 @@ from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.operations.status import LogEntry
 from conveyor.readmodels.applier import ProjectionApplier
 from conveyor.readmodels.collections import ProjectionCollections
-from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.projections import ORDER_PROJECTIONS
 from conveyor.readmodels.rebuild import project_in_memory, rebuild_all
 from conveyor.readmodels.sqlite import SqliteReadModelStore
 from domain.orders.commands import AddItem, ConfirmOrder, CreateOrder
@@ -189,7 +189,7 @@ async def test_markers_never_reach_the_gateway_projections_rebuilds_or_history(
     try:
         collections = ProjectionCollections(read_store, cache_seconds=0)
         live: dict[str, dict[str, Any]] = {}
-        for projection in PROJECTIONS:
+        for projection in ORDER_PROJECTIONS:
             applier = ProjectionApplier(read_store, collections, projection)
             await applier.ensure_collection()
             assert [await applier.apply(e) for e in published] == ["updated"] * 3
@@ -200,7 +200,7 @@ async def test_markers_never_reach_the_gateway_projections_rebuilds_or_history(
         summary = live["order_summary"]["o-1"]
         assert (summary["status"], summary["version"]) == ("confirmed", 3)
         await rebuild_all(store, read_store, collections)
-        for projection in PROJECTIONS:
+        for projection in ORDER_PROJECTIONS:
             active = await collections.active(projection.name)
             assert active.collection.endswith("_v2")
             documents = await read_store.find(active.collection, limit=1000)

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from conveyor.embedded.sqlite_library import sqlite3
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.readmodels.projection_consumer import ProjectionConsumer
-from conveyor.readmodels.projections import PROJECTIONS
+from conveyor.readmodels.projections import ORDER_PROJECTIONS
 from conveyor.settings import Settings
 from messaging import failures
 from tests.integration.test_command_worker import DatabaseLock, command, stream_of
@@ -120,7 +120,11 @@ async def _queue_adds_unconsumed(
     """An AddItem per order, published by the gateway onto projection queues nobody
     consumes for now. The gateway keeps its lease in the read store and publishes nothing
     it cannot fence with it: the events must be queued before the read store goes away."""
-    projectors = [c for c in host.consumers if isinstance(c, ProjectionConsumer)]
+    projectors = [
+        c
+        for c in host.consumers
+        if isinstance(c, ProjectionConsumer) and c.applier.projection in ORDER_PROJECTIONS
+    ]
     for projector in projectors:
         await projector.stop_consuming()
     adds = [
@@ -162,7 +166,7 @@ async def test_projections_wait_out_a_read_store_outage_longer_than_the_retry_la
         for projector in projectors:
             await projector.resume_consuming()
         await asyncio.sleep(OUTAGE_SECONDS)
-        for projection in (p.name for p in PROJECTIONS):
+        for projection in (p.name for p in ORDER_PROJECTIONS):
             dlq = f"{settings.projection_queue_prefix}.{projection}.dlq"
             assert await queue_depth(amqp_url, dlq) == 0, f"{projection} dead-lettered"
         readiness = await host.readiness()
@@ -170,7 +174,7 @@ async def test_projections_wait_out_a_read_store_outage_longer_than_the_retry_la
     finally:
         lock.release()
     await read_models_settle(settings, within=60)
-    for projection in (p.name for p in PROJECTIONS):
+    for projection in (p.name for p in ORDER_PROJECTIONS):
         dlq = f"{settings.projection_queue_prefix}.{projection}.dlq"
         assert await queue_depth(amqp_url, dlq) == 0
 
@@ -235,7 +239,7 @@ async def test_projections_wait_out_a_mongodb_read_store_outage(
         for projector in projectors:
             await projector.resume_consuming()
         await asyncio.sleep(OUTAGE_SECONDS)
-        for projection in (p.name for p in PROJECTIONS):
+        for projection in (p.name for p in ORDER_PROJECTIONS):
             dlq = f"{settings.projection_queue_prefix}.{projection}.dlq"
             assert await queue_depth(amqp_url, dlq) == 0, f"{projection} dead-lettered"
         readiness = await host.readiness()
@@ -244,7 +248,7 @@ async def test_projections_wait_out_a_mongodb_read_store_outage(
         server = secantus.SecantusDBServer(storage_path=str(tmp_path / "mongo"), port=port)
         await asyncio.to_thread(server.start)
         await read_models_settle(settings, within=60)
-        for projection in (p.name for p in PROJECTIONS):
+        for projection in (p.name for p in ORDER_PROJECTIONS):
             dlq = f"{settings.projection_queue_prefix}.{projection}.dlq"
             assert await queue_depth(amqp_url, dlq) == 0
     finally:

@@ -10,16 +10,18 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
 from conveyor.readmodels.projections import (
     ACTIVE_ORDERS,
     CUSTOMER_HISTORY,
+    ORDER_PROJECTIONS,
     ORDER_SUMMARY,
     PROJECTIONS,
     PROJECTIONS_BY_NAME,
+    STOCK_LEVELS,
     Body,
     ContractViolation,
     Duplicate,
@@ -171,7 +173,12 @@ def scramble(value: Any) -> None:
 
 
 def test_the_three_projections_name_their_collections_indexes_and_document_ids() -> None:
-    assert [p.name for p in PROJECTIONS] == ["order_summary", "customer_history", "active_orders"]
+    assert [p.name for p in PROJECTIONS] == [
+        "order_summary",
+        "customer_history",
+        "active_orders",
+        "stock_levels",
+    ]
     assert {p.name: p for p in PROJECTIONS} == PROJECTIONS_BY_NAME
     assert ORDER_SUMMARY.indexes == (("customer_id",),)
     assert CUSTOMER_HISTORY.indexes == (
@@ -277,7 +284,7 @@ def test_a_confirmed_order_can_be_fulfilled_and_shows_it() -> None:
     order = OrderEvents("o-1", "c-1")
     order.version = len(events)
     events.append(order.fulfilled())
-    for projection in PROJECTIONS:
+    for projection in ORDER_PROJECTIONS:
         body = fold(projection, events)["o-1"]
         assert (body["status"], body["total"], body["version"]) == ("fulfilled", "20.28", 7)
     assert fold(ORDER_SUMMARY, events)["o-1"]["cancel_reason"] is None
@@ -418,7 +425,7 @@ def test_no_customer_history_document_grows_with_the_customers_history() -> None
 # -- guards ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("projection", ORDER_PROJECTIONS, ids=lambda p: p.name)
 def test_reapplying_any_earlier_event_is_a_duplicate_that_changes_nothing(
     projection: Projection,
 ) -> None:
@@ -438,7 +445,7 @@ def test_reapplying_any_earlier_event_is_a_duplicate_that_changes_nothing(
         assert isinstance(projection.apply(partial[doc_id], event), Duplicate)
 
 
-@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("projection", ORDER_PROJECTIONS, ids=lambda p: p.name)
 def test_a_skipped_version_is_a_gap(projection: Projection) -> None:
     events = lifecycle()
     body = fold(projection, events[:2])[projection.document_id(events[0])]
@@ -451,7 +458,7 @@ def test_a_skipped_version_is_a_gap(projection: Projection) -> None:
         assert "version 2" in outcome.reason
 
 
-@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("projection", ORDER_PROJECTIONS, ids=lambda p: p.name)
 def test_a_missing_document_accepts_only_version_one(projection: Projection) -> None:
     events = lifecycle()
     for event in events[1:]:
@@ -462,7 +469,7 @@ def test_a_missing_document_accepts_only_version_one(projection: Projection) -> 
     assert isinstance(projection.apply(None, events[0]), Updated)
 
 
-@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("projection", ORDER_PROJECTIONS, ids=lambda p: p.name)
 def test_events_the_lifecycle_cannot_produce_are_refused(projection: Projection) -> None:
     order = OrderEvents("o-1", "c-1")
     with pytest.raises(ContractViolation, match="must be OrderCreated"):
@@ -482,7 +489,7 @@ def test_events_the_lifecycle_cannot_produce_are_refused(projection: Projection)
 # -- documents -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("projection", ORDER_PROJECTIONS, ids=lambda p: p.name)
 def test_the_input_body_is_never_mutated_nor_shared(projection: Projection) -> None:
     clock = Clock()
     a = OrderEvents("o-a", "c-1", clock)
@@ -516,7 +523,7 @@ def test_the_input_body_is_never_mutated_nor_shared(projection: Projection) -> N
         assert body == snapshot
 
 
-@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("projection", ORDER_PROJECTIONS, ids=lambda p: p.name)
 def test_documents_are_json_without_floats(projection: Projection) -> None:
     events = lifecycle()
     for body in run(projection, events):
@@ -649,7 +656,7 @@ def scrambled_deliveries(rng: random.Random, log: list[IntegrationEvent]) -> lis
 
 
 @pytest.mark.parametrize("seed", range(25))
-@pytest.mark.parametrize("projection", PROJECTIONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("projection", ORDER_PROJECTIONS, ids=lambda p: p.name)
 def test_any_delivery_order_with_duplicates_converges_to_the_fold_of_the_log(
     projection: Projection, seed: int
 ) -> None:
@@ -681,3 +688,66 @@ def test_the_random_logs_cover_every_event_type_and_shared_customers() -> None:
         "OrderFulfilled",
     }
     assert shared
+
+
+# -- stock_levels ----------------------------------------------------------------------------
+
+
+def stock_event(version: int, type_: str, **data: Any) -> Any:
+    from messaging.contracts.inventory import EVENT_MODELS as INVENTORY_EVENTS
+
+    return INVENTORY_EVENTS[type_].model_validate(
+        {
+            "event_id": UUID(int=version),
+            "schema_version": 1,
+            "aggregate": "inventory",
+            "aggregate_id": "SKU-1",
+            "version": version,
+            "occurred_at": datetime(2026, 12, 1, 10, 0, version, tzinfo=UTC),
+            "type": type_,
+            "data": data,
+        }
+    )
+
+
+STOCK_HISTORY = [
+    stock_event(1, "StockReceived", quantity=10),
+    stock_event(2, "StockReserved", order_id="o-1", quantity=4),
+    stock_event(3, "StockReserved", order_id="o-2", quantity=5),
+    stock_event(4, "ReservationRefused", order_id="o-3", sku="SKU-1", requested=2, available=1),
+    stock_event(5, "ReservationCommitted", order_id="o-1", quantity=4),
+    stock_event(6, "ReservationReleased", order_id="o-2", quantity=5),
+]
+
+
+def test_stock_levels_keep_on_hand_reserved_and_available_per_sku() -> None:
+    states = [fold(STOCK_LEVELS, STOCK_HISTORY[:n])["SKU-1"] for n in range(1, 7)]
+    assert [(s["on_hand"], s["reserved"], s["available"]) for s in states] == [
+        (10, 0, 10),
+        (10, 4, 6),
+        (10, 9, 1),
+        (10, 9, 1),
+        (6, 5, 1),
+        (6, 0, 6),
+    ]
+    final = states[-1]
+    assert (final["received_total"], final["committed_total"], final["refused_total"]) == (10, 4, 1)
+    assert (final["open_reservations"], final["version"], final["sku"]) == (0, 6, "SKU-1")
+    assert final["updated_at"] == "2026-12-01T10:00:06.000000Z"
+    assert STOCK_LEVELS.indexes == (("available",),)
+
+
+def test_stock_levels_guard_duplicates_and_gaps_and_refuse_overselling() -> None:
+    body = fold(STOCK_LEVELS, STOCK_HISTORY[:2])["SKU-1"]
+    assert isinstance(STOCK_LEVELS.apply(body, STOCK_HISTORY[1]), Duplicate)
+    assert isinstance(STOCK_LEVELS.apply(body, STOCK_HISTORY[3]), Gap)
+    oversold = stock_event(3, "StockReserved", order_id="o-9", quantity=7)
+    with pytest.raises(ContractViolation, match="negative stock"):
+        STOCK_LEVELS.apply(body, oversold)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_stock_levels_converge_whatever_the_delivery_order(seed: int) -> None:
+    rng = random.Random(seed)
+    expected = fold(STOCK_LEVELS, STOCK_HISTORY)
+    assert deliver(STOCK_LEVELS, scrambled_deliveries(rng, STOCK_HISTORY)) == expected

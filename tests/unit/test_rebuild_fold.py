@@ -14,6 +14,7 @@ import pytest
 
 from conveyor.aggregates import AGGREGATES
 from conveyor.eventstore.port import RecordedEvent
+from conveyor.readmodels.applier import feeds
 from conveyor.readmodels.projections import PROJECTIONS, LogFold, documents_json, fold
 from conveyor.readmodels.sqlite import _encode
 from messaging.customers import IntegrationMapper
@@ -45,6 +46,61 @@ class _Log:
         )
 
 
+class _Stock:
+    """Inventory histories the domain could write, interleaved with the orders' (and a
+    payment stream now and then, which feeds no read model)."""
+
+    def __init__(self, log: _Log) -> None:
+        self.log = log
+        self.version = dict.fromkeys(SKUS, 0)
+        self.available = dict.fromkeys(SKUS, 0)
+        self.held: dict[str, dict[str, int]] = {sku: {} for sku in SKUS}
+        self.payments = 0
+
+    def step(self) -> None:
+        rng, sku = self.log.rng, self.log.rng.choice(SKUS)
+        held = self.held[sku]
+        order = f"o{rng.randrange(10)}"
+        roll = rng.random()
+        if roll < 0.25:
+            event, data = "StockReceived", {"quantity": rng.randint(1, 20)}
+            self.available[sku] += data["quantity"]
+        elif roll < 0.6 and order not in held:
+            quantity = rng.randint(1, 8)
+            if quantity > self.available[sku]:
+                event = "ReservationRefused"
+                data = {
+                    "order_id": order,
+                    "sku": sku,
+                    "requested": quantity,
+                    "available": self.available[sku],
+                }
+            else:
+                event, data = "StockReserved", {"order_id": order, "quantity": quantity}
+                held[order] = quantity
+                self.available[sku] -= quantity
+        elif held:
+            order = rng.choice(sorted(held))
+            quantity = held.pop(order)
+            if rng.random() < 0.5:
+                event = "ReservationReleased"
+                self.available[sku] += quantity
+            else:
+                event = "ReservationCommitted"
+            data = {"order_id": order, "quantity": quantity}
+        else:
+            self.payments += 1
+            self.log.add(
+                f"payment-p{self.payments}",
+                1,
+                "PaymentRequested",
+                {"amount": "1.00", "currency": "EUR"},
+            )
+            return
+        self.version[sku] += 1
+        self.log.add(f"inventory-{sku}", self.version[sku], event, data)
+
+
 def random_log(seed: int, orders: int = 40) -> list[RecordedEvent]:
     """Interleaved order histories the projections accept, with everything odd that is
     still valid: confirm after cancel, cancel after confirm, removing an absent SKU, the
@@ -54,6 +110,7 @@ def random_log(seed: int, orders: int = 40) -> list[RecordedEvent]:
     log = _Log(rng)
     pending = {f"o{n}": 0 for n in range(orders)}
     status: dict[str, str] = {}
+    stock = _Stock(log)
     while pending:
         order = rng.choice(sorted(pending))
         stream, version = f"order-{order}", pending[order] + 1
@@ -90,6 +147,8 @@ def random_log(seed: int, orders: int = 40) -> list[RecordedEvent]:
                 log.add(stream, version, "OrderCancelled", {"reason": "changed mind"})
                 status[order] = "cancelled"
         pending[order] = version
+        if rng.random() < 0.4:
+            stock.step()
         if rng.random() < 0.05:
             log.add("invoice-1", len(log.events), "InvoiceSent", {})
         if rng.random() < 0.05:
@@ -102,7 +161,7 @@ async def validated_documents(events: list[RecordedEvent]) -> dict[str, dict[str
     directory = IntegrationMapper(store=None, aggregates=AGGREGATES)  # type: ignore[arg-type]  # never read
     mapped = [await directory.integration_event(event) for event in events]
     integration = [event for event in mapped if event is not None]
-    return {p.name: fold(p, integration) for p in PROJECTIONS}
+    return {p.name: fold(p, [e for e in integration if feeds(p.name, e)]) for p in PROJECTIONS}
 
 
 def fast_documents(events: list[RecordedEvent]) -> dict[str, dict[str, Any]]:
@@ -117,6 +176,8 @@ def fast_documents(events: list[RecordedEvent]) -> dict[str, dict[str, Any]]:
             "OrderFulfilled",
         }:
             assert fast.add(event), event
+        elif event.stream_id.startswith("inventory-"):
+            assert fast.add_stock(event), event
     return {p.name: fast.documents(p.name) for p in PROJECTIONS}
 
 
@@ -133,6 +194,8 @@ def test_the_fast_folds_json_is_what_the_store_would_encode(seed: int) -> None:
     for event in events:
         if event.stream_id.startswith("order-") and not event.type.endswith("Sent"):
             fast.add(event)
+        elif event.stream_id.startswith("inventory-"):
+            fast.add_stock(event)
     for order in list(fast.orders.values())[::3]:  # free text that JSON must escape
         order.customer_id += ' "quoted" \\ é\n\u2028'
         order.cancel_reason = 'why? "because"\t'
@@ -188,3 +251,29 @@ def test_the_fast_fold_refuses_what_it_does_not_handle_and_changes_nothing() -> 
     log.add("order-a", 4, "ItemAdded", {"sku": "S", "quantity": 1, "unit_price": "2.00"})
     assert fast.add(log.events[2])
     assert not fast.add(log.events[3])  # items cannot follow a confirm
+
+
+def test_the_fast_fold_refuses_stock_events_it_does_not_handle_and_changes_nothing() -> None:
+    log = _Log(random.Random(2))
+    log.add("inventory-S", 1, "StockReceived", {"quantity": 5})
+    log.add("inventory-S", 2, "StockReserved", {"order_id": "o", "quantity": 3})
+    fast = LogFold()
+    assert all(fast.add_stock(event) for event in log.events)
+    received, reserved = log.events
+    before = copy.deepcopy(fast.documents("stock_levels"))
+    assert before["S"]["available"] == 2
+    for event in [
+        _event(reserved),  # a duplicate
+        _event(received, version=4),  # a gap
+        _event(received, version=3, data={"quantity": "1"}),  # coerced by pydantic
+        _event(received, version=3, data={"quantity": True}),
+        _event(received, version=3, data={"quantity": -1}),  # out of the contract
+        _event(reserved, version=3, data={"order_id": "p", "quantity": 9}),  # oversold
+        _event(
+            reserved, version=3, type="ReservationCommitted", data={"order_id": 7, "quantity": 1}
+        ),
+        _event(received, version=3, metadata={"causation_id": 7}),
+        _event(received, version=3, type="StockCounted"),
+    ]:
+        assert not fast.add_stock(event), event
+        assert fast.documents("stock_levels") == before

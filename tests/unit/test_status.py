@@ -82,6 +82,17 @@ def test_lag_counts_what_follows_the_position_and_dates_the_oldest() -> None:
     assert lag_at(10, tail, NOW).seconds_behind == 40
     assert lag_at(11, tail, NOW, integration_only=True).events_behind == 1
     assert lag_at(11, tail, NOW, integration_only=True).seconds_behind == 5
+    # a projection counts only the events its aggregates send it
+    fed = LogTail(
+        (
+            LogEntry(11, NOW - 40, integration=True, read_models=("order_summary",)),
+            LogEntry(12, NOW - 20, integration=True, read_models=("stock_levels",)),
+        )
+    )
+    assert lag_at(0, fed, NOW, integration_only=True, projection="stock_levels").events_behind == 1
+    assert (
+        lag_at(12, fed, NOW, integration_only=True, projection="order_summary").seconds_behind == 0
+    )
     caught_up = lag_at(13, tail, NOW)
     assert (caught_up.events_behind, caught_up.seconds_behind) == (0, 0.0)
     assert lag_at(None, LogTail(tail.entries, complete=False), NOW).events_behind_is_lower_bound
@@ -122,7 +133,12 @@ def test_every_reason_is_named() -> None:
     queues["orders.commands"] = raw(ready=4, consumers=0)
     queues["projections.order_summary"] = None
     queues["projections.order_summary.dlq"] = raw(ready=3, consumers=0)
-    tail = LogTail(tuple(LogEntry(p, NOW - 90, integration=True) for p in range(1, 5)))
+    tail = LogTail(
+        tuple(
+            LogEntry(p, NOW - 90, integration=True, read_models=("order_summary",))
+            for p in range(1, 5)
+        )
+    )
     result = report(queues=queues, progress={"order_summary": (3, NOW)}, tail=tail)
     assert result.exit_code == 1
     assert result.reasons == (
