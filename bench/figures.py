@@ -585,8 +585,10 @@ async def conveyor_latencies(
     try:
         channel = await connection.channel(publisher_confirms=True)
         collections = ProjectionCollections(read_store, cache_seconds=0)
-        names = [(await collections.active(p.name)).collection for p in PROJECTIONS]
-        summary, histories, actives = names  # PROJECTIONS order
+        names = {p.name: (await collections.active(p.name)).collection for p in PROJECTIONS}
+        summary, histories, actives = (
+            names[name] for name in ("order_summary", "customer_history", "active_orders")
+        )
         done = asyncio.Event()
         publishing: set[asyncio.Task[Any]] = set()
 
