@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import statistics
@@ -28,6 +29,7 @@ from bench import reference_eventsourcing
 from bench.reference_broker import Requester, pipelined_publish
 from bench.workload import (
     COMMANDS_PER_ORDER,
+    ITEMS,
     command_bodies,
     customer_of,
     domain_commands,
@@ -47,6 +49,7 @@ from conveyor.readmodels.sqlite import SqliteReadModelStore
 from conveyor.settings import Settings
 from messaging.customers import IntegrationMapper
 from messaging.integration_events import EVENTS_EXCHANGE, encode
+from messaging.topology import COMMAND_OUTCOMES_EXCHANGE
 
 IN_FLIGHT = 200
 LATENCY_RATE = 200.0
@@ -65,14 +68,15 @@ class Sizes:
     memory_commands: int
     long_stream_events: int = 10_000
     stream_loads: int = 50  # load-and-decide runs per stream and setting
+    workflow_orders: int = 500
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(1500, 6000, 2000, 15.0, 5000, 100_000)
+        return cls(1500, 6000, 2000, 15.0, 5000, 100_000, 500)
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(50, 400, 100, 2.0, 200, 2000, stream_loads=3)
+        return cls(50, 400, 100, 2.0, 200, 2000, stream_loads=3, workflow_orders=20)
 
 
 @dataclass
@@ -96,6 +100,9 @@ class BenchContext:
             read_store=str(folder / "readmodels.db"),
             command_queue=f"bench.{run}.commands",
             projection_queue_prefix=f"bench.{run}.projections",
+            # Its own, or one figure's orders.confirmed would wait for the next figure's
+            # process manager (whose event store has never heard of them).
+            process_manager_queue=f"bench.{run}.fulfilment",
             http_port=0,
             ops_port=0,
         )
@@ -126,17 +133,26 @@ def conveyor_env(settings: Settings) -> dict[str, str]:
         "CONVEYOR_READ_STORE": settings.read_store,
         "CONVEYOR_COMMAND_QUEUE": settings.command_queue,
         "CONVEYOR_PROJECTION_QUEUE_PREFIX": settings.projection_queue_prefix,
+        "CONVEYOR_PROCESS_MANAGER_QUEUE": settings.process_manager_queue,
         "CONVEYOR_HTTP_PORT": "0",
         "CONVEYOR_OPS_PORT": "0",
     }
 
 
-class ConveyorProcess:
-    """`python -m conveyor run` with every component, as an operator starts it."""
+ORDER_PIPELINE = "commands,gateway,projections,http"
+"""What the pipeline, latency and memory figures measure: `conveyor run` as it was before
+the process manager joined its defaults (a confirmed order would start a workflow whose
+commands those figures do not count)."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+
+class ConveyorProcess:
+    """`python -m conveyor run --only <only>` (default: every component), as an operator
+    starts it."""
+
+    def __init__(self, settings: Settings, log: Path, only: str | None = ORDER_PIPELINE) -> None:
         self.settings = settings
         self.log = log
+        self.only = only
         self.process: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> ConveyorProcess:
@@ -146,6 +162,7 @@ class ConveyorProcess:
                 "-m",
                 "conveyor",
                 "run",
+                *(["--only", self.only] if self.only else []),
                 env=conveyor_env(self.settings),
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
@@ -298,6 +315,165 @@ async def pipeline_throughput(ctx: BenchContext) -> Figure:
         "every order's last accepted version visible in all three read models "
         "(order_summary, active_orders, customer_history), polled every 5 ms"
     )
+    return figure
+
+
+# -- fulfilment workflows end to end -------------------------------------------------------
+
+
+async def seed_stock(amqp_url: str, stock: dict[str, int], *, within: float = 60.0) -> None:
+    """ReceiveStock for each SKU on the inventory command queue; returns once each is
+    accepted (its outcome seen)."""
+    inventory = AGGREGATES.named("inventory")
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        outcomes_exchange = await channel.declare_exchange(
+            COMMAND_OUTCOMES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        outcomes = await channel.declare_queue(exclusive=True)
+        await outcomes.bind(
+            outcomes_exchange, routing_key=f"{inventory.contract.routing_key_prefix}command.#"
+        )
+        ids = set()
+        for sku, quantity in stock.items():
+            command_id = str(uuid.uuid4())
+            ids.add(command_id)
+            body = {
+                "type": "ReceiveStock",
+                "command_id": command_id,
+                "sku": sku,
+                "quantity": quantity,
+            }
+            await channel.default_exchange.publish(
+                aio_pika.Message(json.dumps(body).encode(), content_type="application/json"),
+                routing_key=inventory.command_queue,
+            )
+        async with asyncio.timeout(within), outcomes.iterator() as messages:
+            async for message in messages:
+                await message.ack()
+                outcome = json.loads(message.body)
+                if outcome["status"] != "accepted" and outcome["command_id"] in ids:
+                    raise RuntimeError(f"stock not received: {outcome}")
+                ids.discard(outcome["command_id"])
+                if not ids:
+                    return
+
+
+class Fulfilments:
+    """Counts `orders.fulfilled` integration events (its own queue on conveyor.events) and
+    notes when the last of the orders waited for arrived."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self.amqp_url = amqp_url
+        self.fulfilled: dict[str, float] = {}
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+
+    async def __aenter__(self) -> Fulfilments:
+        orders = AGGREGATES.named("order")
+        self._connection = await aio_pika.connect(self.amqp_url)
+        channel = await self._connection.channel()
+        events = await channel.declare_exchange(
+            EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(events, routing_key=orders.contract.routing_keys["OrderFulfilled"])
+        await queue.consume(self._on_event, no_ack=True)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _on_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        order_id = str(json.loads(message.body).get("order_id"))
+        self.fulfilled.setdefault(order_id, time.monotonic())
+
+    async def all_of(self, orders: Sequence[str], *, within: float) -> float:
+        """Waits until every order is fulfilled; the moment the last one was."""
+        wanted = set(orders)
+        deadline = time.monotonic() + within
+        while not wanted <= self.fulfilled.keys():
+            if time.monotonic() > deadline:
+                missing = len(wanted - self.fulfilled.keys())
+                raise RuntimeError(f"workflows: {missing} orders were not fulfilled")
+            await asyncio.sleep(0.01)
+        return max(self.fulfilled[o] for o in wanted)
+
+
+async def workflow_throughput(ctx: BenchContext) -> Figure:
+    from chaos.provider import PaymentProvider, always_authorize
+
+    figure = Figure(
+        key="workflows",
+        title="fulfilment workflows end to end",
+        unit="workflows/s",
+        reference="aio-pika round trip (consume from quorum queue, confirmed reply, ack), "
+        f"separate process, {IN_FLIGHT} in flight",
+        target="≥ 0.05 x reference",
+        target_kind="ratio_at_least",
+        threshold=0.05,
+    )
+    orders = ctx.sizes.workflow_orders
+    warm_up = 20 if orders >= 100 else 0
+    round_trips = ctx.sizes.broker_round_trips
+    figure.details.update(
+        orders=orders,
+        in_flight=IN_FLIGHT,
+        commands_per_workflow=COMMANDS_PER_ORDER + 2 * len(ITEMS) + 3,
+        end_condition="orders created, 2 items added and confirmed (each order's commands in "
+        "sequence, 200 orders at a time) until the `orders.fulfilled` of the last one "
+        "arrives: stock reserved per line, payment requested, authorized by a payment "
+        "provider in the harness, reservations committed, order fulfilled",
+    )
+    queue = f"bench.reference.{uuid.uuid4().hex[:6]}"
+    async with ReferenceResponder(ctx.amqp_url, queue), Requester(ctx.amqp_url, queue) as req:
+        await req.closed_loop(min(round_trips, 500), IN_FLIGHT)  # warm-up
+        for attempt in range(ctx.repeat):
+            settings = ctx.settings("workflows")
+            async with (
+                ConveyorProcess(settings, ctx.workdir / f"workflows-{attempt}.log", only=None),
+                PaymentProvider(
+                    settings.amqp_url, always_authorize, queue=f"{settings.command_queue}.psp"
+                ),
+                Fulfilments(settings.amqp_url) as fulfilments,
+            ):
+                phases = {"conveyor started": time.monotonic()}
+                per_order = {sku: quantity for sku, quantity, _ in ITEMS}
+                await seed_stock(
+                    settings.amqp_url,
+                    {sku: q * (orders + warm_up) for sku, q in per_order.items()},
+                )
+                if warm_up:
+                    scripts = bench_scripts(warm_up)
+                    await run_demo(settings, warm_up, in_flight=IN_FLIGHT, scripts=scripts)
+                    await fulfilments.all_of([s.order_id for s in scripts], within=60)
+                scripts = bench_scripts(orders)
+                started = phases["stock seeded, warmed up"] = time.monotonic()
+                await run_demo(
+                    settings,
+                    orders,
+                    in_flight=IN_FLIGHT,
+                    scripts=scripts,
+                    give_up_after=max(60.0, orders / 5),
+                )
+                phases["orders in the read models"] = time.monotonic()
+                last = await fulfilments.all_of(
+                    [s.order_id for s in scripts], within=max(60.0, orders / 5)
+                )
+                phases["last fulfilled"] = last
+            phases["stopped"] = time.monotonic()
+            first = next(iter(phases.values()))
+            figure.details.setdefault("phases_s", []).append(
+                {name: round(t - first, 2) for name, t in phases.items()}
+            )
+            figure.values.append(orders / (last - started))
+            trips = await req.closed_loop(round_trips, IN_FLIGHT)
+            figure.references.append(round_trips / trips.seconds)
+            ctx.log(
+                f"  workflows {figure.values[-1]:,.1f}/s, "
+                f"broker {figure.references[-1]:,.0f} round trips/s"
+            )
     return figure
 
 
@@ -933,4 +1109,5 @@ FIGURES: dict[str, Callable[[BenchContext], Awaitable[Figure]]] = {
     "gateway": gateway_speed,
     "memory": memory,
     "long_streams": long_streams,
+    "workflows": workflow_throughput,
 }

@@ -14,20 +14,32 @@ from rich.console import Console
 
 from chaos.checker import Verdict
 from chaos.report import print_table, write_json
-from chaos.scenarios import ALARM_NODE, SCENARIOS, Sizes, all_scenarios, run_scenario
+from chaos.scenarios import (
+    ALARM_NODE,
+    Sizes,
+    all_scenarios,
+    run_scenario,
+    single_broker_scenarios,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument(
         "--scenarios",
-        default=",".join(str(n) for n in SCENARIOS if n != 10 or os.environ.get(ALARM_NODE)),
+        default=",".join(
+            str(n) for n in single_broker_scenarios() if n != 10 or os.environ.get(ALARM_NODE)
+        ),
         help="comma-separated scenario numbers (default: all but the cluster ones; 10 only "
         f"with {ALARM_NODE} set). 4 restarts the local RabbitMQ; 10 alarms the node "
         f"{ALARM_NODE} names: never give it a shared broker. 14-16 need the local cluster of "
         "`make cluster` (`make chaos-cluster`).",
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes (about 500 commands)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (about 500 commands, 100 fulfilment workflows)",
+    )
     parser.add_argument(
         "--commands", type=int, default=None, help="commands of scenario 1 (default 5000)"
     )
@@ -47,7 +59,14 @@ async def run(numbers: list[int], sizes: Sizes, console: Console) -> list[Verdic
         verdict = await run_scenario(number, sizes)
         console.print(
             f"  {'PASS' if verdict.passed else 'FAIL'}: lost {verdict.lost}, duplicated "
-            f"{verdict.duplicated}, read models = rebuild: {verdict.read_models_equal_rebuild} "
+            f"{verdict.duplicated}"
+            + (
+                f", workflow commands {verdict.derived} (lost {verdict.derived_lost}, "
+                f"duplicated {verdict.derived_duplicated})"
+                if verdict.derived
+                else ""
+            )
+            + f", read models = rebuild: {verdict.read_models_equal_rebuild} "
             f"({verdict.seconds:.0f}s)"
         )
         verdicts.append(verdict)

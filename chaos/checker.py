@@ -19,6 +19,12 @@ duplicated  a command_id whose events appear more than once in the order streams
             command produces exactly one event, domain/orders/order.py `decide`); a read model that
             counts an item twice shows up as a read-model mismatch instead (below)
 unexpected  events (order events or rejection records) whose command_id was never sent
+            and that no process manager recorded
+derived     the process manager's own commands: every command a workflow stream
+            (`fulfilment-<order>`) records, with its id derived from its cause
+            (domain/fulfilment/outgoing.py). They are expected, not unexpected; each must be
+            applied (events or a rejection record: derived lost) and never twice (derived
+            duplicated), counted apart from the load's
 read models each projection's documents compared, document by document, with what a fresh
             rebuild from the event store would write (conveyor/readmodels/rebuild.py
             project_in_memory): equal, or the number of documents that differ
@@ -40,12 +46,16 @@ from conveyor.bootstrap import (
     command_queues,
     describe_read_store,
     open_read_store,
+    process_manager_queue,
     projection_queue,
 )
 from conveyor.eventstore.sqlite import SqliteEventStore
 from conveyor.readmodels.collections import ProjectionCollections
 from conveyor.readmodels.projections import PROJECTIONS
 from conveyor.readmodels.rebuild import project_in_memory
+from domain.fulfilment.events import CODEC as WORKFLOW_CODEC
+from domain.fulfilment.outgoing import commands_for
+from domain.fulfilment.workflow import STREAM_PREFIX as WORKFLOW_STREAM_PREFIX
 
 EVENTS_PER_COMMAND = 1
 
@@ -72,6 +82,12 @@ class Verdict:
     notes: list[str] = field(default_factory=list)
     lost_ids: list[str] = field(default_factory=list)
     duplicated_ids: list[str] = field(default_factory=list)
+    derived: int = 0
+    """Commands the process manager recorded in its workflow streams (sent by it)."""
+    derived_applied: int = 0
+    derived_lost: int = 0
+    derived_duplicated: int = 0
+    derived_duplicated_ids: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     """Scenario-specific measurements (the cluster scenarios' failover times)."""
 
@@ -84,6 +100,8 @@ class Verdict:
         return (
             self.lost == 0
             and self.duplicated == 0
+            and self.derived_lost == 0
+            and self.derived_duplicated == 0
             and self.unexpected == 0
             and self.read_models_equal_rebuild
             and not self.problems
@@ -103,6 +121,11 @@ class Verdict:
             "lost": self.lost,
             "duplicated": self.duplicated,
             "unexpected": self.unexpected,
+            "derived": self.derived,
+            "derived_applied": self.derived_applied,
+            "derived_lost": self.derived_lost,
+            "derived_duplicated": self.derived_duplicated,
+            "derived_duplicated_ids": self.derived_duplicated_ids[:50],
             "dead_letters": self.dead_letters,
             "read_models_equal_rebuild": self.read_models_equal_rebuild,
             "read_model_mismatches": self.read_model_mismatches,
@@ -125,6 +148,21 @@ class StoredCommands:
     """CommandRejected records per command_id."""
     other: Counter[str] = field(default_factory=Counter)
     """Any other stored event per command_id (should be none)."""
+    workflow_events: int = 0
+    """Events in the process manager's workflow streams (its own bookkeeping)."""
+    derived: dict[str, str] = field(default_factory=dict)
+    """command_id → type of every command a workflow stream records."""
+
+    def applied(self) -> set[str]:
+        """Commands with an effect or a rejection record."""
+        return set(self.events) | set(self.rejections)
+
+    def derived_effects(self) -> tuple[set[str], list[str], list[str]]:
+        """The process manager's commands: (applied, never applied, applied twice)."""
+        applied = {cid for cid in self.derived if self.events[cid] or self.rejections[cid]}
+        lost = sorted(set(self.derived) - applied)
+        twice = sorted(cid for cid in self.derived if self.events[cid] > EVENTS_PER_COMMAND)
+        return applied, lost, twice
 
 
 async def stored_commands(env: Environment) -> StoredCommands:
@@ -135,6 +173,15 @@ async def stored_commands(env: Environment) -> StoredCommands:
         position = 0
         while page := await store.read_all(after=position, limit=5000):
             for event in page:
+                if event.stream_id.startswith(WORKFLOW_STREAM_PREFIX):
+                    stored.workflow_events += 1
+                    order_id = event.stream_id.removeprefix(WORKFLOW_STREAM_PREFIX)
+                    recorded = WORKFLOW_CODEC.from_data(
+                        event.type, event.schema_version, event.data
+                    )
+                    for command in commands_for(order_id, recorded):
+                        stored.derived[command.command_id] = command.command_type
+                    continue
                 command_id = str(event.metadata.get("command_id"))
                 in_aggregate = AGGREGATES.of_stream(event.stream_id) is not None
                 if in_aggregate and is_marker(event):  # a rejection, in the aggregate's stream
@@ -158,10 +205,14 @@ async def events_by_command(env: Environment) -> Counter[str]:
 
 
 def work_queue_names(env: Environment) -> list[str]:
-    """The work and retry queues (not the DLQs) of commands and projections."""
+    """The work and retry queues (not the DLQs) of commands, projections and, when the
+    scenario runs one, the process manager."""
     settings = env.settings()
     queues = [q for _, q in command_queues(settings)]
     queues += [projection_queue(settings, p) for p in PROJECTIONS]
+    if any("process-manager" in w.only.split(",") for w in env.processes):
+        # Without one, its queue (declared by the gateway's process) only fills up.
+        queues.append(process_manager_queue(settings))
     return [q.name for wq in queues for q in wq.all_queues() if q.name != wq.dead_letter_queue]
 
 
@@ -169,6 +220,7 @@ def dead_letter_queue_names(env: Environment) -> list[str]:
     settings = env.settings()
     queues = [q for _, q in command_queues(settings)]
     queues += [projection_queue(settings, p) for p in PROJECTIONS]
+    queues.append(process_manager_queue(settings))
     return [q.dead_letter_queue for q in queues]
 
 
@@ -179,16 +231,18 @@ async def settle(
     *,
     within: float = 120.0,
 ) -> set[str]:
-    """Wait until every `expected` command is applied and the work and retry queues are
-    empty (twice in a row, a moment apart: late redeliveries would show duplicates). Returns
-    what is still missing when time runs out (empty when settled)."""
+    """Wait until every `expected` command, and every command a workflow recorded, is
+    applied and the work and retry queues are empty (twice in a row, a moment apart: late
+    redeliveries would show duplicates). Returns what is still missing when time runs out
+    (empty when settled)."""
     deadline = time.monotonic() + within
     quiet_since: float | None = None
     missing = set(expected)
     while time.monotonic() < deadline:
         try:
-            applied = set(await events_by_command(env)) | outcomes.rejected()
-            missing = expected - applied
+            stored = await stored_commands(env)
+            applied = stored.applied() | outcomes.rejected()
+            missing = (expected | set(stored.derived)) - applied
             depths = await env.queue_depths(work_queue_names(env)) if not missing else {}
         except Exception:  # the broker may be restarting: keep waiting
             missing, depths = missing or expected, {}
@@ -279,10 +333,31 @@ async def check(
     verdict.rejected = sum(1 for cid in confirmed if cid in rejected and not counts.get(cid))
     lost = sorted(confirmed - applied)
     verdict.lost, verdict.lost_ids = len(lost), lost
-    duplicated = sorted(cid for cid, n in counts.items() if n > EVENTS_PER_COMMAND)
+    derived = stored.derived
+    duplicated = sorted(
+        cid for cid, n in counts.items() if n > EVENTS_PER_COMMAND and cid not in derived
+    )
     verdict.duplicated, verdict.duplicated_ids = len(duplicated), duplicated
+    verdict.derived = len(derived)
+    derived_applied, derived_lost, derived_twice = stored.derived_effects()
+    verdict.derived_applied = len(derived_applied)
+    verdict.derived_lost = len(derived_lost)
+    if derived_lost:
+        verdict.problems.append(
+            f"{len(derived_lost)} commands the process manager recorded were never "
+            f"applied, e.g. {derived_lost[:3]}"
+        )
+    verdict.derived_duplicated, verdict.derived_duplicated_ids = len(derived_twice), derived_twice
+    if derived:
+        verdict.notes.append(
+            "process manager's commands recorded / applied: "
+            + ", ".join(
+                f"{t} {n}/{sum(1 for c, ct in derived.items() if ct == t and c in derived_applied)}"
+                for t, n in Counter(derived.values()).most_common()
+            )
+        )
     every = counts + records + stored.other
-    unexpected = set(every) - load.sent - (also_sent or set())
+    unexpected = set(every) - load.sent - (also_sent or set()) - set(derived)
     verdict.unexpected = sum(every[cid] for cid in unexpected)
     if unexpected:
         verdict.problems.append(f"events of commands never sent: {sorted(unexpected)[:5]}")

@@ -299,7 +299,13 @@ class Environment:
         """Ready messages per queue, straight from the broker (the management API's numbers
         lag by its statistics interval)."""
         depths: dict[str, int] = {}
-        connection = await connect_any(self.amqp_url, timeout=10)
+        for attempt in range(3):  # a broker busy with other work can miss one 10 s connect
+            try:
+                connection = await connect_any(self.amqp_url, timeout=10)
+                break
+            except TimeoutError:
+                if attempt == 2:
+                    raise
         async with connection:
             for name in names:
                 channel = await connection.channel()

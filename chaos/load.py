@@ -23,6 +23,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from conveyor.aggregates import AGGREGATES
 from messaging.cluster import connect_robust_any
 from messaging.topology import COMMAND_OUTCOMES_EXCHANGE
 
@@ -182,9 +183,9 @@ class LoadGenerator:
 
 
 class OutcomeCollector:
-    """Every command outcome, by command_id, from a durable queue bound to the outcome
-    exchange (declared before the load starts, so none is missed, even across a broker
-    restart)."""
+    """Every command outcome of every registered aggregate, by command_id, from a durable
+    queue bound to the outcome exchange (declared before the load starts, so none is
+    missed, even across a broker restart)."""
 
     def __init__(self, amqp_url: str) -> None:
         self.amqp_url = amqp_url
@@ -192,6 +193,8 @@ class OutcomeCollector:
         self.rules: dict[str, str] = {}
         """The rule named by a command's (last) rejection."""
         self.received = 0
+        self.received_by_prefix: Counter[str] = Counter()
+        """Outcomes per aggregate (routing-key prefix: `orders.`, `inventory.`, …)."""
         self.received_at: list[float] = []
         """time.monotonic() of each outcome: the workers' view of an outage, end to end."""
         self._connection: AbstractRobustConnection | None = None
@@ -206,7 +209,10 @@ class OutcomeCollector:
         queue = await channel.declare_queue(
             OUTCOMES_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
         )
-        await queue.bind(exchange, routing_key="orders.command.#")
+        # Every registered aggregate's outcomes (`orders.command.…`, `inventory.command.…`,
+        # `payments.command.…`): the process manager's commands answer there too.
+        for prefix in AGGREGATES.routing_key_prefixes():
+            await queue.bind(exchange, routing_key=f"{prefix}command.#")
         await queue.consume(self._on_outcome)
         return self
 
@@ -222,6 +228,7 @@ class OutcomeCollector:
             if outcome["status"] == "rejected":
                 self.rules[str(outcome["command_id"])] = str(outcome.get("rule"))
             self.received += 1
+            self.received_by_prefix[(message.routing_key or "").split(".", 1)[0] + "."] += 1
             self.received_at.append(time.monotonic())
         await message.ack()
 

@@ -44,7 +44,12 @@ def print_table(verdicts: Sequence[Verdict], console: Console | None = None) -> 
             f"{v.confirmed}" + (f" ({v.indeterminate} indeterminate)" if v.indeterminate else ""),
             f"{v.applied} ({v.accepted}/{v.rejected})",
             _red_unless_zero(v.lost),
-            _red_unless_zero(v.duplicated),
+            _red_unless_zero(v.duplicated)
+            + (
+                f" (workflow cmds {v.derived}: lost {v.derived_lost}, dup. {v.derived_duplicated})"
+                if v.derived
+                else ""
+            ),
             _red_unless_zero(v.unexpected),
             ", ".join(f"{q}: {n}" for q, n in v.dead_letters.items()) or "0",
             "yes" if v.read_models_equal_rebuild else f"[red]NO[/] {mismatches}",
@@ -62,6 +67,13 @@ def print_table(verdicts: Sequence[Verdict], console: Console | None = None) -> 
             console.print(f"[red]scenario {v.scenario}: lost {v.lost_ids[:10]}")
         if v.duplicated_ids:
             console.print(f"[red]scenario {v.scenario}: duplicated {v.duplicated_ids[:10]}")
+        if v.derived_duplicated_ids:
+            console.print(
+                f"[red]scenario {v.scenario}: workflow commands applied twice "
+                f"{v.derived_duplicated_ids[:10]}"
+            )
+        for key, value in v.figures.items():
+            console.print(f"scenario {v.scenario}: {key}: {value}")
 
 
 def _red_unless_zero(value: int) -> str:

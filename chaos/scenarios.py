@@ -19,6 +19,7 @@ it saw to the checker.
    12 both stores (event store and read store) locked for 5 minutes under load, with the
       default retry ladder (about 2.5 minutes): consumers pause, nothing is dead-lettered
    13 the same with a MongoDB read store (the SecantusDB test server), stopped for 5 minutes
+   17, 18 the fulfilment workflow and its aggregates: chaos/workflow_scenarios.py
 """
 
 from __future__ import annotations
@@ -80,11 +81,23 @@ class Sizes:
     kills: int = 6
     store_away_seconds: float = 300.0
     """How long scenario 12 keeps both stores locked."""
+    workflows: int = 1000
+    """Fulfilment workflows of scenario 17."""
+    workflow_timeout: float = 20.0
+    """Scenario 17's CONVEYOR_FULFILMENT_TIMEOUT: the unanswered payments end within it (5 s
+    at 1,000 workflows on 2 busy cores timed out 775 of them before their payment came)."""
 
     @classmethod
     def quick(cls, commands: int | None = None) -> Sizes:
         # Scenario 12 keeps its 5 minutes: shorter would not outlast the retry ladder.
-        return cls(commands=commands or 500, fuzz=100, concurrent=50, kills=2)
+        return cls(
+            commands=commands or 500,
+            fuzz=100,
+            concurrent=50,
+            kills=2,
+            workflows=100,
+            workflow_timeout=5.0,
+        )
 
     def scaled(self, fraction: float, floor: int = 200) -> int:
         return max(floor, int(self.commands * fraction))
@@ -991,12 +1004,19 @@ SCENARIOS: dict[int, Scenario] = {
 }
 
 
+def single_broker_scenarios() -> dict[int, Scenario]:
+    """These and the workflow scenarios 17-18 (chaos/workflow_scenarios.py)."""
+    from chaos.workflow_scenarios import WORKFLOW_SCENARIOS  # it builds on this module
+
+    return {**SCENARIOS, **WORKFLOW_SCENARIOS}
+
+
 def all_scenarios() -> dict[int, Scenario]:
     """The single-broker scenarios and the cluster scenarios 14-16 (chaos/cluster.py, which
     need `make cluster`)."""
     from chaos.cluster import CLUSTER_SCENARIOS  # it builds on this module
 
-    return {**SCENARIOS, **CLUSTER_SCENARIOS}
+    return {**single_broker_scenarios(), **CLUSTER_SCENARIOS}
 
 
 async def run_scenario(number: int, sizes: Sizes) -> Verdict:

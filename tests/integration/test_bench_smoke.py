@@ -25,10 +25,11 @@ FIGURES = (
     "gateway",
     "memory",
     "long_streams",
+    "workflows",
 )
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_a_quick_bench_run_writes_every_figure(tmp_path: Path) -> None:
     run = subprocess.run(
         [
@@ -49,7 +50,7 @@ def test_a_quick_bench_run_writes_every_figure(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=110,
         cwd=Path(__file__).parents[2],
     )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -13,7 +13,7 @@ from tests.rabbit import Management
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
-SIZES = Sizes(commands=500, fuzz=100, concurrent=50, kills=2)
+SIZES = Sizes(commands=500, fuzz=100, concurrent=50, kills=2, workflows=30, workflow_timeout=5.0)
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,8 @@ SIZES = Sizes(commands=500, fuzz=100, concurrent=50, kills=2)
         pytest.param(3, id="3-sigkill-projection-worker"),
         pytest.param(7, id="7-fuzzed-messages"),
         pytest.param(8, id="8-concurrent-commands-on-one-order"),
+        pytest.param(17, id="17-sigkill-process-manager-during-workflows"),
+        pytest.param(18, id="18-competing-inventory-workers"),
     ],
 )
 async def test_no_confirmed_command_is_lost_or_applied_twice(
@@ -46,6 +48,10 @@ def assert_clean(verdict: Verdict) -> None:
     assert verdict.confirmed > 0, report
     assert verdict.lost == 0, report
     assert verdict.duplicated == 0, report
+    assert verdict.derived_lost == 0, report
+    assert verdict.derived_duplicated == 0, report
+    if "fulfilment" in verdict.figures:  # 17, 18: the workflow's invariants
+        assert verdict.figures["fulfilment"]["problems"] == 0, report
     assert verdict.unexpected == 0, report
     assert verdict.read_models_equal_rebuild, report
     assert verdict.problems == [], report
