@@ -36,6 +36,7 @@ logger = logging.getLogger("conveyor.workflows")
 class ProcessManagerConsumer(QueueConsumer):
     description = (
         "Integration events the order-fulfilment workflow reacts to (orders.confirmed, "
+        "orders.cancelled, orders.fulfilled, "
         "inventory reservations, payment answers) and its own timeouts."
     )
 

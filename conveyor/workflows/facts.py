@@ -20,6 +20,8 @@ from conveyor.workflows.sending import TIMED_OUT
 from domain.fulfilment.inputs import (
     FulfilmentTimedOut,
     Input,
+    OrderCancelled,
+    OrderFulfilled,
     PaymentAuthorized,
     PaymentDeclined,
     ReservationRefused,
@@ -33,6 +35,8 @@ INPUT_TYPES = (
     "ReservationRefused",
     "PaymentAuthorized",
     "PaymentDeclined",
+    "OrderCancelled",
+    "OrderFulfilled",
     TIMED_OUT,
 )
 
@@ -111,6 +115,12 @@ def parse_input(body: bytes, *, max_bytes: int) -> Input | PendingConfirmation |
                 return PaymentDeclined(
                     envelope.event_id, at, _order(envelope), str(data.get("reason") or "")
                 )
+            case "OrderCancelled":
+                return OrderCancelled(
+                    envelope.event_id, at, _order(envelope), str(data.get("reason") or "")
+                )
+            case "OrderFulfilled":
+                return OrderFulfilled(envelope.event_id, at, _order(envelope))
             case _:  # TIMED_OUT
                 if not envelope.token:
                     _invalid("a timeout without its token")

@@ -68,8 +68,33 @@ class PaymentRequestIssued:
 
 
 @dataclass(frozen=True, slots=True)
+class FulfilmentRequested:
+    """Every line reserved and the payment authorized: ask the Order to fulfil itself. The
+    Order arbitrates a race with its customer's cancellation: `orders.fulfilled` or
+    `orders.cancelled` comes back."""
+
+    cause: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFulfilmentNoted:
+    cause: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCancellationNoted:
+    """The order was cancelled outside the workflow (by its customer), with `reason`."""
+
+    cause: str
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
 class FulfilmentCompleted:
-    """Payment authorized: commit `committed`, release strays in `released`, fulfil the order."""
+    """The order is fulfilled: commit `committed`, release strays in `released`."""
 
     cause: str
     committed: tuple[str, ...]
@@ -80,6 +105,18 @@ class FulfilmentCompleted:
 @dataclass(frozen=True, slots=True)
 class FulfilmentCancelled:
     """Compensation: release `released`, refund if `refund`, cancel the order with `reason`."""
+
+    cause: str
+    reason: str
+    released: tuple[str, ...]
+    refund: bool
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class FulfilmentWithdrawn:
+    """The order was cancelled by its customer: release `released`, refund if `refund`; the
+    order is already cancelled, so no CancelOrder is sent. The workflow ends cancelled."""
 
     cause: str
     reason: str
@@ -112,8 +149,12 @@ WorkflowEvent = (
     | PaymentAuthorizationNoted
     | PaymentDeclineNoted
     | PaymentRequestIssued
+    | FulfilmentRequested
+    | OrderFulfilmentNoted
+    | OrderCancellationNoted
     | FulfilmentCompleted
     | FulfilmentCancelled
+    | FulfilmentWithdrawn
     | LateReservationReleased
     | LatePaymentRefunded
 )
@@ -128,6 +169,10 @@ CODEC: EventCodec[WorkflowEvent] = EventCodec(
         PaymentRequestIssued,
         FulfilmentCompleted,
         FulfilmentCancelled,
+        FulfilmentRequested,
+        OrderFulfilmentNoted,
+        OrderCancellationNoted,
+        FulfilmentWithdrawn,
         LateReservationReleased,
         LatePaymentRefunded,
     )
@@ -137,9 +182,13 @@ __all__ = [
     "CODEC",
     "FulfilmentCancelled",
     "FulfilmentCompleted",
+    "FulfilmentRequested",
     "FulfilmentStarted",
+    "FulfilmentWithdrawn",
     "LatePaymentRefunded",
     "LateReservationReleased",
+    "OrderCancellationNoted",
+    "OrderFulfilmentNoted",
     "PaymentAuthorizationNoted",
     "PaymentDeclineNoted",
     "PaymentRequestIssued",

@@ -72,6 +72,25 @@ class FulfilmentTimedOut:
     token: str
 
 
+@dataclass(frozen=True, slots=True)
+class OrderCancelled:
+    """The order was cancelled (`orders.cancelled`): by its customer, or by the workflow."""
+
+    event_id: str
+    occurred_at: datetime
+    order_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFulfilled:
+    """The Order aggregate accepted the workflow's FulfilOrder (`orders.fulfilled`)."""
+
+    event_id: str
+    occurred_at: datetime
+    order_id: str
+
+
 Input = (
     OrderConfirmed
     | StockReserved
@@ -79,4 +98,6 @@ Input = (
     | PaymentAuthorized
     | PaymentDeclined
     | FulfilmentTimedOut
+    | OrderCancelled
+    | OrderFulfilled
 )

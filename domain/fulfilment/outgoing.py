@@ -14,7 +14,9 @@ from datetime import datetime
 from domain.fulfilment.events import (
     FulfilmentCancelled,
     FulfilmentCompleted,
+    FulfilmentRequested,
     FulfilmentStarted,
+    FulfilmentWithdrawn,
     LatePaymentRefunded,
     LateReservationReleased,
     PaymentRequestIssued,
@@ -107,7 +109,13 @@ def commands_for(order_id: str, event: WorkflowEvent) -> list[OutgoingCommand]:
             return [
                 *(_commit(cause, order_id, sku) for sku in committed),
                 *(_release(cause, order_id, sku) for sku in released),
-                OutgoingCommand(command_id(cause, "fulfil"), ORDERS, FulfilOrder(order_id)),
+            ]
+        case FulfilmentRequested(cause=cause):
+            return [OutgoingCommand(command_id(cause, "fulfil"), ORDERS, FulfilOrder(order_id))]
+        case FulfilmentWithdrawn(cause=cause, reason=reason, released=released, refund=refund):
+            return [
+                *(_release(cause, order_id, sku) for sku in released),
+                *([_refund(cause, order_id, reason)] if refund else []),
             ]
         case FulfilmentCancelled(cause=cause, reason=reason, released=released, refund=refund):
             return [

@@ -7,9 +7,15 @@ they arrived in, is what makes the workflow cope with out-of-order and duplicate
 * an input whose event id was already applied, or a fact already known → nothing;
 * confirmed → reserve every line, and schedule the timeout;
 * every line reserved → request the total;
-* requested and authorized → commit every reservation, fulfil the order;
-* a refusal, a decline or the timeout before completion → release what was reserved, refund
-  an authorized payment, cancel the order with the reason;
+* requested and authorized → ask the order to fulfil itself (FulfilOrder), and wait: the
+  Order aggregate arbitrates a race with its customer's CancelOrder;
+* the order fulfilled (`orders.fulfilled`) → commit every reservation: fulfilled;
+* a refusal, a decline or the timeout before FulfilOrder was sent → release what was
+  reserved, refund an authorized payment, cancel the order with the reason;
+* the order cancelled by its customer (`orders.cancelled`) before the workflow ended →
+  release what was reserved, refund an authorized payment, end cancelled with the customer's
+  reason (no CancelOrder: the order is already cancelled); the workflow's own cancellation
+  coming back as `orders.cancelled` finds it ended, and changes nothing;
 * after cancellation, a late reservation is released and a late authorization refunded;
   after completion, nothing happens any more.
 """
@@ -26,9 +32,13 @@ from types import MappingProxyType
 from domain.fulfilment.events import (
     FulfilmentCancelled,
     FulfilmentCompleted,
+    FulfilmentRequested,
     FulfilmentStarted,
+    FulfilmentWithdrawn,
     LatePaymentRefunded,
     LateReservationReleased,
+    OrderCancellationNoted,
+    OrderFulfilmentNoted,
     PaymentAuthorizationNoted,
     PaymentDeclineNoted,
     PaymentRequestIssued,
@@ -40,7 +50,9 @@ from domain.fulfilment.inputs import (
     FulfilmentLine,
     FulfilmentTimedOut,
     Input,
+    OrderCancelled,
     OrderConfirmed,
+    OrderFulfilled,
     PaymentAuthorized,
     PaymentDeclined,
     ReservationRefused,
@@ -62,6 +74,7 @@ class WorkflowStatus(StrEnum):
     NOT_STARTED = "not_started"
     RESERVING = "reserving"
     AWAITING_PAYMENT = "awaiting_payment"
+    AWAITING_FULFILMENT = "awaiting_fulfilment"
     FULFILLED = "fulfilled"
     CANCELLED = "cancelled"
 
@@ -87,6 +100,11 @@ class FulfilmentState:
     payment_authorized: bool = False
     decline_reason: str | None = None
     payment_requested: bool = False
+    fulfil_requested: bool = False
+    """FulfilOrder was sent: only the order's answer (fulfilled or cancelled) ends it now."""
+    order_fulfilled: bool = False
+    order_cancel_reason: str | None = None
+    """The reason of a cancellation from outside the workflow (its customer's), once noted."""
     outcome: WorkflowStatus | None = None
     cancel_reason: str | None = None
     released: frozenset[str] = frozenset()
@@ -110,6 +128,8 @@ class FulfilmentState:
             return self.outcome
         if self.lines is None:
             return WorkflowStatus.NOT_STARTED
+        if self.fulfil_requested:
+            return WorkflowStatus.AWAITING_FULFILMENT
         if self.payment_requested:
             return WorkflowStatus.AWAITING_PAYMENT
         return WorkflowStatus.RESERVING
@@ -128,6 +148,8 @@ class FulfilmentState:
                 return "stock reservation: " + ", ".join(self.missing_reservations)
             case WorkflowStatus.AWAITING_PAYMENT:
                 return "payment authorization"
+            case WorkflowStatus.AWAITING_FULFILMENT:
+                return "order fulfilment"
         return None
 
     def is_stuck(self, now: datetime, margin: timedelta) -> bool:
@@ -167,6 +189,12 @@ class FulfilmentState:
                 return replace(state, decline_reason=reason)
             case PaymentRequestIssued():
                 return replace(state, payment_requested=True, waiting_since=event.at)
+            case FulfilmentRequested():
+                return replace(state, fulfil_requested=True, waiting_since=event.at)
+            case OrderFulfilmentNoted():
+                return replace(state, order_fulfilled=True)
+            case OrderCancellationNoted(reason=reason):
+                return replace(state, order_cancel_reason=reason)
             case FulfilmentCompleted(committed=committed, released=released):
                 return replace(
                     state,
@@ -175,7 +203,10 @@ class FulfilmentState:
                     released=self.released | set(released),
                     waiting_since=event.at,
                 )
-            case FulfilmentCancelled(reason=reason, released=released, refund=refund):
+            case (
+                FulfilmentCancelled(reason=reason, released=released, refund=refund)
+                | FulfilmentWithdrawn(reason=reason, released=released, refund=refund)
+            ):
                 return replace(
                     state,
                     outcome=WorkflowStatus.CANCELLED,
@@ -289,9 +320,19 @@ def _note(state: FulfilmentState, fact: Input, timeout: timedelta) -> list[Workf
                 return []
             return [PaymentDeclineNoted(cause=cause, reason=reason, at=at)]
         case FulfilmentTimedOut(token=token):
-            if state.is_terminal or state.deadline is None or token != state.deadline:
-                return []  # after completion, or a stale timer
+            if state.is_terminal or state.fulfil_requested:
+                return []  # after completion, or the order's answer is pending: it decides
+            if state.deadline is None or token != state.deadline:
+                return []  # a stale timer
             return [_cancel(state, cause, at, f"timed out after {_duration(state)}")]
+        case OrderFulfilled():
+            if state.order_fulfilled or state.is_terminal:
+                return []
+            return [OrderFulfilmentNoted(cause=cause, at=at)]
+        case OrderCancelled(reason=reason):
+            if state.order_cancel_reason is not None or state.is_terminal:
+                return []  # already known, or the workflow's own cancellation coming back
+            return [OrderCancellationNoted(cause=cause, reason=reason, at=at)]
     raise TypeError(f"not a fulfilment input: {fact!r}")  # pragma: no cover
 
 
@@ -302,6 +343,10 @@ def _progress(state: FulfilmentState, fact: Input) -> list[WorkflowEvent]:
         return _compensate_late(state, cause, at)
     if state.outcome is not None or not state.started:
         return []
+    if state.order_cancel_reason is not None:
+        return [_withdraw(state, cause, at, state.order_cancel_reason)]
+    if state.fulfil_requested:
+        return _complete(state, cause, at)
     if state.refused:
         sku, reason = next(iter(state.refused.items()))
         return [_cancel(state, cause, at, f"stock unavailable: sku {sku} ({reason})")]
@@ -313,16 +358,31 @@ def _progress(state: FulfilmentState, fact: Input) -> list[WorkflowEvent]:
         steps.append(PaymentRequestIssued(cause, state.total, state.currency, at))
         state = state.apply(steps[-1])
     if state.payment_requested and state.payment_authorized:
-        skus = {line.sku for line in state.lines or ()}
-        committed = tuple(sku for sku in state.reserved if sku in skus)
-        strays = tuple(sku for sku in state.reserved if sku not in skus)
-        steps.append(FulfilmentCompleted(cause, committed, strays, at))
+        steps.append(FulfilmentRequested(cause, at))
+        steps += _complete(state.apply(steps[-1]), cause, at)
     return steps
+
+
+def _complete(state: FulfilmentState, cause: str, at: str) -> list[WorkflowEvent]:
+    """FulfilOrder was sent: once the order is fulfilled, commit what it reserved."""
+    if not state.order_fulfilled:
+        return []
+    skus = {line.sku for line in state.lines or ()}
+    committed = tuple(sku for sku in state.reserved if sku in skus)
+    strays = tuple(sku for sku in state.reserved if sku not in skus)
+    return [FulfilmentCompleted(cause, committed, strays, at)]
 
 
 def _cancel(state: FulfilmentState, cause: str, at: str, reason: str) -> FulfilmentCancelled:
     released = tuple(sku for sku in state.reserved if sku not in state.released)
     return FulfilmentCancelled(
+        cause=cause, reason=reason, released=released, refund=state.payment_authorized, at=at
+    )
+
+
+def _withdraw(state: FulfilmentState, cause: str, at: str, reason: str) -> FulfilmentWithdrawn:
+    released = tuple(sku for sku in state.reserved if sku not in state.released)
+    return FulfilmentWithdrawn(
         cause=cause, reason=reason, released=released, refund=state.payment_authorized, at=at
     )
 

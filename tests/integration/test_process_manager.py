@@ -392,22 +392,23 @@ async def test_a_process_manager_killed_mid_way_loses_no_workflow_and_doubles_no
             return True
 
         await eventually(all_fulfilled, within=60, what="every workflow fulfilled")
+
+        # The commits follow orders.fulfilled, which the (restarted) process manager reads.
+        async def all_committed() -> bool:
+            for sku in skus:
+                stored = await shop.store.read_stream(shop.inventory.stream(sku))
+                if sum(e.type == "ReservationCommitted" for e in stored) < 20:
+                    return False
+            return True
+
+        await eventually(all_committed, what="every reservation committed")
+        await asyncio.sleep(0.5)  # anything doubled would land now
     finally:
         provider.cancel()
         if pm.poll() is None:
             pm.send_signal(signal.SIGTERM)
             pm.wait(timeout=20)
 
-    # FulfilOrder goes out with the commits, to another queue: it may land first.
-    async def all_committed() -> bool:
-        for sku in skus:
-            stored = await shop.store.read_stream(shop.inventory.stream(sku))
-            if sum(e.type == "ReservationCommitted" for e in stored) < 20:
-                return False
-        return True
-
-    await eventually(all_committed, what="every reservation committed")
-    await asyncio.sleep(0.5)  # anything doubled would land now
     for sku in skus:
         stored = await shop.store.read_stream(shop.inventory.stream(sku))
         per_order = Counter((e.type, e.data.get("order_id")) for e in stored)

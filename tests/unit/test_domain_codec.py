@@ -42,6 +42,10 @@ SAMPLES: list[tuple[EventCodec[Any], object]] = [
     (fulfilment.CODEC, fulfilment.FulfilmentCancelled("e8", "timed out", ("SKU-A",), True, AT)),
     (fulfilment.CODEC, fulfilment.LateReservationReleased("e9", "SKU-B", AT)),
     (fulfilment.CODEC, fulfilment.LatePaymentRefunded("e10", AT)),
+    (fulfilment.CODEC, fulfilment.FulfilmentRequested("e11", AT)),
+    (fulfilment.CODEC, fulfilment.OrderFulfilmentNoted("e12", AT)),
+    (fulfilment.CODEC, fulfilment.OrderCancellationNoted("e13", "changed mind", AT)),
+    (fulfilment.CODEC, fulfilment.FulfilmentWithdrawn("e14", "changed mind", ("SKU-A",), True, AT)),
 ]
 
 

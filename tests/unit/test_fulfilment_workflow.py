@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from domain.fulfilment.events import (
     FulfilmentCancelled,
     FulfilmentCompleted,
+    FulfilmentRequested,
     FulfilmentStarted,
+    FulfilmentWithdrawn,
     LatePaymentRefunded,
     LateReservationReleased,
     PaymentAuthorizationNoted,
@@ -31,7 +33,9 @@ from domain.fulfilment.inputs import (
     FulfilmentLine,
     FulfilmentTimedOut,
     Input,
+    OrderCancelled,
     OrderConfirmed,
+    OrderFulfilled,
     PaymentAuthorized,
     PaymentDeclined,
     ReservationRefused,
@@ -70,6 +74,9 @@ refused_b = ReservationRefused("e-ref-b", at(2), ORDER, "SKU-B", "only 0 availab
 authorized = PaymentAuthorized("e-auth", at(3), ORDER)
 declined = PaymentDeclined("e-decl", at(3), ORDER, "card expired")
 timed_out = FulfilmentTimedOut("e-timeout", at(15), ORDER, DEADLINE)
+order_fulfilled = OrderFulfilled("e-fulfilled", at(4), ORDER)
+HAPPY = [confirmed, reserved_a, reserved_b, authorized, order_fulfilled]
+customer_cancel = OrderCancelled("e-customer", at(3.5), ORDER, "customer changed mind")
 
 
 def reserve(cause: str, sku: str, quantity: int) -> OutgoingCommand:
@@ -181,18 +188,30 @@ def test_all_reserved_requests_the_order_total() -> None:
     )
 
 
-def test_payment_authorized_commits_every_reservation_and_fulfils_the_order() -> None:
+def test_payment_authorized_asks_the_order_to_fulfil_itself_and_commits_nothing_yet() -> None:
     decision = given(confirmed, reserved_a, reserved_b).when(authorized)
     assert decision.events == [
         PaymentAuthorizationNoted("e-auth", at(3).isoformat()),
-        FulfilmentCompleted("e-auth", ("SKU-A", "SKU-B"), (), at(3).isoformat()),
+        FulfilmentRequested("e-auth", at(3).isoformat()),
     ]
     assert decision.commands == [
-        commit("e-auth", "SKU-A"),
-        commit("e-auth", "SKU-B"),
         OutgoingCommand(command_id("e-auth", "fulfil"), "orders", FulfilOrder(ORDER)),
     ]
     state = given(confirmed, reserved_a, reserved_b, authorized).state
+    assert (state.status, state.is_terminal, state.waiting_for) == (
+        WorkflowStatus.AWAITING_FULFILMENT,
+        False,
+        "order fulfilment",
+    )
+
+
+def test_the_order_fulfilled_commits_every_reservation_and_ends_the_workflow() -> None:
+    decision = given(confirmed, reserved_a, reserved_b, authorized).when(order_fulfilled)
+    assert decision.events[-1] == FulfilmentCompleted(
+        "e-fulfilled", ("SKU-A", "SKU-B"), (), at(4).isoformat()
+    )
+    assert decision.commands == [commit("e-fulfilled", "SKU-A"), commit("e-fulfilled", "SKU-B")]
+    state = given(*HAPPY).state
     assert (state.status, state.is_terminal, state.waiting_for) == (
         WorkflowStatus.FULFILLED,
         True,
@@ -238,9 +257,85 @@ def test_the_timeout_before_completion_releases_and_cancels() -> None:
     assert not given(confirmed, reserved_a, timed_out).state.is_stuck(at(60), timedelta(0))
 
 
+def test_the_timeout_while_the_order_decides_its_fulfilment_does_nothing() -> None:
+    """FulfilOrder was sent: the Order aggregate arbitrates, the timer must not compensate."""
+    assert given(confirmed, reserved_a, reserved_b, authorized).when(timed_out) == Decision(
+        [], [], []
+    )
+
+
+# --------------------------------------------------------------------------- customer cancels
+
+
+def refund(cause: str, reason: str) -> OutgoingCommand:
+    return OutgoingCommand(command_id(cause, "refund"), "payments", RefundPayment(ORDER, reason))
+
+
+def test_a_customer_cancellation_while_reserving_releases_and_sends_no_cancel_order() -> None:
+    decision = given(confirmed, reserved_a).when(customer_cancel)
+    assert decision.events[-1] == FulfilmentWithdrawn(
+        "e-customer", "customer changed mind", ("SKU-A",), False, at(3.5).isoformat()
+    )
+    assert decision.commands == [release("e-customer", "SKU-A")]
+    state = given(confirmed, reserved_a, customer_cancel).state
+    assert (state.status, state.cancel_reason, state.is_terminal) == (
+        WorkflowStatus.CANCELLED,
+        "customer changed mind",
+        True,
+    )
+
+
+def test_a_customer_cancellation_awaiting_payment_releases_everything() -> None:
+    decision = given(confirmed, reserved_a, reserved_b).when(customer_cancel)
+    assert decision.commands == [release("e-customer", "SKU-A"), release("e-customer", "SKU-B")]
+
+
+def test_a_customer_cancellation_winning_the_race_with_fulfil_order_refunds_the_payment() -> None:
+    """FulfilOrder was sent but the customer's CancelOrder got there first: orders.cancelled."""
+    decision = given(confirmed, reserved_a, reserved_b, authorized).when(customer_cancel)
+    assert decision.commands == [
+        release("e-customer", "SKU-A"),
+        release("e-customer", "SKU-B"),
+        refund("e-customer", "customer changed mind"),
+    ]
+    state = given(confirmed, reserved_a, reserved_b, authorized, customer_cancel).state
+    assert state.status is WorkflowStatus.CANCELLED
+    assert state.committed == frozenset()
+
+
+def test_late_facts_after_a_customer_cancellation_are_compensated_once() -> None:
+    scenario = given(confirmed, reserved_a, customer_cancel)
+    assert scenario.when(reserved_b).commands == [release("e-res-b", "SKU-B")]
+    late_auth = given(confirmed, reserved_a, customer_cancel, reserved_b).when(authorized)
+    assert late_auth.commands == [refund("e-auth", "order already cancelled")]
+    done = given(confirmed, reserved_a, customer_cancel, reserved_b, authorized)
+    for fact in (reserved_b, authorized, customer_cancel, timed_out, order_fulfilled):
+        assert done.when(fact) == Decision([], [], [])
+
+
+def test_the_workflows_own_cancellation_coming_back_changes_nothing() -> None:
+    own = OrderCancelled("e-own", at(3), ORDER, "stock unavailable: sku SKU-B (only 0 available)")
+    assert given(confirmed, reserved_a, refused_b).when(own) == Decision([], [], [])
+    assert given(confirmed, reserved_a, timed_out).when(own) == Decision([], [], [])
+
+
+def test_a_customer_cancellation_before_the_confirmation_ends_it_when_it_arrives() -> None:
+    decision = given(customer_cancel).when(confirmed)
+    assert [type(event) for event in decision.events] == [FulfilmentStarted, FulfilmentWithdrawn]
+    state = given(customer_cancel, confirmed).state
+    assert state.status is WorkflowStatus.CANCELLED
+    assert given(customer_cancel, confirmed).when(reserved_a).commands == [
+        release("e-res-a", "SKU-A")
+    ]
+
+
+def test_a_customer_cancellation_after_fulfilment_changes_nothing() -> None:
+    assert given(*HAPPY).when(customer_cancel) == Decision([], [], [])
+
+
 @pytest.mark.parametrize(
     "history",
-    [(confirmed, reserved_a, reserved_b, authorized), (confirmed, refused_b)],
+    [(confirmed, reserved_a, reserved_b, authorized, order_fulfilled), (confirmed, refused_b)],
     ids=["after-fulfilment", "after-cancellation"],
 )
 def test_a_timeout_after_completion_does_nothing(history: tuple[Input, ...]) -> None:
@@ -258,8 +353,14 @@ def test_a_stale_timeout_token_does_nothing() -> None:
 
 @pytest.mark.parametrize(
     "history",
-    [(confirmed,), (confirmed, reserved_a), (confirmed, reserved_a, reserved_b, authorized)],
-    ids=["started", "reserving", "fulfilled"],
+    [
+        (confirmed,),
+        (confirmed, reserved_a),
+        (confirmed, reserved_a, reserved_b, authorized),
+        (confirmed, reserved_a, reserved_b, authorized, order_fulfilled),
+        (confirmed, reserved_a, customer_cancel),
+    ],
+    ids=["started", "reserving", "fulfilling", "fulfilled", "cancelled-by-customer"],
 )
 def test_an_input_already_applied_gives_no_events_and_no_commands(
     history: tuple[Input, ...],
@@ -315,7 +416,7 @@ def test_facts_before_the_confirmation_are_kept_until_it_arrives() -> None:
 
 
 def test_a_decline_or_refusal_after_fulfilment_or_cancellation_changes_nothing() -> None:
-    fulfilled = given(confirmed, reserved_a, reserved_b, authorized)
+    fulfilled = given(*HAPPY)
     assert fulfilled.when(declined) == Decision([], [], [])
     cancelled = given(confirmed, refused_b)
     assert cancelled.when(declined) == Decision([], [], [])
@@ -365,9 +466,6 @@ def run(inputs: list[Input]) -> tuple[FulfilmentState, list[Decision]]:
     return state, decisions
 
 
-HAPPY = [confirmed, reserved_a, reserved_b, authorized]
-
-
 @st.composite
 def shuffled_with_duplicates(draw: st.DrawFn, inputs: list[Input]) -> list[Input]:
     with_duplicates = inputs + draw(st.lists(st.sampled_from(inputs), max_size=6))
@@ -391,14 +489,20 @@ def test_any_order_and_duplication_of_a_happy_workflow_has_the_ordered_runs_effe
 @st.composite
 def consistent_facts(draw: st.DrawFn) -> list[Input]:
     """One possible world (SKU-B reserved or refused, the payment authorized or declined,
-    maybe a timeout), each fact possibly duplicated, all in any order."""
+    maybe a timeout, maybe the customer's cancellation; or the Order fulfilled after all
+    went well), each fact possibly duplicated, all in any order."""
     facts: list[Input] = [confirmed]
     if draw(st.booleans()):
-        facts.append(reserved_a)
-    facts += draw(st.sampled_from([[reserved_b], [refused_b], []]))
-    facts += draw(st.sampled_from([[authorized], [declined], []]))
-    if draw(st.booleans()):
-        facts.append(timed_out)
+        facts += [reserved_a, reserved_b, authorized, order_fulfilled]
+    else:
+        if draw(st.booleans()):
+            facts.append(reserved_a)
+        facts += draw(st.sampled_from([[reserved_b], [refused_b], []]))
+        facts += draw(st.sampled_from([[authorized], [declined], []]))
+        if draw(st.booleans()):
+            facts.append(timed_out)
+        if draw(st.booleans()):
+            facts.append(customer_cancel)
     facts += draw(st.lists(st.sampled_from(facts), max_size=5))
     return draw(st.permutations(facts))
 
@@ -410,7 +514,8 @@ def test_every_workflow_keeps_its_books_whatever_arrives_in_whatever_order(
 ) -> None:
     """No reservation is both committed and released; nothing happens twice; a cancelled
     workflow releases exactly what was reserved and refunds exactly what was authorized;
-    a fulfilled one commits every line; a decisive input after the start ends the workflow."""
+    a fulfilled one commits every line; a decisive input after the start ends the workflow;
+    CancelOrder goes out only when the workflow itself cancels (never after the customer)."""
     state, decisions = run(inputs)
     keys = effects(decisions)
     assert len(keys) == len(set(keys)), keys
@@ -419,14 +524,21 @@ def test_every_workflow_keeps_its_books_whatever_arrives_in_whatever_order(
     refunds = keys.count(("RefundPayment", ""))
     seen_reserved = {f.sku for f in inputs if isinstance(f, StockReserved)}
     assert not committed & released
-    assert keys.count(("FulfilOrder", "")) + keys.count(("CancelOrder", "")) == int(
-        state.is_terminal
+    assert keys.count(("FulfilOrder", "")) == int(state.fulfil_requested)
+    assert keys.count(("CancelOrder", "")) == int(
+        state.status is WorkflowStatus.CANCELLED and state.order_cancel_reason is None
     )
+    if order_fulfilled in inputs:
+        assert state.status is WorkflowStatus.FULFILLED
     # A timeout is scheduled by the start, so one "before" it is a stray and is ignored;
-    # a refusal or decline noted before the start decides as soon as the start arrives.
+    # a refusal or decline noted before the start decides as soon as the start arrives;
+    # once FulfilOrder is sent, the timeout leaves the decision to the Order aggregate.
     start = inputs.index(confirmed)
-    decisive = any(isinstance(f, ReservationRefused | PaymentDeclined) for f in inputs) or any(
-        isinstance(f, FulfilmentTimedOut) for f in inputs[start:]
+    decisive = any(
+        isinstance(f, ReservationRefused | PaymentDeclined | OrderCancelled) for f in inputs
+    ) or (
+        any(isinstance(f, FulfilmentTimedOut) for f in inputs[start:])
+        and not state.fulfil_requested
     )
     if decisive:
         assert state.is_terminal

@@ -11,17 +11,22 @@ from decimal import Decimal
 import pytest
 
 from conveyor.aggregates import AGGREGATES
+from conveyor.bootstrap import process_manager_bindings
 from conveyor.workflows.facts import InvalidInput, PendingConfirmation, parse_input
 from conveyor.workflows.sending import command_body
 from domain.fulfilment.events import (
     FulfilmentCancelled,
     FulfilmentCompleted,
+    FulfilmentRequested,
     FulfilmentStarted,
+    FulfilmentWithdrawn,
     LatePaymentRefunded,
     PaymentRequestIssued,
 )
 from domain.fulfilment.inputs import (
     FulfilmentLine,
+    OrderCancelled,
+    OrderFulfilled,
     PaymentDeclined,
     ReservationRefused,
     StockReserved,
@@ -36,6 +41,8 @@ EVENTS = [
     FulfilmentCompleted("e3", ("SKU-1",), ("SKU-9",), AT),
     FulfilmentCancelled("e4", "payment declined: no", ("SKU-1",), True, AT),
     LatePaymentRefunded("e5", AT),
+    FulfilmentRequested("e6", AT),
+    FulfilmentWithdrawn("e7", "customer changed mind", ("SKU-1",), True, AT),
 ]
 
 
@@ -78,7 +85,16 @@ def test_integration_events_are_read_as_workflow_inputs() -> None:
     )
     declined = _event("PaymentDeclined", aggregate_id="o-1", data={"reason": "no"})
     assert parse_input(declined, max_bytes=10_000) == PaymentDeclined("ev-1", at, "o-1", "no")
+    cancelled = _event("OrderCancelled", order_id="o-1", customer_id="c", data={"reason": "r"})
+    assert parse_input(cancelled, max_bytes=10_000) == OrderCancelled("ev-1", at, "o-1", "r")
+    fulfilled = _event("OrderFulfilled", order_id="o-1", customer_id="c", data={})
+    assert parse_input(fulfilled, max_bytes=10_000) == OrderFulfilled("ev-1", at, "o-1")
     assert parse_input(_event("ItemAdded", order_id="o-1"), max_bytes=10_000) is None
+
+
+def test_the_process_manager_is_bound_to_the_orders_cancelled_and_fulfilled_keys() -> None:
+    keys = process_manager_bindings()
+    assert {"orders.confirmed", "orders.cancelled", "orders.fulfilled"} <= set(keys)
     with pytest.raises(InvalidInput):
         parse_input(b"{", max_bytes=10_000)
     with pytest.raises(InvalidInput):
