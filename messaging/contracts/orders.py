@@ -111,7 +111,8 @@ class CancelOrderMessage(_OrderCommandMessage):
 
 
 class FulfilOrderMessage(_OrderCommandMessage):
-    """Sent by the fulfilment workflow once stock is committed and payment authorized."""
+    """Sent by the fulfilment workflow once payment is authorized; the stock is committed
+    when the order is fulfilled (a customer's cancellation may win the race instead)."""
 
     type: Literal["FulfilOrder"]
 
