@@ -37,10 +37,13 @@ from conveyor.eventstore.port import RecordedEvent
 class StockLevels:
     received: int = 0
     committed: int = 0
-    on_hand: int = 0
     reserved: int = 0
     lowest_available: int = 0
     open: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def on_hand(self) -> int:
+        return self.received - self.committed
 
 
 @dataclass
@@ -104,57 +107,52 @@ def check_fulfilment(events: Iterable[RecordedEvent]) -> FulfilmentVerdict:
     verdict = FulfilmentVerdict()
     orders: dict[str, str] = {}  # order id -> "confirmed" | "fulfilled" | "cancelled"
     reasons: dict[str, str] = {}
-    stock: dict[str, StockLevels] = defaultdict(StockLevels)
+    stock: dict[str, StockLevels] = defaultdict(StockLevels)  # by SKU stream
     reservations: Counter[tuple[str, str]] = Counter()
     committed: set[tuple[str, str]] = set()
     authorized: Counter[str] = Counter()
     refunded: Counter[str] = Counter()
-    sku_streams: dict[str, list[RecordedEvent]] = defaultdict(list)
+    streams: dict[str, list[RecordedEvent]] = defaultdict(list)  # for the aggregates' folds
     for event in events:
         if is_marker(event):
             continue
         definition = AGGREGATES.of_stream(event.stream_id)
         if definition is None:
             continue
+        streams[event.stream_id].append(event)
         aggregate_id = definition.aggregate_id_of(event.stream_id)
         data = event.data
-        match (definition.name, event.type):
-            case (_, "OrderConfirmed"):
+        match event.type:
+            case "OrderConfirmed":
                 orders[aggregate_id] = "confirmed"
-            case (_, "OrderFulfilled"):
+            case "OrderFulfilled":
                 orders[aggregate_id] = "fulfilled"
-            case (_, "OrderCancelled") if aggregate_id in orders:
+            case "OrderCancelled" if aggregate_id in orders:
                 orders[aggregate_id] = "cancelled"
                 reasons[aggregate_id] = str(data.get("reason", ""))
-            case (_, "StockReceived"):
-                sku_streams[aggregate_id].append(event)
-                levels = stock[aggregate_id]
+            case "StockReceived":
+                levels = stock[event.stream_id]
                 levels.received += int(data["quantity"])
-                levels.on_hand += int(data["quantity"])
-            case (_, "StockReserved"):
-                sku_streams[aggregate_id].append(event)
-                levels, order_id = stock[aggregate_id], str(data["order_id"])
+            case "StockReserved":
+                levels, order_id = stock[event.stream_id], str(data["order_id"])
                 levels.reserved += int(data["quantity"])
                 levels.open[order_id] = int(data["quantity"])
                 levels.lowest_available = min(
                     levels.lowest_available, levels.on_hand - levels.reserved
                 )
                 reservations[(order_id, aggregate_id)] += 1
-            case (_, "ReservationReleased"):
-                sku_streams[aggregate_id].append(event)
-                levels = stock[aggregate_id]
+            case "ReservationReleased":
+                levels = stock[event.stream_id]
                 levels.reserved -= levels.open.pop(str(data["order_id"]), 0)
-            case (_, "ReservationCommitted"):
-                sku_streams[aggregate_id].append(event)
-                levels, order_id = stock[aggregate_id], str(data["order_id"])
+            case "ReservationCommitted":
+                levels, order_id = stock[event.stream_id], str(data["order_id"])
                 quantity = levels.open.pop(order_id, 0)
                 levels.reserved -= quantity
-                levels.on_hand -= quantity
                 levels.committed += quantity
                 committed.add((order_id, aggregate_id))
-            case (_, "PaymentAuthorized"):
+            case "PaymentAuthorized":
                 authorized[aggregate_id] += 1
-            case (_, "PaymentRefunded"):
+            case "PaymentRefunded":
                 refunded[aggregate_id] += 1
     verdict.confirmed = len(orders)
     for order_id, status in orders.items():
@@ -165,16 +163,14 @@ def check_fulfilment(events: Iterable[RecordedEvent]) -> FulfilmentVerdict:
             verdict.cancel_reasons[_reason_kind(reasons[order_id])] += 1
         else:
             verdict.unfinished.append(order_id)
-    for sku, levels in stock.items():
+    for stream_id, levels in stock.items():
+        definition = AGGREGATES.of_stream(stream_id)
+        assert definition is not None
+        sku = definition.aggregate_id_of(stream_id)
         if levels.lowest_available < 0:
             verdict.oversold.append(sku)
-        definition = AGGREGATES.of_stream(sku_streams[sku][0].stream_id)
-        assert definition is not None
-        state = definition.fold(sku, sku_streams[sku])
-        if (state.on_hand, state.reserved) != (
-            levels.received - levels.committed,
-            sum(levels.open.values()),
-        ):
+        state = definition.fold(sku, streams[stream_id])
+        if (state.on_hand, state.reserved) != (levels.on_hand, sum(levels.open.values())):
             verdict.stock_drift.append(sku)
         for order_id in levels.open:
             if orders.get(order_id) == "cancelled":
